@@ -1,0 +1,106 @@
+"""The run configuration: one YAML file, typed sections, dotted overrides.
+
+Each stage owns its section's model (``kgrec/<stage>/config.py``); this module only
+assembles them, loads YAML, applies ``--set section.key=value`` overrides and turns
+pydantic's errors into one :class:`~kgrec.errors.ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kgrec.errors import ConfigError
+from kgrec.features.config import FeaturesConfig
+from kgrec.ingest.config import IngestConfig
+from kgrec.models.config import ModelConfig
+from kgrec.rank.config import RankConfig
+from kgrec.store.config import StoreConfig
+from kgrec.train.config import TrainConfig
+
+
+class KgrecConfig(BaseModel):
+    """Every section of a run. Unknown keys are rejected, at every level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 42
+    store: StoreConfig = StoreConfig()
+    ingest: IngestConfig = IngestConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    rank: RankConfig = RankConfig()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` → ``(["train", "lr"], 3e-4)``; the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"Override {text!r} is not of the form section.key=value "
+            "(for example --set train.lr=0.001)."
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"Override {'.'.join(path)}: {part!r} is a value, not a section.")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> KgrecConfig:
+    """Load ``path`` (default: the built-in defaults) and apply ``overrides``.
+
+    ``configs/default.yaml`` spells the built-in defaults out with comments; a test
+    keeps the two equal.
+    """
+    source = Path(path) if path is not None else Path("<defaults>")
+    data: Any = {}
+    if path is not None:
+        if not source.is_file():
+            raise ConfigError(
+                f"Config file {source} does not exist. Pass an existing YAML file, e.g. configs/default.yaml."
+            )
+        try:
+            data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file {source} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {source} must hold a mapping of sections, found {type(data).__name__}.")
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply(data, keys, value)
+    try:
+        return KgrecConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe_validation_error(e, source)) from e
+
+
+def _describe_validation_error(error: ValidationError, source: Path) -> str:
+    lines = [f"Config {source} has {error.error_count()} problem(s):"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            section = ".".join(str(p) for p in item["loc"][:-1]) or "top level"
+            lines.append(f"  - unknown key {key!r} (in {section}); check the spelling against configs/default.yaml")
+        else:
+            lines.append(f"  - {key}: {item['msg']} (found {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def save_config(config: KgrecConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (kept beside every model artifact)."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
