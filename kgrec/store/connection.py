@@ -1,0 +1,181 @@
+"""The one boundary between kgrec and Neo4j.
+
+Every query goes through :class:`GraphStore`: parameters always travel apart from
+the query text, driver errors become :class:`~kgrec.errors.KgrecError` subclasses
+with a next step, and the Cypher text lives in ``.cypher`` files beside this module.
+
+Which server: ``NEO4J_URI`` (with ``NEO4J_USER`` / ``NEO4J_PASSWORD``) when set, for
+a user's own Neo4j, a cluster or Aura; otherwise the managed local server on
+``bolt://127.0.0.1:<store.port>`` (``kgrec db start``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import neo4j
+from neo4j import GraphDatabase
+from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
+
+from kgrec.errors import GraphStoreError, GraphStoreUnavailable
+from kgrec.store.config import StoreConfig
+from kgrec.store.server import LOCAL_HOST
+
+
+@cache
+def query(name: str) -> str:
+    """The text of ``queries/<name>.cypher`` (comments are kept; Cypher ignores them)."""
+    return resources.files("kgrec.store").joinpath("queries", f"{name}.cypher").read_text(encoding="utf-8")
+
+
+def resolve_uri(config: StoreConfig) -> tuple[str, tuple[str, str] | None, bool]:
+    """``(uri, auth, managed)``: the server to use and whether it is the managed local one."""
+    uri = os.environ.get("NEO4J_URI")
+    if uri:
+        user = os.environ.get("NEO4J_USER", os.environ.get("NEO4J_USERNAME", "neo4j"))
+        password = os.environ.get("NEO4J_PASSWORD")
+        return uri, ((user, password) if password is not None else None), False
+    return f"bolt://{LOCAL_HOST}:{config.port}", None, True
+
+
+class GraphStore:
+    """A connection to one Neo4j database. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, uri: str, auth: tuple[str, str] | None = None, database: str | None = None, managed: bool = False):
+        self.uri = uri
+        self.database = database
+        self.managed = managed
+        self._driver = GraphDatabase.driver(
+            uri, auth=auth, connection_timeout=5.0, notifications_min_severity="OFF"
+        )
+        try:
+            self._driver.verify_connectivity()
+        except (ServiceUnavailable, OSError) as e:
+            self._driver.close()
+            raise GraphStoreUnavailable(_unreachable_message(uri, managed)) from e
+        except AuthError as e:
+            self._driver.close()
+            raise GraphStoreUnavailable(
+                f"Neo4j at {uri} rejected the credentials ({e.message}). "
+                "Check NEO4J_USER and NEO4J_PASSWORD."
+            ) from e
+        except Neo4jError as e:
+            self._driver.close()
+            raise GraphStoreUnavailable(f"Neo4j at {uri} refused the connection: {e.message}") from e
+
+    @classmethod
+    def connect(cls, config: StoreConfig | None = None) -> GraphStore:
+        """Connect to the server ``NEO4J_URI`` names, or to the managed local one."""
+        config = config or StoreConfig()
+        uri, auth, managed = resolve_uri(config)
+        return cls(uri, auth=auth, database=config.database, managed=managed)
+
+    def close(self) -> None:
+        self._driver.close()
+
+    def __enter__(self) -> GraphStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- running queries ---------------------------------------------------------
+
+    def run(self, cypher: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one query in an auto-retried write transaction and return its rows as dicts."""
+
+        def work(tx: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
+            return [record.data() for record in tx.run(cypher, parameters or {})]
+
+        return self._execute(work, write=True)
+
+    def read(self, cypher: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one read-only query and return its rows as dicts."""
+
+        def work(tx: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
+            return [record.data() for record in tx.run(cypher, parameters or {})]
+
+        return self._execute(work, write=False)
+
+    def read_columns(self, cypher: str, parameters: dict[str, Any] | None = None) -> dict[str, list[Any]]:
+        """Run a read query and return its result column-wise: ``{column: [values…]}``.
+
+        Column-wise results turn into polars frames without a per-row dict.
+        """
+
+        def work(tx: neo4j.ManagedTransaction) -> dict[str, list[Any]]:
+            result = tx.run(cypher, parameters or {})
+            keys = result.keys()
+            rows = result.values()
+            return {key: [row[i] for row in rows] for i, key in enumerate(keys)}
+
+        return self._execute(work, write=False)
+
+    def write_batches(
+        self,
+        cypher: str,
+        rows: Sequence[Any],
+        batch_size: int,
+        extra: dict[str, Any] | None = None,
+        on_batch=None,
+    ) -> dict[str, int]:
+        """Run ``cypher`` once per batch of ``rows`` (bound to ``$rows``), each batch its own transaction.
+
+        Returns the summed update counters (``nodes_created``, ``relationships_created``, …).
+        ``on_batch(n)`` is called after each batch with its row count (for progress bars).
+        """
+        totals: dict[str, int] = {}
+
+        def work(tx: neo4j.ManagedTransaction, batch: Sequence[Any]) -> dict[str, int]:
+            counters = tx.run(cypher, {"rows": batch, **(extra or {})}).consume().counters
+            return {key: value for key, value in vars(counters).items() if isinstance(value, int) and value}
+
+        for start in range(0, len(rows), batch_size):
+            batch = list(rows[start : start + batch_size])
+            for key, value in self._execute(lambda tx: work(tx, batch), write=True).items():
+                totals[key] = totals.get(key, 0) + value
+            if on_batch is not None:
+                on_batch(len(batch))
+        return totals
+
+    def run_script(self, text: str) -> None:
+        """Run each ``;``-terminated statement of a Cypher script (used for the schema)."""
+        for statement in split_statements(text):
+            self.run(statement)
+
+    def _execute(self, work, write: bool):
+        try:
+            with self._driver.session(database=self.database) as session:
+                if write:
+                    return session.execute_write(work)
+                return session.execute_read(work)
+        except ServiceUnavailable as e:
+            raise GraphStoreUnavailable(_unreachable_message(self.uri, self.managed)) from e
+        except Neo4jError as e:
+            raise GraphStoreError(f"Neo4j at {self.uri} rejected a query: {e.code}: {e.message}") from e
+
+
+def split_statements(text: str) -> Iterator[str]:
+    """The statements of a Cypher script: ``//`` comment lines dropped, split on ``;``."""
+    lines = [line for line in text.splitlines() if not line.strip().startswith("//")]
+    for statement in "\n".join(lines).split(";"):
+        if statement.strip():
+            yield statement.strip()
+
+
+def _unreachable_message(uri: str, managed: bool) -> str:
+    if managed:
+        return f"Neo4j is not reachable at {uri}. Start the local one with `kgrec db start`, or set NEO4J_URI."
+    return (
+        f"Neo4j is not reachable at {uri} (from NEO4J_URI). Check that the server is up and the URI is right, "
+        "or unset NEO4J_URI to use the local one (`kgrec db start`)."
+    )
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,154 @@
+"""Moving :class:`~kgrec.ingest.tables.GraphTables` into Neo4j and back out.
+
+Writes are batched ``UNWIND`` transactions that ``MERGE`` on the uniquely
+constrained keys, so loading the same tables twice changes no counts and loading
+new events adds them. Reads are a handful of bulk queries, one per table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+
+import polars as pl
+
+from kgrec.errors import GraphStoreError
+from kgrec.ingest.tables import (
+    INTERACTION_SCHEMA,
+    PRODUCT_SCHEMA,
+    RELATION_SCHEMA,
+    GraphTables,
+)
+from kgrec.store.connection import GraphStore, query
+
+# Called as progress(step_name, rows_done_in_this_call).
+Progress = Callable[[str, int], None]
+
+RELATION_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+NON_RELATION_TYPES = ("INTERACTED", "MADE_BY", "IN_CATEGORY", "SUBCATEGORY_OF", "RECOMMENDED")
+
+
+@dataclass
+class WriteSummary:
+    """What one load created, and what the graph holds afterwards."""
+
+    created: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+def ensure_schema(store: GraphStore) -> None:
+    """Create the uniqueness constraints (idempotent); always before any write."""
+    store.run_script(resources.files("kgrec.store").joinpath("schema.cypher").read_text(encoding="utf-8"))
+
+
+def relation_type(relation: str) -> str:
+    """``also_bought`` → ``ALSO_BOUGHT``; the name is checked first, so a type is never arbitrary text."""
+    if not RELATION_TYPE_PATTERN.match(relation) or relation.upper() in NON_RELATION_TYPES:
+        raise GraphStoreError(
+            f"Relation name {relation!r} cannot be a relationship type: use lower snake case "
+            f"(e.g. also_bought), not one of {', '.join(t.lower() for t in NON_RELATION_TYPES)}."
+        )
+    return relation.upper()
+
+
+def write_steps(tables: GraphTables) -> dict[str, int]:
+    """Rows each write step will send, in order (for a progress bar's total)."""
+    return {
+        "products": tables.products.height,
+        "brands": tables.brands().height,
+        "categories": tables.categories().height,
+        "made_by": tables.made_by().height,
+        "in_category": tables.in_category().height,
+        "users": tables.users.height,
+        "interactions": tables.interactions.height,
+        "relations": tables.relations.height,
+    }
+
+
+def write_graph(store: GraphStore, tables: GraphTables, batch_size: int = 10_000, progress: Progress | None = None) -> WriteSummary:
+    """Write ``tables`` into the graph: nodes first, then the edges between them."""
+    ensure_schema(store)
+    summary = WriteSummary()
+
+    def step(name: str, cypher: str, rows: list, **extra) -> None:
+        counters = store.write_batches(
+            cypher,
+            rows,
+            batch_size,
+            extra=extra,
+            on_batch=(lambda n: progress(name, n)) if progress else None,
+        )
+        for key in ("nodes_created", "relationships_created", "relationships_deleted"):
+            summary.created[key] = summary.created.get(key, 0) + counters.get(key, 0)
+
+    products = tables.products.select(
+        pl.col("product_id").alias("id"), "title", "description", "price"
+    ).to_dicts()
+    step("products", query("write_products"), products)
+    step("brands", query("write_brands"), tables.brands().get_column("name").to_list())
+    step("categories", query("write_categories"), tables.categories().to_dicts())
+    step("made_by", query("write_made_by"), tables.made_by().rows())
+    step("in_category", query("write_in_category"), tables.in_category().rows())
+
+    attribute_columns = [c for c in tables.users.columns if c != "user_id"]
+    users = [
+        {"id": row[0], "attributes": {k: v for k, v in zip(attribute_columns, row[1:]) if v is not None}}
+        for row in tables.users.select("user_id", *attribute_columns).rows()
+    ]
+    step("users", query("write_users"), users)
+    interactions = tables.interactions.select(
+        "user_id", "product_id", "event", "timestamp", "weight", "value"
+    ).rows()
+    step("interactions", query("write_interactions"), interactions)
+    for (relation,), group in tables.relations.group_by("relation", maintain_order=True):
+        step("relations", query("write_relations"), group.select("product_id", "related_product_id").rows(), type=relation_type(relation))
+
+    summary.totals = count_graph(store)
+    return summary
+
+
+def count_graph(store: GraphStore) -> dict[str, int]:
+    """Node counts per label and relationship counts per type, from the count store (fast)."""
+    counts: dict[str, int] = {}
+    for label in ("User", "Product", "Brand", "Category"):
+        counts[label] = store.read(f"MATCH (n:{label}) RETURN count(n) AS n")[0]["n"]
+    for row in store.read("CALL db.relationshipTypes() YIELD relationshipType RETURN relationshipType AS type"):
+        rel_type = row["type"]
+        # A type from the database itself, checked against a strict pattern before it goes into the text;
+        # Cypher 5 cannot parameterise the type in a count-store pattern.
+        if re.fullmatch(r"[A-Z][A-Z0-9_]*", rel_type):
+            n = store.read(f"MATCH ()-[r:{rel_type}]->() RETURN count(r) AS n")[0]["n"]
+            if n:
+                counts[rel_type] = n
+    return counts
+
+
+def clear_graph(store: GraphStore, batch_size: int = 10_000) -> None:
+    """Delete every node and relationship, in batches (constraints stay)."""
+    while store.run("MATCH (n) WITH n LIMIT $size DETACH DELETE n RETURN count(*) AS n", {"size": batch_size})[0]["n"]:
+        pass
+
+
+def read_graph(store: GraphStore) -> GraphTables:
+    """Read the whole graph back as :class:`GraphTables` (bulk queries, one per table)."""
+    products = pl.DataFrame(store.read_columns(query("read_products")), schema=PRODUCT_SCHEMA, strict=False)
+    interactions = pl.DataFrame(
+        store.read_columns(query("read_interactions")), schema=INTERACTION_SCHEMA, strict=False
+    )
+    relations = pl.DataFrame(
+        store.read_columns(query("read_relations"), {"exclude": list(NON_RELATION_TYPES)}),
+        schema=RELATION_SCHEMA,
+        strict=False,
+    )
+    user_rows = store.read_columns(query("read_users"))
+    attributes = user_rows.pop("attributes", [])
+    users = pl.DataFrame(user_rows, schema={"user_id": pl.Utf8})
+    attribute_names = sorted({key for attrs in attributes for key in attrs if key != "id"})
+    if attribute_names:
+        users = users.with_columns(
+            pl.Series(name, [None if a.get(name) is None else str(a.get(name)) for a in attributes], dtype=pl.Utf8)
+            for name in attribute_names
+        )
+    return GraphTables(products=products, interactions=interactions, relations=relations, users=users)

@@ -1,0 +1,3 @@
+// $rows: [name]
+UNWIND $rows AS name
+MERGE (:Brand {name: name})

@@ -1,0 +1,30 @@
+// kgrec graph schema (Neo4j 5.26). kgrec runs this file before any write; every
+// statement is idempotent (IF NOT EXISTS).
+//
+// Nodes
+//   (:User     {id})                              id = user_id from the shop's files, plus any user attributes
+//   (:Product  {id, title, description, price})   id = product_id
+//   (:Brand    {name})
+//   (:Category {path, name})                      path = "Beauty > Makeup > Eyes" (unique), name = "Eyes"
+//
+// Relationships
+//   (:User)-[:INTERACTED {event, timestamp, weight, value}]->(:Product)
+//       One relationship per event: event in view|click|cart|purchase|rating,
+//       timestamp in epoch seconds (UTC), weight = the configured weight of the
+//       event type (ingest.event_weights), value = the optional value column (a
+//       rating, a quantity). Events are kept, not aggregated: the same
+//       (user, product, event, timestamp) is the same event, so loading a file
+//       twice changes nothing and loading new events adds them.
+//   (:Product)-[:MADE_BY]->(:Brand)
+//   (:Product)-[:IN_CATEGORY]->(:Category)          the most specific categories listed
+//   (:Category)-[:SUBCATEGORY_OF]->(:Category)      child to parent
+//   (:Product)-[:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER|...]->(:Product)
+//       product-to-product relations; the type is the relation column upper-cased
+//   (:User)-[:RECOMMENDED {rank, score, relevance, popularity, diversity, model, created_at}]->(:Product)
+//       written by `kgrec recommend --explain`
+//
+// Uniqueness constraints (each also creates the index that the MERGEs use):
+CREATE CONSTRAINT user_id IF NOT EXISTS FOR (u:User) REQUIRE u.id IS UNIQUE;
+CREATE CONSTRAINT product_id IF NOT EXISTS FOR (p:Product) REQUIRE p.id IS UNIQUE;
+CREATE CONSTRAINT brand_name IF NOT EXISTS FOR (b:Brand) REQUIRE b.name IS UNIQUE;
+CREATE CONSTRAINT category_path IF NOT EXISTS FOR (c:Category) REQUIRE c.path IS UNIQUE;

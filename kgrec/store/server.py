@@ -1,0 +1,249 @@
+"""The managed local Neo4j: fetch its jars, start it on loopback, stop it cleanly.
+
+kgrec runs a real Neo4j 5.26 LTS Community server through a one-file Java launcher
+(``java/KgrecNeo4j.java``) built on ``DatabaseManagementServiceBuilder`` with the
+Bolt connector on. Everything lives under the kgrec home (``$KGREC_HOME``, default
+``~/.local/share/kgrec``)::
+
+    neo4j/<version>/lib/        jars resolved by Maven on first use
+    neo4j/<version>/classes/    the compiled launcher
+    servers/<port>/             data, logs and ``server.json`` of the server on that port
+
+A server is a detached background process (its own session), so it outlives the
+``kgrec db start`` that started it; ``server.json`` records its pid for ``stop``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from kgrec.errors import GraphStoreUnavailable
+
+NEO4J_VERSION = "5.26.30"
+LAUNCHER_CLASS = "KgrecNeo4j"
+LOCAL_HOST = "127.0.0.1"
+
+
+def kgrec_home() -> Path:
+    """``$KGREC_HOME`` or ``~/.local/share/kgrec``."""
+    return Path(os.environ.get("KGREC_HOME") or Path.home() / ".local" / "share" / "kgrec")
+
+
+@dataclass
+class ServerState:
+    """What ``server.json`` records about a running local server."""
+
+    pid: int
+    host: str
+    port: int
+    server_dir: str
+    neo4j_version: str
+    started_at: float
+
+    @property
+    def uri(self) -> str:
+        return f"bolt://{self.host}:{self.port}"
+
+
+def runtime_dir(home: Path | None = None) -> Path:
+    return (home or kgrec_home()) / "neo4j" / NEO4J_VERSION
+
+
+def server_dir(port: int, home: Path | None = None) -> Path:
+    return (home or kgrec_home()) / "servers" / str(port)
+
+
+def ensure_runtime(home: Path | None = None, echo=print) -> Path:
+    """Fetch the Neo4j jars with Maven and compile the launcher, once; return the runtime dir."""
+    runtime = runtime_dir(home)
+    lib, classes = runtime / "lib", runtime / "classes"
+    if not (lib / f"neo4j-{NEO4J_VERSION}.jar").is_file():
+        _require_tool("mvn", "Maven")
+        echo(f"Fetching Neo4j {NEO4J_VERSION} jars from Maven Central into {lib} (first use only)…")
+        build = runtime / "build"
+        build.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_java_source("pom.xml"), build / "pom.xml")
+        partial = runtime / "lib.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        _run_checked(
+            ["mvn", "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={partial}"],
+            cwd=build,
+            what="Maven could not fetch the Neo4j jars",
+        )
+        shutil.rmtree(lib, ignore_errors=True)
+        partial.rename(lib)  # only a complete download becomes lib/
+    if not (classes / f"{LAUNCHER_CLASS}.class").is_file():
+        _require_tool("javac", "a Java 17+ JDK")
+        classes.mkdir(parents=True, exist_ok=True)
+        _run_checked(
+            ["javac", "-cp", str(lib / "*"), "-d", str(classes), str(_java_source(f"{LAUNCHER_CLASS}.java"))],
+            cwd=runtime,
+            what="javac could not compile the Neo4j launcher",
+        )
+    return runtime
+
+
+def read_state(port: int, home: Path | None = None) -> ServerState | None:
+    """The state of the local server on ``port``, or None when none is running there."""
+    state_file = server_dir(port, home) / "server.json"
+    if not state_file.is_file():
+        return None
+    state = ServerState(**json.loads(state_file.read_text()))
+    if not _pid_alive(state.pid):
+        state_file.unlink(missing_ok=True)  # a crashed or killed server leaves a stale file
+        return None
+    return state
+
+
+def start_server(
+    port: int = 7687,
+    heap_mb: int = 1024,
+    pagecache_mb: int = 512,
+    home: Path | None = None,
+    timeout_s: float = 120.0,
+    echo=print,
+) -> ServerState:
+    """Start the local server on ``127.0.0.1:port`` (or return the one already there)."""
+    running = read_state(port, home)
+    if running is not None:
+        return running
+    if _port_in_use(LOCAL_HOST, port):
+        raise GraphStoreUnavailable(
+            f"Port {port} on {LOCAL_HOST} is already in use by another program. "
+            f"Stop it, or pick another port with --port (and store.port in the config)."
+        )
+    _require_tool("java", "Java 17+")
+    runtime = ensure_runtime(home, echo=echo)
+    sdir = server_dir(port, home)
+    sdir.mkdir(parents=True, exist_ok=True)
+    log_path = sdir / "server.log"
+    command = [
+        "java",
+        f"-Xms{min(heap_mb, 512)}m",
+        f"-Xmx{heap_mb}m",
+        "-XX:+UseG1GC",
+        "-cp",
+        f"{runtime / 'lib' / '*'}{os.pathsep}{runtime / 'classes'}",
+        LAUNCHER_CLASS,
+        str(sdir / "dbms"),
+        LOCAL_HOST,
+        str(port),
+        str(pagecache_mb),
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    state = ServerState(
+        pid=process.pid,
+        host=LOCAL_HOST,
+        port=port,
+        server_dir=str(sdir),
+        neo4j_version=NEO4J_VERSION,
+        started_at=time.time(),
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise GraphStoreUnavailable(
+                f"The local Neo4j exited during start (code {process.returncode}). "
+                f"Last lines of {log_path}:\n{_tail(log_path)}"
+            )
+        if _port_in_use(LOCAL_HOST, port):
+            (sdir / "server.json").write_text(json.dumps(asdict(state), indent=2))
+            return state
+        time.sleep(0.25)
+    _terminate(process.pid, grace_s=10)
+    raise GraphStoreUnavailable(
+        f"The local Neo4j did not open {LOCAL_HOST}:{port} within {timeout_s:.0f} s. See {log_path}."
+    )
+
+
+def stop_server(port: int = 7687, home: Path | None = None, grace_s: float = 60.0) -> ServerState | None:
+    """Stop the local server on ``port`` cleanly (SIGTERM, then wait). Returns what was stopped."""
+    state = read_state(port, home)
+    if state is None:
+        return None
+    _terminate(state.pid, grace_s=grace_s)
+    (Path(state.server_dir) / "server.json").unlink(missing_ok=True)
+    return state
+
+
+def _terminate(pid: int, grace_s: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)  # the launcher's shutdown hook closes the store
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our own finished child, so it does not linger as a zombie.
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for throwaway test servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOCAL_HOST, 0))
+        return s.getsockname()[1]
+
+
+def _java_source(name: str) -> Path:
+    return Path(str(resources.files("kgrec.store").joinpath("java", name)))
+
+
+def _require_tool(tool: str, what: str) -> None:
+    if shutil.which(tool) is None:
+        raise GraphStoreUnavailable(
+            f"`{tool}` was not found on PATH; the managed local Neo4j needs {what}. "
+            "Install it, or use your own server by setting NEO4J_URI (with NEO4J_USER and NEO4J_PASSWORD)."
+        )
+
+
+def _run_checked(command: list[str], cwd: Path, what: str) -> None:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip().splitlines()[-15:]
+        raise GraphStoreUnavailable(f"{what} (exit {result.returncode}):\n" + "\n".join(output))
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from kgrec.errors import GraphStoreError, GraphStoreUnavailable
+from kgrec.ingest.tables import INTERACTION_SCHEMA, PRODUCT_SCHEMA, RELATION_SCHEMA, GraphTables
+from kgrec.store.connection import GraphStore
+from kgrec.store.graph_io import count_graph, read_graph, relation_type, write_graph
+from kgrec.store.server import free_port
+
+TRICKY_ID = "p\"'); MATCH (n) DETACH DELETE n //\\"
+TRICKY_TITLE = 'Robert\'); DROP "table" \\ RETURN 1; MERGE (x) //'
+
+
+def make_tables(extra_events: int = 0) -> GraphTables:
+    products = pl.DataFrame(
+        {
+            "product_id": ["p1", "p2", "p3", TRICKY_ID],
+            "title": ["Matte Eyeliner", "Gloss", None, TRICKY_TITLE],
+            "description": ["long lasting", None, None, "MATCH (n) RETURN n"],
+            "price": [9.5, 12.0, None, 1.0],
+            "brand": ["Lumen", "Lumen", "Aster", None],
+            "categories": [["Beauty > Makeup > Eyes"], ["Beauty > Makeup > Lips"], ["Beauty"], []],
+        },
+        schema=PRODUCT_SCHEMA,
+    )
+    events = [
+        ("u1", "p1", "view", 100, None, 1.0),
+        ("u1", "p1", "purchase", 200, None, 5.0),
+        ("u1", "p2", "cart", 300, None, 3.0),
+        ("u2", TRICKY_ID, "rating", 400, 4.0, 4.0),
+        ("u2", "p3", "click", 500, None, 2.0),
+    ]
+    events += [("u3", "p2", "view", 1000 + i, None, 1.0) for i in range(extra_events)]
+    interactions = pl.DataFrame(events, schema=INTERACTION_SCHEMA, orient="row")
+    relations = pl.DataFrame(
+        [("p1", "also_bought", "p2"), ("p2", "also_viewed", TRICKY_ID)], schema=RELATION_SCHEMA, orient="row"
+    )
+    users = pl.DataFrame({"user_id": sorted(interactions["user_id"].unique().to_list())})
+    users = users.with_columns(pl.when(pl.col("user_id") == "u1").then(pl.lit("FR")).otherwise(None).alias("country"))
+    return GraphTables(products=products, interactions=interactions, relations=relations, users=users)
+
+
+def test_write_graph_creates_nodes_and_edges_of_every_kind(graph_store: GraphStore):
+    summary = write_graph(graph_store, make_tables(), batch_size=2)
+    totals = summary.totals
+    assert (totals["User"], totals["Product"], totals["Brand"]) == (2, 4, 2)
+    # Beauty, Beauty > Makeup, Beauty > Makeup > Eyes, Beauty > Makeup > Lips
+    assert totals["Category"] == 4
+    assert totals["SUBCATEGORY_OF"] == 3
+    assert totals["INTERACTED"] == 5
+    assert totals["MADE_BY"] == 3
+    assert totals["IN_CATEGORY"] == 3
+    assert totals["ALSO_BOUGHT"] == 1 and totals["ALSO_VIEWED"] == 1
+    assert summary.created["nodes_created"] == 2 + 4 + 2 + 4
+
+
+def test_write_graph_twice_changes_no_counts(graph_store: GraphStore):
+    tables = make_tables()
+    first = write_graph(graph_store, tables)
+    second = write_graph(graph_store, tables)
+    assert second.totals == first.totals
+    assert second.created["nodes_created"] == 0
+    assert second.created["relationships_created"] == 0
+
+
+def test_write_graph_adds_new_events_incrementally(graph_store: GraphStore):
+    write_graph(graph_store, make_tables())
+    summary = write_graph(graph_store, make_tables(extra_events=3))
+    assert summary.created["relationships_created"] == 3
+    assert summary.created["nodes_created"] == 1  # the new user u3
+    assert summary.totals["INTERACTED"] == 8
+
+
+def test_read_graph_returns_what_was_written(graph_store: GraphStore):
+    tables = make_tables()
+    write_graph(graph_store, tables)
+    back = read_graph(graph_store)
+    assert back.products.sort("product_id").equals(tables.products.sort("product_id"))
+    key = ["user_id", "product_id", "event", "timestamp"]
+    assert back.interactions.sort(key).equals(tables.interactions.select(back.interactions.columns).sort(key))
+    assert back.relations.sort("product_id").equals(tables.relations.sort("product_id"))
+    assert back.users.sort("user_id").equals(tables.users.sort("user_id"))
+
+
+def test_write_graph_stores_quotes_and_cypher_keywords_literally(graph_store: GraphStore):
+    write_graph(graph_store, make_tables())
+    rows = graph_store.read("MATCH (p:Product {id: $id}) RETURN p.title AS title", {"id": TRICKY_ID})
+    assert rows == [{"title": TRICKY_TITLE}]
+    assert count_graph(graph_store)["Product"] == 4  # nothing was deleted by the "injection"
+
+
+def test_write_graph_replaces_a_changed_brand(graph_store: GraphStore):
+    tables = make_tables()
+    write_graph(graph_store, tables)
+    rebranded = tables.products.with_columns(
+        pl.when(pl.col("product_id") == "p1").then(pl.lit("Aster")).otherwise(pl.col("brand")).alias("brand")
+    )
+    write_graph(graph_store, GraphTables(rebranded, tables.interactions, tables.relations, tables.users))
+    rows = graph_store.read("MATCH (:Product {id: 'p1'})-[:MADE_BY]->(b) RETURN b.name AS brand")
+    assert rows == [{"brand": "Aster"}]
+
+
+@pytest.mark.parametrize("name", ["Also Bought", "x`]->(n) DELETE n //", "made_by", ""])
+def test_relation_type_rejects_names_that_are_not_plain_snake_case(name: str):
+    with pytest.raises(GraphStoreError, match="lower snake case"):
+        relation_type(name)
+
+
+def test_connect_to_unreachable_server_says_how_to_start_one():
+    port = free_port()
+    with pytest.raises(GraphStoreUnavailable, match="kgrec db start"):
+        GraphStore(f"bolt://127.0.0.1:{port}", managed=True)
