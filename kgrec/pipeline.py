@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from kgrec.config import KgrecConfig
 from kgrec.ingest.tables import GraphTables, IngestReport
 from kgrec.ingest.validate import load_tables
+from kgrec.snapshot.snapshot import Snapshot, write_snapshot
 from kgrec.store import server
 from kgrec.store.config import StoreConfig
 from kgrec.store.connection import GraphStore, resolve_uri
@@ -95,6 +96,12 @@ def read_graph_tables(config: StoreConfig) -> GraphTables:
     """The whole graph in Neo4j, read back as tables."""
     with GraphStore.connect(config) as store:
         return read_graph(store)
+
+
+def export_graph(config: StoreConfig, out_dir: str | Path) -> Snapshot:
+    """Write the graph in Neo4j to a versioned snapshot directory (Parquet + manifest)."""
+    tables = read_graph_tables(config)
+    return write_snapshot(tables, out_dir)
 
 
 @contextmanager

@@ -126,9 +126,17 @@ def count_graph(store: GraphStore) -> dict[str, int]:
 
 
 def clear_graph(store: GraphStore, batch_size: int = 10_000) -> None:
-    """Delete every node and relationship, in batches (constraints stay)."""
-    while store.run("MATCH (n) WITH n LIMIT $size DETACH DELETE n RETURN count(*) AS n", {"size": batch_size})[0]["n"]:
-        pass
+    """Delete every node and relationship, in batches (constraints stay).
+
+    Relationships go first: a DETACH DELETE of dense nodes would pull all their
+    relationships into one transaction and can exceed its memory limit.
+    """
+    for cypher in (
+        "MATCH ()-[r]->() WITH r LIMIT $size DELETE r RETURN count(*) AS n",
+        "MATCH (n) WITH n LIMIT $size DETACH DELETE n RETURN count(*) AS n",
+    ):
+        while store.run(cypher, {"size": batch_size})[0]["n"]:
+            pass
 
 
 def read_graph(store: GraphStore) -> GraphTables:

@@ -1,0 +1,1 @@
+../kgrec/store/schema.cypher
