@@ -104,3 +104,44 @@ def _describe_validation_error(error: ValidationError, source: Path) -> str:
 def save_config(config: KgrecConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (kept beside every model artifact)."""
     Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+
+
+def render_config_yaml(config: BaseModel | None = None, header: str = "") -> str:
+    """``config`` (default: the built-in defaults) as commented YAML.
+
+    Each key gets its field's description as a comment, so ``configs/default.yaml``
+    is generated from the models and cannot drift from them.
+    """
+    config = config if config is not None else KgrecConfig()
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    _render_model(config, lines, indent="")
+    return "\n".join(lines) + "\n"
+
+
+def _render_model(model: BaseModel, lines: list[str], indent: str) -> None:
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            lines.append("")
+            if field.description or value.__doc__:
+                doc = field.description or (value.__doc__ or "").strip().splitlines()[0]
+                lines.append(f"{indent}# {doc}")
+            lines.append(f"{indent}{name}:")
+            _render_model(value, lines, indent + "  ")
+            continue
+        dumped = yaml.safe_dump({name: _plain(value)}, default_flow_style=True, sort_keys=False, width=10_000).strip()
+        dumped = dumped[1:-1] if dumped.startswith("{") else dumped  # flow style wraps the pair in braces
+        comment = f"  # {field.description}" if field.description else ""
+        lines.append(f"{indent}{dumped}{comment}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -11,17 +11,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kgrec.config import KgrecConfig
 from kgrec.ingest.tables import GraphTables, IngestReport
 from kgrec.ingest.validate import load_tables
-from kgrec.snapshot.snapshot import Snapshot, write_snapshot
 from kgrec.store import server
 from kgrec.store.config import StoreConfig
 from kgrec.store.connection import GraphStore, resolve_uri
 from kgrec.store.graph_io import WriteSummary, count_graph, read_graph, write_graph, write_steps
+
+if TYPE_CHECKING:
+    from kgrec.snapshot.snapshot import Snapshot
+
+# Stages past the graph store (snapshot, features, models, train) pull in torch, which
+# takes seconds to import; they are imported inside the functions that need them so
+# that `kgrec build-graph` and `kgrec db …` start fast.
 
 
 # --- the managed local server ---------------------------------------------------
@@ -100,6 +107,8 @@ def read_graph_tables(config: StoreConfig) -> GraphTables:
 
 def export_graph(config: StoreConfig, out_dir: str | Path) -> Snapshot:
     """Write the graph in Neo4j to a versioned snapshot directory (Parquet + manifest)."""
+    from kgrec.snapshot.snapshot import write_snapshot
+
     tables = read_graph_tables(config)
     return write_snapshot(tables, out_dir)
 

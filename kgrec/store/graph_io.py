@@ -160,3 +160,49 @@ def read_graph(store: GraphStore) -> GraphTables:
             for name in attribute_names
         )
     return GraphTables(products=products, interactions=interactions, relations=relations, users=users)
+
+
+VECTOR_INDEX = "product_embedding"
+
+
+def write_embeddings(
+    store: GraphStore,
+    label: str,
+    ids: list[str],
+    embeddings,
+    model_id: str,
+    batch_size: int = 5_000,
+    progress: Progress | None = None,
+) -> int:
+    """Set ``embedding`` (a list of floats) and ``embedding_model`` on User or Product nodes.
+
+    ``embeddings`` is ``[len(ids), dim]`` (a tensor or array). Returns the number of nodes set.
+    """
+    if label not in ("User", "Product"):
+        raise GraphStoreError(f"Embeddings go on User or Product nodes, not {label!r}.")
+    vectors = embeddings.tolist()
+    rows = [[node_id, vector] for node_id, vector in zip(ids, vectors)]
+    counters = store.write_batches(
+        query("write_embeddings"),
+        rows,
+        batch_size,
+        extra={"label": label, "model": model_id},
+        on_batch=(lambda n: progress(label, n)) if progress else None,
+    )
+    return counters.get("properties_set", 0) // 2
+
+
+def ensure_vector_index(store: GraphStore, dim: int) -> None:
+    """Create the ``product_embedding`` cosine vector index for ``dim``-d vectors.
+
+    An index of another dimension (from an earlier model) is dropped first, and the
+    call waits until the index is online so that queries see every vector.
+    """
+    existing = store.read(
+        "SHOW VECTOR INDEXES YIELD name, options WHERE name = $name RETURN options", {"name": VECTOR_INDEX}
+    )
+    if existing and existing[0]["options"]["indexConfig"].get("vector.dimensions") != dim:
+        store.run(f"DROP INDEX {VECTOR_INDEX}")  # a constant name, not user input
+    options = {"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}}
+    store.run(query("vector_index"), {"options": options})
+    store.run("CALL db.awaitIndexes(300)")
