@@ -1,8 +1,49 @@
-"""Settings of the final scoring: the weights of its three parts and how each is built."""
+"""Settings of the final scoring: the weights of its three parts and how each is built.
+
+``score = relevance·r + popularity·p + diversity·d`` where ``r``, ``p`` and ``d`` are
+the normalised parts (see :mod:`kgrec.rank.scoring` and docs/RANKING.md).
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ExplorationLevels(BaseModel):
+    """The exploration bonus of an unseen product, by how it sits next to the user's history.
+
+    A product gets the highest level that applies to it; 0 when none does (far from
+    everything the user touched), and always 0 for a product the user has seen.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    new_brand_same_category: float = Field(
+        1.0, ge=0, le=1, description="In a category the user touched, by a brand the user has not touched (or no brand)."
+    )
+    nearby_category: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="In a category one step from a touched one in the category tree (sibling, parent or child).",
+    )
+    known_brand_new_category: float = Field(
+        0.5, ge=0, le=1, description="By a brand the user touched, in a category far from the user's ones."
+    )
+    neighbour_brand: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description=(
+            "By a brand next to the user's brands: it sells in a category the user touched, "
+            "or is linked to a touched brand by the optional brand_neighbours edges."
+        ),
+    )
+    familiar: float = Field(
+        0.25, ge=0, le=1, description="In a touched category and by a touched brand: more of the same, little to explore."
+    )
 
 
 class RankConfig(BaseModel):
@@ -12,3 +53,72 @@ class RankConfig(BaseModel):
     popularity: float = Field(0.1, ge=0, description="Weight of the time-decayed popularity part.")
     diversity: float = Field(0.2, ge=0, description="Weight of the explorative diversity part.")
     popularity_half_life_days: float = Field(30.0, gt=0, description="Half-life of an event's weight in popularity.")
+
+    k: int = Field(10, ge=1, description="How many products to recommend per user.")
+    similarity: Literal["cosine", "dot"] = Field(
+        "cosine", description="How a user vector is compared with product embeddings for personal relevance."
+    )
+    query_mix: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "With --query: share of the query's similarity to product texts in relevance; "
+            "relevance = (1 - query_mix)·personal + query_mix·query, both min-max normalised first."
+        ),
+    )
+    normalisation: Literal["minmax", "rank"] = Field(
+        "minmax",
+        description=(
+            "How relevance and popularity are mapped to [0, 1] over the user's candidates: 'minmax' "
+            "(best 1, worst 0) or 'rank' (percentile of the product's rank)."
+        ),
+    )
+    num_candidates: int = Field(
+        200, ge=1, description="Top products by relevance and popularity that the diversity re-ranking (MMR) looks at."
+    )
+    exploration_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Split of the diversity part: exploration_share·(knowledge-graph exploration bonus) + "
+            "(1 - exploration_share)·(1 - max cosine similarity to the products already picked)."
+        ),
+    )
+    exploration: ExplorationLevels = Field(
+        default_factory=ExplorationLevels, description="Exploration bonus per kind of closeness to the user's history."
+    )
+    batch_size: int = Field(256, ge=1, description="Users ranked at once when ranking every user (memory ~ 3 × batch × products floats).")
+    all_users_candidates: int = Field(
+        50, ge=1, description="MMR pool per user when ranking every user at once (num_candidates is for one user)."
+    )
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Torch threads while ranking every user (None: leave as is). 1 helps on a machine whose cores "
+            "are busy with other work, where OpenMP threads otherwise spin-wait for each other."
+        ),
+    )
+    reasons_per_product: int = Field(3, ge=0, description="Knowledge-graph reasons kept per recommended product (--explain).")
+    explain_history_limit: int = Field(
+        50, ge=1, description="The user's strongest history products that explanation paths start from."
+    )
+    co_interaction_limit: int = Field(
+        100, ge=1, description="Other users looked at per history product when counting co-interactions (caps fan-out)."
+    )
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> RankConfig:
+        if self.relevance + self.popularity + self.diversity <= 0:
+            raise ValueError(
+                "relevance, popularity and diversity are all 0; give at least one a positive weight "
+                "(e.g. relevance=0.7, popularity=0.1, diversity=0.2)"
+            )
+        return self
+
+    @property
+    def weights(self) -> tuple[float, float, float]:
+        """``(relevance, popularity, diversity)`` as configured (not rescaled)."""
+        return (self.relevance, self.popularity, self.diversity)

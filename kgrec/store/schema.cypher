@@ -20,8 +20,12 @@
 //   (:Category)-[:SUBCATEGORY_OF]->(:Category)      child to parent
 //   (:Product)-[:ALSO_BOUGHT|ALSO_VIEWED|BOUGHT_TOGETHER|...]->(:Product)
 //       product-to-product relations; the type is the relation column upper-cased
-//   (:User)-[:RECOMMENDED {rank, score, relevance, popularity, diversity, model, created_at}]->(:Product)
-//       written by `kgrec recommend --explain`
+//   (:User)-[:RECOMMENDED {rank, score, relevance, popularity, diversity, model, created_at,
+//                          reasons, reason_kinds, via_products, via, reason_strengths}]->(:Product)
+//       written by `kgrec recommend --explain`; the reason lists are parallel: reason i
+//       is the sentence reasons[i], of kind reason_kinds[i] (brand, category, relation,
+//       co_interaction), through the user's product via_products[i] and via[i] (the
+//       brand name, category path or relation type). See cypher/why_recommended.cypher.
 //
 // Uniqueness constraints (each also creates the index that the MERGEs use):
 CREATE CONSTRAINT user_id IF NOT EXISTS FOR (u:User) REQUIRE u.id IS UNIQUE;
