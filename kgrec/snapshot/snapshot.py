@@ -1,0 +1,324 @@
+"""A versioned on-disk copy of one shop's graph, so training runs from files alone.
+
+Layout of a snapshot directory::
+
+    products.parquet  interactions.parquet  relations.parquet  users.parquet  manifest.json
+
+The four parquet files are exactly the :class:`~kgrec.ingest.tables.GraphTables` frames,
+sorted into a canonical order:
+
+- ``products`` by ``product_id``; ``users`` by ``user_id``;
+- ``interactions`` by ``(user_id, timestamp, product_id, event)`` (then ``value``, ``weight``);
+- ``relations`` by all columns.
+
+That order *is* the id mapping: a product's index is its row in ``products``, a user's
+its row in ``users``; brands are the sorted distinct brand names and categories the
+sorted paths of :meth:`GraphTables.categories`. No separate id-map file exists.
+
+``manifest.json`` holds ``format``, ``version``, ``kgrec_version``, ``created_at``,
+``counts`` and ``content_hash``: a sha256 over the canonical frames' content (column
+names and values, written as JSON lines), so the same graph always gives the same hash,
+whatever the export time or parquet writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+import kgrec
+from kgrec.errors import SchemaError, SnapshotError
+from kgrec.ingest.tables import GraphTables
+from kgrec.snapshot.idmap import IdMap
+
+FORMAT = "kgrec-snapshot"
+VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TABLE_NAMES: tuple[str, ...] = ("products", "interactions", "relations", "users")
+_SORT_KEYS: dict[str, list[str]] = {
+    "products": ["product_id"],
+    "users": ["user_id"],
+    "interactions": ["user_id", "timestamp", "product_id", "event", "value", "weight"],
+    "relations": ["product_id", "relation", "related_product_id"],
+}
+_REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "products": ("product_id",),
+    "users": ("user_id",),
+    "interactions": ("user_id", "product_id", "event", "timestamp", "weight"),
+    "relations": ("product_id", "relation", "related_product_id"),
+}
+_OPTIONAL_COLUMNS: dict[str, dict[str, tuple[object, pl.DataType]]] = {
+    "products": {
+        "title": (None, pl.Utf8),
+        "description": (None, pl.Utf8),
+        "price": (None, pl.Float64),
+        "brand": (None, pl.Utf8),
+        "categories": ([], pl.List(pl.Utf8)),
+    },
+    "interactions": {"value": (None, pl.Float64)},
+}
+_HASH_CHUNK_ROWS = 100_000
+
+
+@dataclass
+class Snapshot:
+    """One graph in canonical order, with its manifest and the id maps it implies.
+
+    Attributes:
+        tables: the sorted frames (see the module docstring for the order).
+        manifest: the content of ``manifest.json`` (built in memory for
+            :func:`snapshot_from_tables`).
+        path: the snapshot directory, or ``None`` for an in-memory snapshot.
+    """
+
+    tables: GraphTables
+    manifest: dict[str, Any]
+    path: Path | None = None
+
+    @cached_property
+    def user_ids(self) -> IdMap:
+        """Users in index order (= rows of ``tables.users``)."""
+        return IdMap(self.tables.users.get_column("user_id"), kind="user")
+
+    @cached_property
+    def product_ids(self) -> IdMap:
+        """Products in index order (= rows of ``tables.products``)."""
+        return IdMap(self.tables.products.get_column("product_id"), kind="product")
+
+    @cached_property
+    def brand_ids(self) -> IdMap:
+        """Distinct brand names, sorted."""
+        return IdMap(self.tables.brands().get_column("name"), kind="brand")
+
+    @cached_property
+    def category_ids(self) -> IdMap:
+        """Every category path and its ancestors, sorted (:meth:`GraphTables.categories`)."""
+        return IdMap(self.tables.categories().get_column("path"), kind="category")
+
+    @property
+    def num_users(self) -> int:
+        return self.tables.num_users
+
+    @property
+    def num_products(self) -> int:
+        return self.tables.num_products
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 (hex) of the canonical tables; equal graphs have equal hashes."""
+        return str(self.manifest["content_hash"])
+
+
+def snapshot_from_tables(tables: GraphTables) -> Snapshot:
+    """An in-memory :class:`Snapshot` of ``tables`` (sorted, checked, hashed; nothing written).
+
+    Raises:
+        SchemaError: a required column is missing, an id is duplicated, or an
+            interaction names a user or product that has no row.
+    """
+    canonical = canonical_tables(tables)
+    _check_tables(canonical)
+    return Snapshot(tables=canonical, manifest=_build_manifest(canonical), path=None)
+
+
+def write_snapshot(tables: GraphTables, out_dir: str | Path) -> Snapshot:
+    """Write ``tables`` as a snapshot to ``out_dir`` and return it (with ``path`` set).
+
+    The files are written to a temporary directory beside ``out_dir`` and renamed into
+    place, so ``out_dir`` never holds a half-written snapshot. An existing snapshot (or
+    empty directory) at ``out_dir`` is replaced.
+
+    Raises:
+        SchemaError: as :func:`snapshot_from_tables`.
+        SnapshotError: ``out_dir`` exists and is neither empty nor a snapshot.
+    """
+    out = Path(out_dir)
+    if out.exists() and not _replaceable(out):
+        raise SnapshotError(
+            f"{out} exists and is not a kgrec snapshot (no {MANIFEST_FILE}); refusing to overwrite it. "
+            "Pass an empty or new directory to --out."
+        )
+    snapshot = snapshot_from_tables(tables)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for name in TABLE_NAMES:
+            getattr(snapshot.tables, name).write_parquet(staging / f"{name}.parquet")
+        (staging / MANIFEST_FILE).write_text(json.dumps(snapshot.manifest, indent=2) + "\n", encoding="utf-8")
+        _replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    snapshot.path = out
+    return snapshot
+
+
+def load_snapshot(path: str | Path, verify: bool = False) -> Snapshot:
+    """Read a snapshot directory written by :func:`write_snapshot`.
+
+    Args:
+        path: the snapshot directory.
+        verify: also recompute the content hash and compare it with the manifest's
+            (catches edited or swapped parquet files; costs one pass over the tables).
+
+    Raises:
+        SnapshotError: the directory or manifest is missing or unreadable, the format or
+            version is not one this kgrec reads, a table file is missing or unreadable,
+            or (with ``verify``) the content hash does not match.
+    """
+    root = Path(path)
+    fix = f"re-export with `kgrec export-graph --out {root}`"
+    if not root.is_dir():
+        raise SnapshotError(
+            f"Snapshot directory {root} does not exist. Create it with `kgrec export-graph --out {root}`."
+        )
+    manifest_path = root / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise SnapshotError(
+            f"{root} has no {MANIFEST_FILE}, so it is not a kgrec snapshot (or its export was interrupted): {fix}."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SnapshotError(f"{manifest_path} cannot be read as JSON ({e}): {fix}.") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise SnapshotError(f"{manifest_path} has format {found!r}, expected {FORMAT!r}: {fix}.")
+    if manifest.get("version") != VERSION:
+        raise SnapshotError(
+            f"{root} is snapshot version {manifest.get('version')}, this kgrec reads version {VERSION}: "
+            f"re-export with `kgrec export-graph --out {root}`."
+        )
+    frames: dict[str, pl.DataFrame] = {}
+    for name in TABLE_NAMES:
+        file = root / f"{name}.parquet"
+        if not file.is_file():
+            raise SnapshotError(f"Snapshot {root} is missing {file.name}: {fix}.")
+        try:
+            frames[name] = pl.read_parquet(file)
+        except Exception as e:  # polars raises several types for damaged files
+            raise SnapshotError(f"Snapshot file {file} cannot be read ({e}): {fix}.") from e
+    tables = canonical_tables(GraphTables(**frames))
+    if verify:
+        found = content_hash(tables)
+        if found != manifest.get("content_hash"):
+            raise SnapshotError(
+                f"Snapshot {root} has content hash {found[:12]}…, but its manifest says "
+                f"{str(manifest.get('content_hash'))[:12]}…: its files were changed after export; {fix}."
+            )
+    return Snapshot(tables=tables, manifest=manifest, path=root)
+
+
+def canonical_tables(tables: GraphTables) -> GraphTables:
+    """``tables`` with every frame sorted into the snapshot's canonical order.
+
+    Optional columns a frame lacks are added first (``title``, ``description``, ``price``,
+    ``brand`` as nulls and ``categories`` as empty lists in products; ``value`` as nulls in
+    interactions), so every snapshot has the full :mod:`kgrec.ingest.tables` schema.
+    """
+    sorted_frames = {}
+    for name in TABLE_NAMES:
+        frame: pl.DataFrame = _add_optional_columns(name, getattr(tables, name))
+        keys = [c for c in _SORT_KEYS[name] if c in frame.columns]
+        sorted_frames[name] = frame.sort(keys, nulls_last=True, maintain_order=True) if keys else frame
+    return GraphTables(**sorted_frames)
+
+
+def _add_optional_columns(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    missing = [
+        pl.lit(value, dtype=dtype).alias(column)
+        for column, (value, dtype) in _OPTIONAL_COLUMNS.get(name, {}).items()
+        if column not in frame.columns
+    ]
+    return frame.with_columns(missing) if missing else frame
+
+
+def content_hash(tables: GraphTables) -> str:
+    """sha256 (hex) over the content of canonically sorted ``tables``.
+
+    Hashes, per table, its name, its column names and its rows as JSON lines; it
+    depends on neither parquet bytes nor the export time. ``tables`` must already be
+    in canonical order (see :func:`canonical_tables`).
+    """
+    digest = hashlib.sha256()
+    for name in TABLE_NAMES:
+        frame: pl.DataFrame = getattr(tables, name)
+        digest.update(json.dumps({"table": name, "columns": frame.columns}).encode())
+        digest.update(b"\n")
+        for chunk in frame.iter_slices(_HASH_CHUNK_ROWS):
+            digest.update(chunk.write_ndjson().encode())
+    return digest.hexdigest()
+
+
+def _build_manifest(tables: GraphTables) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kgrec_version": kgrec.__version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": {
+            "users": tables.num_users,
+            "products": tables.num_products,
+            "brands": tables.brands().height,
+            "categories": tables.categories().height,
+            "interactions": tables.num_interactions,
+            "relations": tables.relations.height,
+        },
+        "content_hash": content_hash(tables),
+    }
+
+
+def _check_tables(tables: GraphTables) -> None:
+    for name, columns in _REQUIRED_COLUMNS.items():
+        frame: pl.DataFrame = getattr(tables, name)
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise SchemaError(
+                f"Table {name} lacks column(s) {missing} (found {frame.columns}). "
+                "Build the tables with kgrec.ingest, which fills every column."
+            )
+    for name, column in (("users", "user_id"), ("products", "product_id")):
+        ids = getattr(tables, name).get_column(column)
+        if ids.null_count() or ids.n_unique() != ids.len():
+            raise SchemaError(f"Table {name}: {column} must be unique and non-null; deduplicate it at ingest.")
+    references = (
+        ("interactions", "user_id", tables.users, "user_id"),
+        ("interactions", "product_id", tables.products, "product_id"),
+        ("relations", "product_id", tables.products, "product_id"),
+        ("relations", "related_product_id", tables.products, "product_id"),
+    )
+    for name, column, target, key in references:
+        values = getattr(tables, name).get_column(column).unique()
+        unknown = values.filter(~values.is_in(target.get_column(key).implode()))
+        if unknown.len():
+            raise SchemaError(
+                f"Table {name}: {unknown.len():,} {column} value(s) have no row in the "
+                f"{'users' if key == 'user_id' else 'products'} table (e.g. {unknown.head(3).to_list()}). "
+                "Every referenced id needs a row; run the tables through kgrec.ingest."
+            )
+
+
+def _replaceable(path: Path) -> bool:
+    """True when ``path`` may be replaced: an empty directory or an earlier snapshot."""
+    return path.is_dir() and (not any(path.iterdir()) or (path / MANIFEST_FILE).is_file())
+
+
+def _replace_dir(staging: Path, out: Path) -> None:
+    """Move ``staging`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
