@@ -1,0 +1,37 @@
+"""Settings of the kgrec graph model (architecture only; training knobs live in ``train``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(64, ge=2, description="Size of every user, product, brand and category embedding.")
+    layers: int = Field(2, ge=0, description="Propagation layers over the typed graph (0: no propagation).")
+    use_text: bool = Field(True, description="Add a projection of each product's text embedding to its ID embedding.")
+    use_kg: bool = Field(
+        True, description="Put brand, category and product-product relation edges into the graph (else only user-product)."
+    )
+    use_user_nodes: bool = Field(
+        True, description="Put user-product interaction edges into the propagation graph."
+    )
+    user_mode: Literal["history", "id", "hybrid"] = Field(
+        "history",
+        description=(
+            "How a user is represented: 'history' = recency-weighted mean of the embeddings of their most "
+            "recent products (updates in real time, no retraining); 'id' = the propagated user ID embedding "
+            "(LightGCN); 'hybrid' = history_weight * history + (1 - history_weight) * id."
+        ),
+    )
+    history_weight: float = Field(0.8, ge=0, le=1, description="Share of the history part in 'hybrid' mode.")
+    history_length: int = Field(20, ge=1, description="How many of a user's most recent products form the history.")
+    recency_decay: float = Field(
+        0.7, gt=0, le=1, description="Weight of the product k steps before the latest one is recency_decay**k."
+    )
+    relation_weight: float = Field(
+        1.0, ge=0, description="Edge weight of product-product relations (also_bought, ...) relative to other edges."
+    )

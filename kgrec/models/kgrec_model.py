@@ -1,0 +1,298 @@
+"""The kgrec model: LightGCN-style propagation over a typed product graph, with text fusion.
+
+Layer 0 of every node is a learned ID embedding; a product's also gets a linear
+projection of its text embedding (``use_text``), and brands/categories get one of
+their names' embeddings. Products without training interactions get no ID part, so a
+cold product is placed by its text, brand, categories and relations alone.
+
+Propagation is parameter-free: ``x_{k+1} = Â x_k`` with ``Â`` the symmetric
+degree-normalised adjacency of all typed edges (see :mod:`kgrec.models.hetero_graph`);
+the final embedding is the mean over layers ``0..K``.
+
+A user is the recency-weighted mean of the final embeddings of their latest products
+(``user_mode="history"``), their propagated ID embedding (``"id"``) or a mix
+(``"hybrid"``). The history rule is a pure function (:func:`user_embedding_from_history`),
+so ranking can update a user from fresh events without retraining.
+
+Scores are cosine similarities; training divides them by a temperature. The losses
+(:func:`softmax_loss`, :func:`bpr_loss`) are separate functions, as in PyG's LightGCN.
+No file or network I/O here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+from kgrec.models.config import ModelConfig
+from kgrec.models.hetero_graph import NODE_TYPES, NodeType, normalized_adjacency
+
+
+# --------------------------------------------------------------------------- histories
+def recency_weights(length: int, decay: float) -> Tensor:
+    """``[length]`` weights for a chronological list: the last item 1, the one before ``decay``, ..."""
+    return decay ** torch.arange(length - 1, -1, -1, dtype=torch.float32)
+
+
+def build_histories(
+    user_index: Tensor,
+    product_index: Tensor,
+    order: Tensor,
+    num_users: int,
+    history_length: int,
+    decay: float,
+    weight: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Every user's latest ``history_length`` products with their recency weights.
+
+    Args:
+        user_index, product_index: ``[n]`` interactions.
+        order: ``[n]`` sort key (timestamp or position); ties keep input order.
+        weight: ``[n]`` event weights multiplied into the recency weight (None: 1).
+
+    Returns:
+        ``(history_index [num_users, L], history_weight [num_users, L])``, chronological
+        left to right, right-aligned (the latest product is in the last column);
+        padding has index 0 and weight 0.
+    """
+    length = history_length
+    index = torch.zeros(num_users, length, dtype=torch.long)
+    hist_w = torch.zeros(num_users, length)
+    if user_index.numel() == 0:
+        return index, hist_w
+    w = torch.ones(user_index.numel()) if weight is None else weight.float()
+    # Sort by (user, order), stable, then take each user's last `length` rows.
+    perm = torch.argsort(order.double(), stable=True)
+    perm = perm[torch.argsort(user_index[perm], stable=True)]
+    users, prods, ws = user_index[perm], product_index[perm], w[perm]
+    counts = torch.bincount(users, minlength=num_users)
+    ends = torch.cumsum(counts, 0)
+    # Position from the end of each user's list: 0 for the latest.
+    from_end = ends[users] - 1 - torch.arange(users.numel())
+    keep = from_end < length
+    col = length - 1 - from_end[keep]
+    index[users[keep], col] = prods[keep]
+    hist_w[users[keep], col] = ws[keep] * decay ** from_end[keep].float()
+    return index, hist_w
+
+
+def history_embedding(product_emb: Tensor, history_index: Tensor, history_weight: Tensor) -> Tensor:
+    """Weighted mean of product embeddings: ``[B, L]`` indices and weights → ``[B, dim]``.
+
+    A row whose weights are all zero (no history) gives a zero vector.
+    """
+    emb = product_emb[history_index]  # [B, L, dim]
+    w = history_weight.unsqueeze(-1)
+    return (emb * w).sum(1) / w.sum(1).clamp(min=1e-12)
+
+
+def user_embedding_from_history(
+    product_emb: Tensor,
+    product_index: Tensor,
+    weights: Tensor | None = None,
+    decay: float = 0.7,
+    history_length: int = 20,
+) -> Tensor:
+    """A user's vector from their products, the rule the model was trained with.
+
+    Args:
+        product_emb: ``[num_products, dim]`` final product embeddings, L2-normalised
+            (as :meth:`KgrecModel.get_embedding` returns them).
+        product_index: ``[n]`` the user's products, oldest first (repeats allowed).
+        weights: ``[n]`` event weights (None: all 1).
+        decay, history_length: ``model.recency_decay`` and ``model.history_length``.
+
+    Returns:
+        ``[dim]``; zeros for an empty history.
+    """
+    product_index = product_index[-history_length:]
+    n = product_index.numel()
+    if n == 0:
+        return product_emb.new_zeros(product_emb.size(1))
+    w = recency_weights(n, decay).to(product_emb.device)
+    if weights is not None:
+        w = w * weights[-history_length:].to(w)
+    return history_embedding(product_emb, product_index.view(1, -1), w.view(1, -1))[0]
+
+
+# --------------------------------------------------------------------------- model
+class _SymmetricSpMM(torch.autograd.Function):
+    """``A @ x`` for a symmetric sparse ``A``: the backward pass reuses ``A`` (no transpose)."""
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.adj = adj
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+        return None, ctx.adj @ grad
+
+
+class KgrecModel(nn.Module):
+    """Typed-graph propagation with text fusion; see the module docstring.
+
+    Args:
+        graph: the typed graph (:func:`kgrec.models.hetero_graph.build_hetero_graph`).
+        config: architecture settings.
+        product_text: ``[num_products, text_dim]`` text embeddings (used when ``config.use_text``).
+        brand_text: ``[num_brands, text_dim]`` brand-name embeddings (optional).
+        category_text: ``[num_categories, text_dim]`` category-path embeddings (optional).
+        product_has_id: ``[num_products]`` bool, which products get an ID embedding
+            (those with training interactions; default all).
+    """
+
+    def __init__(
+        self,
+        graph: HeteroData,
+        config: ModelConfig,
+        product_text: Tensor | None = None,
+        brand_text: Tensor | None = None,
+        category_text: Tensor | None = None,
+        product_has_id: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.num_nodes: dict[NodeType, int] = {t: int(graph[t].num_nodes or 0) for t in NODE_TYPES}
+        adj, self.offsets = normalized_adjacency(graph)
+        self._adj = adj
+        dim = config.dim
+        self.embedding = nn.ModuleDict({t: nn.Embedding(max(self.num_nodes[t], 1), dim) for t in NODE_TYPES})
+        for emb in self.embedding.values():
+            nn.init.normal_(emb.weight, std=0.1)
+        num_products = self.num_nodes["product"]
+        has_id = torch.ones(num_products, dtype=torch.bool) if product_has_id is None else product_has_id.bool()
+        self.register_buffer("product_has_id", has_id.reshape(-1))
+        self.text_proj: nn.Linear | None = None
+        self.name_proj: nn.Linear | None = None
+        if config.use_text and product_text is not None and product_text.numel():
+            if product_text.shape[0] != num_products:
+                raise ValueError(f"product_text must have {num_products} rows (one per product), found {product_text.shape[0]}")
+            self.register_buffer("product_text", product_text.float())
+            self.text_proj = nn.Linear(product_text.shape[1], dim, bias=False)
+            nn.init.normal_(self.text_proj.weight, std=0.1 / product_text.shape[1] ** 0.5 * 4)
+            names = [t for t in (brand_text, category_text) if t is not None and t.numel()]
+            if names:
+                self.name_proj = nn.Linear(names[0].shape[1], dim, bias=False)
+                nn.init.normal_(self.name_proj.weight, std=0.1 / names[0].shape[1] ** 0.5 * 4)
+        else:
+            self.register_buffer("product_text", None)
+        kg_on = config.use_text and self.name_proj is not None
+        self.register_buffer("brand_text", brand_text.float() if kg_on and brand_text is not None and brand_text.numel() else None)
+        self.register_buffer(
+            "category_text", category_text.float() if kg_on and category_text is not None and category_text.numel() else None
+        )
+        self.register_buffer("history_index", torch.zeros(self.num_nodes["user"], config.history_length, dtype=torch.long))
+        self.register_buffer("history_weight", torch.zeros(self.num_nodes["user"], config.history_length))
+
+    # ---- graph
+    @property
+    def adjacency(self) -> Tensor:
+        """``[N, N]`` normalised sparse adjacency over all node types, on the model's device."""
+        device = self.embedding["product"].weight.device
+        if self._adj.device != device:
+            self._adj = self._adj.to(device)
+        return self._adj
+
+    def set_histories(self, history_index: Tensor, history_weight: Tensor) -> None:
+        """Store every user's ``[num_users, L]`` history (from :func:`build_histories`)."""
+        self.history_index = history_index.to(self.history_index.device)
+        self.history_weight = history_weight.to(self.history_weight.device)
+
+    def layer0(self) -> Tensor:
+        """``[N, dim]`` input embeddings of all nodes, in the adjacency's numbering."""
+        parts = []
+        for t in NODE_TYPES:
+            n = self.num_nodes[t]
+            x = self.embedding[t].weight[:n]
+            if t == "product":
+                x = x * self.product_has_id.unsqueeze(-1).to(x.dtype)
+                if self.text_proj is not None:
+                    x = x + self.text_proj(self.product_text)
+            elif t == "brand" and self.brand_text is not None:
+                x = x + self.name_proj(self.brand_text)
+            elif t == "category" and self.category_text is not None:
+                x = x + self.name_proj(self.category_text)
+            elif t == "user" and self.config.user_mode == "history":
+                x = x * 0  # users only relay in history mode; their own vector comes from history
+            parts.append(x)
+        return torch.cat(parts)
+
+    def propagate(self) -> dict[NodeType, Tensor]:
+        """Final embeddings of every node type: ``{type: [num_nodes(type), dim]}`` (mean over layers)."""
+        x = self.layer0()
+        out = x
+        adj = self.adjacency
+        for _ in range(self.config.layers):
+            x = _SymmetricSpMM.apply(adj, x)
+            out = out + x
+        out = out / (self.config.layers + 1)
+        return {t: out[s : s + n] for t, (s, n) in self.offsets.items()}
+
+    # ---- users
+    def user_vectors(self, nodes: dict[NodeType, Tensor], user_index: Tensor,
+                     history_index: Tensor | None = None, history_weight: Tensor | None = None) -> Tensor:
+        """``[B, dim]`` user vectors; histories default to the stored ones of ``user_index``."""
+        mode = self.config.user_mode
+        if history_index is None:
+            history_index, history_weight = self.history_index[user_index], self.history_weight[user_index]
+        if mode == "id":
+            return nodes["user"][user_index]
+        hist = history_embedding(F.normalize(nodes["product"], dim=-1), history_index, history_weight)
+        if mode == "history":
+            return hist
+        a = self.config.history_weight
+        return a * F.normalize(hist, dim=-1) + (1 - a) * F.normalize(nodes["user"][user_index], dim=-1)
+
+    def get_embedding(self) -> tuple[Tensor, Tensor]:
+        """Final ``(users [num_users, dim], products [num_products, dim])``, L2-normalised."""
+        nodes = self.propagate()
+        users = torch.arange(self.num_nodes["user"], device=nodes["product"].device)
+        return F.normalize(self.user_vectors(nodes, users), dim=-1), F.normalize(nodes["product"], dim=-1)
+
+    @torch.no_grad()
+    def score(self, user_index: Tensor, embeddings: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``[B, num_products]`` cosine scores of the users in ``user_index``."""
+        users, products = embeddings if embeddings is not None else self.get_embedding()
+        return users[user_index] @ products.t()
+
+
+# --------------------------------------------------------------------------- losses
+def softmax_loss(
+    user_vec: Tensor,
+    product_emb: Tensor,
+    target: Tensor,
+    temperature: float,
+    negatives: Tensor | None = None,
+    in_batch: bool = True,
+) -> Tensor:
+    """Cross-entropy of the target product against the others, on cosine / temperature.
+
+    Args:
+        user_vec: ``[B, dim]``.
+        product_emb: ``[num_products, dim]`` final product embeddings.
+        target: ``[B]`` product indices.
+        negatives: ``[M]`` random negatives shared by the batch (None: every product is
+            a candidate, i.e. the full softmax).
+        in_batch: with ``negatives``, also use the other rows' targets as negatives.
+    """
+    u = F.normalize(user_vec, dim=-1)
+    p = F.normalize(product_emb, dim=-1)
+    if negatives is None:
+        return F.cross_entropy(u @ p.t() / temperature, target)
+    pos = (u * p[target]).sum(-1, keepdim=True) / temperature
+    cand = torch.cat([target, negatives]) if in_batch else negatives
+    logits = u @ p[cand].t() / temperature
+    # A candidate equal to the row's own target is not a negative.
+    logits = logits.masked_fill(cand.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
+    return F.cross_entropy(torch.cat([pos, logits], dim=1), torch.zeros_like(target))
+
+
+def bpr_loss(user_vec: Tensor, product_emb: Tensor, target: Tensor, negative: Tensor, temperature: float) -> Tensor:
+    """BPR on cosine / temperature: ``-log σ(s(u, pos) - s(u, neg))``, ``negative`` ``[B]``."""
+    u = F.normalize(user_vec, dim=-1)
+    p = F.normalize(product_emb, dim=-1)
+    diff = ((u * p[target]).sum(-1) - (u * p[negative]).sum(-1)) / temperature
+    return F.softplus(-diff).mean()

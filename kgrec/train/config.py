@@ -1,0 +1,33 @@
+"""Settings of model training: optimiser, loss, schedule, early stopping and device."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(30, ge=1, description="Upper bound on passes over the training pairs.")
+    batch_size: int = Field(2048, ge=1, description="Training pairs (history → next product) per step.")
+    lr: float = Field(3e-3, gt=0, description="Adam learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay (L2) on every parameter.")
+    loss: Literal["softmax", "bpr"] = Field(
+        "softmax", description="'softmax' = cross-entropy over negatives (with temperature); 'bpr' = pairwise BPR."
+    )
+    negatives: int = Field(
+        1024,
+        ge=0,
+        description="Random negatives shared by a batch for the softmax (0: score against every product).",
+    )
+    in_batch_negatives: bool = Field(
+        True, description="With sampled negatives, also use the batch's other targets as negatives."
+    )
+    temperature: float = Field(0.1, gt=0, description="Softmax temperature on cosine-like scores.")
+    patience: int = Field(3, ge=1, description="Stop after this many evaluations without a better valid NDCG@10.")
+    eval_every: int = Field(1, ge=1, description="Evaluate on the valid part every this many epochs.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' takes a CUDA GPU when one is visible, else the CPU."
+    )

@@ -1,0 +1,395 @@
+"""Training of :class:`~kgrec.models.kgrec_model.KgrecModel` on one snapshot and split.
+
+Training examples are next-product pairs: for every user and every train product
+after their first, the history is the products before it (the latest
+``model.history_length``, recency-weighted) and the target is the product itself.
+That is exactly the leave-last-out task, and the same rule ranks users at serving time.
+
+Each step propagates over the full graph (train edges only), builds the batch's user
+vectors from their histories and applies the softmax (or BPR) loss. The valid NDCG@10
+of :func:`kgrec.train.evaluate.evaluate` drives early stopping; the best epoch's
+weights are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kgrec.errors import TrainingError
+from kgrec.features.config import FeaturesConfig
+from kgrec.models.config import ModelConfig
+from kgrec.models.hetero_graph import graph_from_snapshot
+from kgrec.models.kgrec_model import KgrecModel, bpr_loss, build_histories, softmax_loss
+from kgrec.snapshot.snapshot import Snapshot
+from kgrec.train.config import TrainConfig
+from kgrec.train.evaluate import evaluate
+from kgrec.train.split import InteractionSplit, NegativeSampler, Pairs
+
+VALID_METRIC = "ndcg@10"
+
+
+@dataclass
+class EpochRecord:
+    """One epoch: mean training loss, valid NDCG@10 (None when not evaluated), seconds."""
+
+    epoch: int
+    loss: float
+    valid_ndcg: float | None
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What training produced. Embeddings are on the CPU and L2-normalised.
+
+    Attributes:
+        model: the trained module (best epoch's weights), on the CPU.
+        user_embedding: ``[num_users, dim]``.
+        product_embedding: ``[num_products, dim]``.
+        brand_embedding: ``[num_brands, dim]``.
+        category_embedding: ``[num_categories, dim]``.
+        product_text: ``[num_products, text_dim]`` text embeddings (None without text).
+        history_index, history_weight: ``[num_users, L]`` the users' histories the user
+            embeddings were built from (see :func:`~kgrec.models.kgrec_model.build_histories`).
+        history: one :class:`EpochRecord` per epoch run.
+        best_epoch: 1-based epoch whose weights were kept.
+        valid_metrics: the evaluator's output for the best epoch ({} without a valid part).
+        model_config, train_config, features_config: the settings used.
+        seconds: wall time of the whole call.
+    """
+
+    model: KgrecModel
+    user_embedding: Tensor
+    product_embedding: Tensor
+    brand_embedding: Tensor
+    category_embedding: Tensor
+    product_text: Tensor | None
+    history_index: Tensor
+    history_weight: Tensor
+    history: list[EpochRecord]
+    best_epoch: int
+    valid_metrics: dict[str, float]
+    model_config: ModelConfig
+    train_config: TrainConfig
+    features_config: FeaturesConfig
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, user_index: Tensor) -> Tensor:
+        """``[b, num_products]`` cosine scores (the evaluator's ``score_fn``)."""
+        return self.user_embedding[user_index.cpu()] @ self.product_embedding.t()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when visible, else CPU; ``cuda`` without a GPU → :class:`TrainingError`."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda but no CUDA GPU is visible; use --device auto or cpu")
+        return torch.device("cuda")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    raise TrainingError(f"Unknown device {device!r}; expected one of ['auto', 'cpu', 'cuda'].")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def next_item_pairs(train: Pairs, history_length: int, decay: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every (history → next product) example of the train pairs.
+
+    ``train`` is sorted by ``(user_index, timestamp, product_index)`` (as
+    :class:`~kgrec.train.split.Pairs` guarantees).
+
+    Returns:
+        ``(user_index [P], history_index [P, L], history_weight [P, L], target [P])``;
+        one example per train pair that has at least one earlier pair of its user.
+    """
+    user, product, weight = train.user_index, train.product_index, train.weight
+    n = user.numel()
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, torch.zeros(0, history_length, dtype=torch.long), torch.zeros(0, history_length), empty
+    counts = torch.bincount(user)
+    start = (torch.cumsum(counts, 0) - counts)[user]
+    keep = torch.arange(n) - start >= 1
+    rows = torch.arange(n)[keep]
+    back = torch.arange(history_length, 0, -1)  # L .. 1 steps before the target
+    hist = rows.view(-1, 1) - back.view(1, -1)  # [P, L], chronological
+    present = hist >= start[keep].view(-1, 1)
+    hist = hist.clamp(min=0)
+    history_index = product[hist] * present
+    history_weight = (decay ** (back - 1).float()).view(1, -1) * weight[hist] * present
+    return user[keep], history_index, history_weight, product[keep]
+
+
+def build_model(
+    snapshot: Snapshot,
+    train: Pairs,
+    model_cfg: ModelConfig,
+    features_cfg: FeaturesConfig,
+    progress: bool = False,
+) -> tuple[KgrecModel, Tensor | None]:
+    """The untrained model over ``train``'s edges, with text features when ``use_text``."""
+    graph = graph_from_snapshot(
+        snapshot,
+        train.user_index,
+        train.product_index,
+        train.weight,
+        use_kg=model_cfg.use_kg,
+        use_user_nodes=model_cfg.use_user_nodes,
+        relation_weight=model_cfg.relation_weight,
+    )
+    product_text = brand_text = category_text = None
+    if model_cfg.use_text:
+        from kgrec.features.text import encode_names, encode_products
+
+        product_text = encode_products(snapshot.tables.products, features_cfg, progress=progress)
+        if model_cfg.use_kg:
+            if len(snapshot.brand_ids):
+                brand_text = encode_names(snapshot.brand_ids.ids.to_list(), features_cfg, progress=progress)
+            if len(snapshot.category_ids):
+                category_text = encode_names(snapshot.category_ids.ids.to_list(), features_cfg, progress=progress)
+    has_id = torch.bincount(train.product_index, minlength=snapshot.num_products) > 0
+    model = KgrecModel(graph, model_cfg, product_text, brand_text, category_text, product_has_id=has_id)
+    history_index, history_weight = build_histories(
+        train.user_index,
+        train.product_index,
+        train.timestamp,
+        snapshot.num_users,
+        model_cfg.history_length,
+        model_cfg.recency_decay,
+        train.weight,
+    )
+    model.set_histories(history_index, history_weight)
+    return model, product_text
+
+
+def train_model(
+    snapshot: Snapshot,
+    split: InteractionSplit,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    features_cfg: FeaturesConfig,
+    seed: int = 42,
+    progress: bool = True,
+    epochs: int | None = None,
+) -> TrainResult:
+    """Train kgrec on ``split.train`` (the graph sees train edges only).
+
+    Args:
+        snapshot: the graph (products, brands, categories, relations, id maps).
+        split: train/valid/test pairs. With a valid part, training stops early on valid
+            NDCG@10 and keeps the best epoch; without one (after
+            :meth:`~kgrec.train.split.InteractionSplit.merge_valid_into_train`) it runs
+            exactly ``epochs`` epochs.
+        epochs: run exactly this many epochs, no early stopping (default ``train_cfg.epochs``
+            with early stopping when valid pairs exist).
+        progress: show a progress bar over epochs (loss, valid NDCG@10).
+
+    Raises:
+        TrainingError: no usable device, or no user has two train products.
+    """
+    started = time.perf_counter()
+    device = resolve_device(train_cfg.device)
+    seed_everything(seed)
+    train = split.train
+    users, hist_index, hist_weight, targets = next_item_pairs(train, model_cfg.history_length, model_cfg.recency_decay)
+    if model_cfg.user_mode != "history":
+        # ID users also learn from their first product (no history needed).
+        first = torch.ones(len(train), dtype=torch.bool)
+        first[1:] = train.user_index[1:] != train.user_index[:-1]
+        pad = torch.zeros(int(first.sum()), model_cfg.history_length)
+        users = torch.cat([users, train.user_index[first]])
+        hist_index = torch.cat([hist_index, pad.long()])
+        hist_weight = torch.cat([hist_weight, pad])
+        targets = torch.cat([targets, train.product_index[first]])
+    if targets.numel() == 0:
+        raise TrainingError(
+            f"No training examples: every user has fewer than 2 train products ({len(train):,} train pairs, "
+            f"{snapshot.num_users:,} users). Add more interactions per user."
+        )
+    model, product_text = build_model(snapshot, train, model_cfg, features_cfg, progress=progress)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    sampler = NegativeSampler(train, snapshot.num_products) if train_cfg.loss == "bpr" else None
+    generator = torch.Generator().manual_seed(seed)
+
+    has_valid = len(split.valid) > 0
+    early_stop = has_valid and epochs is None
+    max_epochs = epochs if epochs is not None else train_cfg.epochs
+    history: list[EpochRecord] = []
+    best = (-1.0, 0)
+    best_state: dict[str, Tensor] | None = None
+    best_metrics: dict[str, float] = {}
+    stale = 0
+
+    bar = _progress_bar(max_epochs, progress)
+    try:
+        for epoch in range(1, max_epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.randperm(targets.numel(), generator=generator)
+            total = 0.0
+            for s in range(0, order.numel(), train_cfg.batch_size):
+                batch = order[s : s + train_cfg.batch_size]
+                loss = _step_loss(
+                    model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
+                    train_cfg, sampler, generator, device,
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * batch.numel()
+            if not np.isfinite(total):
+                raise TrainingError(
+                    f"Training diverged at epoch {epoch} (loss is not finite); lower train.lr (now {train_cfg.lr})."
+                )
+            record = EpochRecord(epoch, total / targets.numel(), None, 0.0)
+            if has_valid and (epoch % train_cfg.eval_every == 0 or epoch == max_epochs):
+                metrics = _evaluate_model(model, split, "valid")
+                record.valid_ndcg = metrics[VALID_METRIC]
+                if record.valid_ndcg > best[0]:
+                    best, best_metrics, stale = (record.valid_ndcg, epoch), metrics, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+            record.seconds = time.perf_counter() - t0
+            history.append(record)
+            _update_bar(bar, record, best)
+            if early_stop and stale >= train_cfg.patience:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if early_stop and best_state is not None:
+        model.load_state_dict(best_state)
+        best_epoch = best[1]
+    else:
+        best_epoch = len(history)
+        if has_valid and not best_metrics:
+            best_metrics = _evaluate_model(model, split, "valid")
+    model.eval()
+    model.to("cpu")
+    with torch.no_grad():
+        nodes = model.propagate()
+        user_emb, product_emb = model.get_embedding()
+    norm = torch.nn.functional.normalize
+    return TrainResult(
+        model=model,
+        user_embedding=user_emb,
+        product_embedding=product_emb,
+        brand_embedding=norm(nodes["brand"], dim=-1),
+        category_embedding=norm(nodes["category"], dim=-1),
+        product_text=product_text,
+        history_index=model.history_index.clone(),
+        history_weight=model.history_weight.clone(),
+        history=history,
+        best_epoch=best_epoch,
+        valid_metrics=best_metrics,
+        model_config=model_cfg,
+        train_config=train_cfg,
+        features_config=features_cfg,
+        seconds=time.perf_counter() - started,
+        extra={
+            "id_maps": {
+                "user": snapshot.user_ids,
+                "product": snapshot.product_ids,
+                "brand": snapshot.brand_ids,
+                "category": snapshot.category_ids,
+            }
+        },
+    )
+
+
+def train_and_refit(
+    snapshot: Snapshot,
+    split: InteractionSplit,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    features_cfg: FeaturesConfig,
+    seed: int = 42,
+    progress: bool = True,
+) -> tuple[TrainResult, TrainResult]:
+    """Pick the epoch count on valid, then retrain on train + valid for that many epochs.
+
+    Returns ``(selection_run, final_run)``; evaluate ``final_run`` on ``test`` with the
+    merged split (``split.merge_valid_into_train()``).
+    """
+    selection = train_model(snapshot, split, model_cfg, train_cfg, features_cfg, seed, progress)
+    final = train_model(
+        snapshot, split.merge_valid_into_train(), model_cfg, train_cfg, features_cfg, seed, progress,
+        epochs=max(selection.best_epoch, 1),
+    )
+    final.valid_metrics = selection.valid_metrics
+    final.extra["selection_history"] = selection.history
+    return selection, final
+
+
+# --------------------------------------------------------------------------- helpers
+def _step_loss(
+    model: KgrecModel,
+    users: Tensor,
+    hist_index: Tensor,
+    hist_weight: Tensor,
+    targets: Tensor,
+    cfg: TrainConfig,
+    sampler: NegativeSampler | None,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Tensor:
+    nodes = model.propagate()
+    users_d, targets_d = users.to(device), targets.to(device)
+    user_vec = model.user_vectors(nodes, users_d, hist_index.to(device), hist_weight.to(device))
+    products = nodes["product"]
+    if cfg.loss == "bpr":
+        assert sampler is not None
+        negative = sampler.sample(users, generator=generator).to(device)
+        return bpr_loss(user_vec, products, targets_d, negative, cfg.temperature)
+    negatives = None
+    if 0 < cfg.negatives < products.size(0):
+        negatives = torch.randint(products.size(0), (cfg.negatives,), generator=generator).to(device)
+    return softmax_loss(user_vec, products, targets_d, cfg.temperature, negatives, cfg.in_batch_negatives)
+
+
+@torch.no_grad()
+def _evaluate_model(model: KgrecModel, split: InteractionSplit, part: str) -> dict[str, float]:
+    model.eval()
+    user_emb, product_emb = model.get_embedding()
+
+    def score(user_index: Tensor) -> Tensor:
+        return user_emb[user_index.to(user_emb.device)] @ product_emb.t()
+
+    return evaluate(score, split, part, ks=(10, 20))  # type: ignore[arg-type]
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="train", unit="epoch", leave=True)
+
+
+def _update_bar(bar: Any, record: EpochRecord, best: tuple[float, int]) -> None:
+    if bar is None:
+        return
+    postfix = {"loss": f"{record.loss:.4f}"}
+    if record.valid_ndcg is not None:
+        postfix["valid_ndcg@10"] = f"{record.valid_ndcg:.4f}"
+        postfix["best"] = f"{best[0]:.4f}@{best[1]}"
+    bar.set_postfix(postfix)
+    bar.update(1)

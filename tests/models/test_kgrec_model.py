@@ -1,0 +1,163 @@
+"""The typed graph and the kgrec model on tiny planted graphs (features = node ids)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kgrec.models.config import ModelConfig
+from kgrec.models.hetero_graph import INTERACTS, build_hetero_graph, normalized_adjacency
+from kgrec.models.kgrec_model import (
+    KgrecModel,
+    bpr_loss,
+    build_histories,
+    history_embedding,
+    softmax_loss,
+    user_embedding_from_history,
+)
+
+# 3 users, 5 products (p4 has no interactions: cold), 2 brands, 2 categories.
+NUM_NODES = {"user": 3, "product": 5, "brand": 2, "category": 2}
+INTERACTIONS = (torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 2, 3]), None)
+MADE_BY = (torch.tensor([0, 1, 2, 3, 4]), torch.tensor([0, 0, 1, 1, 1]))
+IN_CATEGORY = (torch.tensor([0, 1, 2, 3, 4]), torch.tensor([0, 0, 0, 1, 1]))
+RELATIONS = {"also_bought": (torch.tensor([3]), torch.tensor([4]))}
+
+
+def planted_graph(**kwargs):
+    return build_hetero_graph(NUM_NODES, INTERACTIONS, MADE_BY, IN_CATEGORY, RELATIONS, **kwargs)
+
+
+def id_text(num_products: int = 5, dim: int = 8) -> torch.Tensor:
+    """Text features = one-hot of the product id (so each product's text is its own)."""
+    return torch.eye(num_products, dim)
+
+
+def test_build_hetero_graph_has_typed_edges_and_reverses():
+    data = planted_graph()
+    assert set(data.edge_types) == {
+        ("user", "interacts", "product"),
+        ("product", "rev_interacts", "user"),
+        ("product", "made_by", "brand"),
+        ("brand", "rev_made_by", "product"),
+        ("product", "in_category", "category"),
+        ("category", "rev_in_category", "product"),
+        ("product", "also_bought", "product"),
+        ("product", "rev_also_bought", "product"),
+    }
+    fwd = data[INTERACTS].edge_index
+    rev = data["product", "rev_interacts", "user"].edge_index
+    assert torch.equal(fwd.flip(0), rev)
+    assert data["user"].num_nodes == 3 and data["product"].num_nodes == 5
+
+
+def test_build_hetero_graph_ablation_flags_change_the_graph():
+    no_kg = planted_graph(use_kg=False)
+    assert set(no_kg.edge_types) == {("user", "interacts", "product"), ("product", "rev_interacts", "user")}
+    no_users = planted_graph(use_user_nodes=False)
+    assert INTERACTS not in no_users.edge_types
+    assert ("product", "made_by", "brand") in no_users.edge_types
+
+
+def test_build_hetero_graph_sums_duplicate_edges():
+    data = build_hetero_graph(
+        NUM_NODES, (torch.tensor([0, 0]), torch.tensor([1, 1]), torch.tensor([1.0, 2.0]))
+    )
+    assert data[INTERACTS].edge_index.tolist() == [[0], [1]]
+    assert data[INTERACTS].edge_weight.tolist() == [2.0]  # weights rescaled to mean 1, then summed
+
+
+def test_build_hetero_graph_rejects_out_of_range_index():
+    with pytest.raises(ValueError, match="out of range"):
+        build_hetero_graph(NUM_NODES, (torch.tensor([0]), torch.tensor([7]), None))
+
+
+def test_normalized_adjacency_is_symmetric_and_degree_normalised():
+    adj, offsets = normalized_adjacency(planted_graph())
+    dense = adj.to_dense()
+    assert torch.allclose(dense, dense.t())
+    assert offsets == {"user": (0, 3), "product": (3, 5), "brand": (8, 2), "category": (10, 2)}
+    # user 0 (degree 2) - product 0 (degree: user 0, brand 0, category 0 = 3)
+    assert dense[0, 3].item() == pytest.approx(1 / (2 * 3) ** 0.5)
+
+
+def test_model_get_embedding_shapes():
+    model = KgrecModel(planted_graph(), ModelConfig(dim=4, history_length=3), product_text=id_text())
+    users, products = model.get_embedding()
+    assert users.shape == (3, 4) and products.shape == (5, 4)
+    assert model.score(torch.tensor([0, 2])).shape == (2, 5)
+    nodes = model.propagate()
+    assert {t: v.shape[0] for t, v in nodes.items()} == NUM_NODES
+
+
+def test_model_cold_product_gets_embedding_from_text_and_brand():
+    has_id = torch.tensor([True, True, True, True, False])
+    # Text only (no KG): the cold product's layer-0 vector is its text projection.
+    text_only = KgrecModel(
+        planted_graph(use_kg=False), ModelConfig(dim=4, use_kg=False), product_text=id_text(), product_has_id=has_id
+    )
+    assert text_only.propagate()["product"][4].abs().sum() > 0
+    # KG only (no text): the brand and category edges reach it.
+    kg_only = KgrecModel(planted_graph(), ModelConfig(dim=4, use_text=False), product_has_id=has_id)
+    assert kg_only.layer0()[3 + 4].abs().sum() == 0  # no ID part for the cold product
+    assert kg_only.propagate()["product"][4].abs().sum() > 0
+    # Neither: nothing can place it.
+    bare = KgrecModel(
+        planted_graph(use_kg=False), ModelConfig(dim=4, use_text=False, use_kg=False), product_has_id=has_id
+    )
+    assert bare.propagate()["product"][4].abs().sum() == 0
+
+
+def test_model_use_text_flag_controls_text_projection():
+    assert KgrecModel(planted_graph(), ModelConfig(dim=4), product_text=id_text()).text_proj is not None
+    assert KgrecModel(planted_graph(), ModelConfig(dim=4, use_text=False), product_text=id_text()).text_proj is None
+
+
+def test_build_histories_keeps_latest_right_aligned_with_decay():
+    user = torch.tensor([0, 0, 0, 1])
+    product = torch.tensor([2, 0, 1, 3])
+    order = torch.tensor([5, 1, 3, 0])  # user 0 in time order: 0, 1, 2
+    index, weight = build_histories(user, product, order, num_users=3, history_length=2, decay=0.5)
+    assert index.tolist() == [[1, 2], [0, 3], [0, 0]]
+    assert weight.tolist() == [[0.5, 1.0], [0.0, 1.0], [0.0, 0.0]]
+
+
+def test_user_embedding_from_history_matches_model_users():
+    cfg = ModelConfig(dim=4, history_length=2, recency_decay=0.5)
+    model = KgrecModel(planted_graph(), cfg, product_text=id_text())
+    index, weight = build_histories(INTERACTIONS[0], INTERACTIONS[1], torch.arange(6), 3, 2, 0.5)
+    model.set_histories(index, weight)
+    users, products = model.get_embedding()
+    fresh = user_embedding_from_history(products, torch.tensor([1, 2]), decay=0.5, history_length=2)
+    assert torch.allclose(F.normalize(fresh, dim=0), users[1], atol=1e-6)
+    # Only the last history_length products count.
+    longer = user_embedding_from_history(products, torch.tensor([4, 1, 2]), decay=0.5, history_length=2)
+    assert torch.allclose(longer, fresh)
+    assert user_embedding_from_history(products, torch.tensor([], dtype=torch.long)).abs().sum() == 0
+
+
+def test_history_embedding_weighted_mean():
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    out = history_embedding(emb, torch.tensor([[0, 1]]), torch.tensor([[1.0, 3.0]]))
+    assert torch.allclose(out, torch.tensor([[0.25, 0.75]]))
+
+
+def test_softmax_loss_prefers_the_target():
+    products = torch.eye(4)
+    users = products[[0, 1]]
+    good = softmax_loss(users, products, torch.tensor([0, 1]), temperature=0.1)
+    bad = softmax_loss(users, products, torch.tensor([2, 3]), temperature=0.1)
+    assert good < bad
+    sampled = softmax_loss(users, products, torch.tensor([0, 1]), 0.1, negatives=torch.tensor([2, 3]))
+    assert torch.isfinite(sampled) and sampled < bad
+    assert bpr_loss(users, products, torch.tensor([0, 1]), torch.tensor([2, 3]), 0.1) < bpr_loss(
+        users, products, torch.tensor([2, 3]), torch.tensor([0, 1]), 0.1
+    )
+
+
+def test_model_user_modes():
+    for mode in ("history", "id", "hybrid"):
+        model = KgrecModel(planted_graph(), ModelConfig(dim=4, user_mode=mode))
+        users, _ = model.get_embedding()
+        assert users.shape == (3, 4)
