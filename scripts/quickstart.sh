@@ -16,3 +16,7 @@ if [ ! -f "$SHOP/interactions.csv" ]; then
 fi
 kgrec build-graph --products "$SHOP/products.csv" --interactions "$SHOP/interactions.csv" \
                   --relations "$SHOP/relations.csv" --users "$SHOP/users.csv"
+kgrec train
+kgrec evaluate --baselines pop,itemknn,bpr,lightgcn
+user=$(sed -n 2p "$SHOP/interactions.csv" | cut -d, -f1)
+kgrec recommend --user "$user" -k 5 --explain

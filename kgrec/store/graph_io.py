@@ -98,15 +98,24 @@ def write_graph(store: GraphStore, tables: GraphTables, batch_size: int = 10_000
         for row in tables.users.select("user_id", *attribute_columns).rows()
     ]
     step("users", query("write_users"), users)
-    interactions = tables.interactions.select(
-        "user_id", "product_id", "event", "timestamp", "weight", "value"
-    ).rows()
-    step("interactions", query("write_interactions"), interactions)
+    step("interactions", query("write_interactions"), interaction_rows(tables))
     for (relation,), group in tables.relations.group_by("relation", maintain_order=True):
         step("relations", query("write_relations"), group.select("product_id", "related_product_id").rows(), type=relation_type(relation))
 
     summary.totals = count_graph(store)
     return summary
+
+
+def interaction_rows(tables: GraphTables) -> list[tuple]:
+    """``[user_id, product_id, event, timestamp, weight, value]`` per event, as write_interactions takes them."""
+    return tables.interactions.select("user_id", "product_id", "event", "timestamp", "weight", "value").rows()
+
+
+def write_interaction_rows(store: GraphStore, tables: GraphTables, batch_size: int = 10_000) -> dict[str, int]:
+    """Write only the interactions of ``tables`` (creating their users); products must exist."""
+    users = [{"id": user_id, "attributes": {}} for user_id in tables.interactions.get_column("user_id").unique().to_list()]
+    store.write_batches(query("write_users"), users, batch_size)
+    return store.write_batches(query("write_interactions"), interaction_rows(tables), batch_size)
 
 
 def count_graph(store: GraphStore) -> dict[str, int]:

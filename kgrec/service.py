@@ -1,0 +1,324 @@
+"""Recommendations from a trained model: one warm object for the CLI, batch jobs and HTTP.
+
+:class:`RecommendationService` loads a model directory once (embeddings, the snapshot
+it was trained on, popularity, the catalog structure) and answers requests.
+
+The real-time rule: a user's vector is recomputed at every request from their latest
+interactions *in Neo4j* through the trained product embeddings, with the same
+recency-weighted rule the model was trained with (the latest ``model.history_length``
+products, each product once at its latest event and heaviest weight, the product k
+steps back weighted ``model.recency_decay ** k`` times its event weight). So events
+written after training (``kgrec build-graph`` with new events, or ``kgrec add-event``)
+change the next recommendations without retraining. Without a database the
+histories of the model's snapshot are used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from torch import Tensor
+
+from kgrec.config import KgrecConfig
+from kgrec.errors import ConfigError, GraphStoreUnavailable, UnknownProductError, UnknownUserError
+from kgrec.explain.paths import explain_paths, write_recommendations
+from kgrec.rank.scoring import (
+    ExplorationGraph,
+    check_weights,
+    decayed_popularity,
+    rank_all_users,
+    rank_products,
+    relevance,
+)
+from kgrec.snapshot.snapshot import Snapshot, load_snapshot
+from kgrec.store.connection import GraphStore, query
+from kgrec.train.artifacts import TrainedModel, load_model_dir
+
+MODEL_SNAPSHOT_DIR = "snapshot"
+MAX_K = 1000
+
+
+@dataclass
+class History:
+    """A user's products, oldest first, each once (latest event, heaviest weight)."""
+
+    product_index: Tensor  # [n] long
+    weight: Tensor  # [n] float
+    unknown_products: int = 0  # events on products the model has no embedding for
+
+
+@dataclass
+class Recommendations:
+    user_id: str
+    model: str
+    weights: dict[str, float]
+    query: str | None
+    history_size: int
+    items: list[dict[str, Any]] = field(default_factory=list)
+    explained: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "model": self.model,
+            "weights": self.weights,
+            "query": self.query,
+            "history_size": self.history_size,
+            "explained": self.explained,
+            "items": self.items,
+        }
+
+
+class RecommendationService:
+    """A trained model kept warm, with the graph store it reads histories from.
+
+    Args:
+        config: the run config; its ``rank`` section sets weights, k and the rest.
+        model_dir: a model directory, its parent (``latest`` is used) or the pointer.
+        store: the live graph; None ranks from the model's snapshot alone (no
+            real-time updates, no explanations).
+    """
+
+    def __init__(self, config: KgrecConfig, model_dir: str | Path, store: GraphStore | None = None):
+        self.config = config
+        self.model: TrainedModel = load_model_dir(model_dir)
+        self.model_id = self.model.path.name
+        self.snapshot: Snapshot = load_snapshot(self.model.path / MODEL_SNAPSHOT_DIR)
+        self.store = store
+        products = self.snapshot.tables.products
+        self.catalog = products.select(
+            "product_id",
+            "title",
+            "brand",
+            pl.col("categories").list.first().alias("category"),
+        )
+        interactions = self.snapshot.tables.interactions
+        product_index = torch.from_numpy(self.snapshot.product_ids.indices(interactions.get_column("product_id")).copy())
+        timestamp = torch.from_numpy(interactions.get_column("timestamp").to_numpy().copy())
+        self.popularity = decayed_popularity(
+            product_index,
+            timestamp,
+            torch.from_numpy(interactions.get_column("weight").to_numpy().astype("float32")),
+            len(self.snapshot.product_ids),
+            now=int(timestamp.max()) if timestamp.numel() else int(time.time()),
+            half_life_days=config.rank.popularity_half_life_days,
+        )
+        self.exploration = ExplorationGraph.from_snapshot(self.snapshot, levels=config.rank.exploration)
+        self._text_encoder = None
+
+    # --- histories -------------------------------------------------------------------
+
+    def history(self, user_id: str) -> History:
+        """The user's products for the real-time rule; :class:`UnknownUserError` if none is known."""
+        if self.store is not None:
+            rows = self.store.read(query("read_user_history"), {"user_id": user_id})
+            if not rows:
+                raise self._unknown_user(user_id)
+            events = pl.DataFrame(rows[0]["events"], schema={"product_id": pl.Utf8, "timestamp": pl.Int64, "weight": pl.Float64}, orient="row")
+        else:
+            events = self.snapshot.tables.interactions.filter(pl.col("user_id") == user_id).select("product_id", "timestamp", "weight")
+            if events.is_empty() and user_id not in self.model.user_ids:
+                raise self._unknown_user(user_id)
+        return self._history_from_events(events)
+
+    def _history_from_events(self, events: pl.DataFrame) -> History:
+        # One entry per product, at its latest event, as in training's (user, product) pairs.
+        pairs = (
+            events.group_by("product_id")
+            .agg(pl.col("timestamp").max(), pl.col("weight").max())
+            .sort("timestamp", "product_id")
+        )
+        index = self.snapshot.product_ids.indices(pairs.get_column("product_id"), strict=False)
+        known = index >= 0
+        return History(
+            product_index=torch.from_numpy(index[known].copy()),
+            weight=torch.from_numpy(pairs.get_column("weight").to_numpy()[known].astype("float32")),
+            unknown_products=int((~known).sum()),
+        )
+
+    def _unknown_user(self, user_id: str) -> UnknownUserError:
+        return UnknownUserError(
+            f"User {user_id!r} is not in the graph ({len(self.model.user_ids):,} users in model {self.model_id}). "
+            "New users need at least one interaction: load their events with `kgrec build-graph` or `kgrec add-event`."
+        )
+
+    # --- one user ------------------------------------------------------------------
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int | None = None,
+        query_text: str | None = None,
+        weights: tuple[float, float, float] | None = None,
+        include_seen: bool = False,
+        explain: bool = False,
+    ) -> Recommendations:
+        """Top-``k`` products for ``user_id``, each with its score broken into its three parts."""
+        k = self.config.rank.k if k is None else k
+        num_products = len(self.model.product_ids)
+        if not 1 <= k <= min(MAX_K, num_products):
+            raise ConfigError(f"k must be between 1 and {min(MAX_K, num_products)} (the catalog size caps it), found {k}.")
+        if query_text is not None and not query_text.strip():
+            raise ConfigError("The query is empty. Pass some text, e.g. --query 'waterproof mascara', or leave --query out.")
+        alpha, beta, gamma = check_weights(weights if weights is not None else self.config.rank.weights)
+        if explain and self.store is None:
+            raise GraphStoreUnavailable("Explanations are read from and written to Neo4j, but no database is connected.")
+
+        history = self.history(user_id)
+        user_vector = self.model.user_vector(history.product_index, history.weight)
+        query_vector = self._encode_query(query_text) if query_text is not None else None
+        rel = relevance(
+            user_vector,
+            self.model.product_embedding,
+            query_vector,
+            self.model.product_text,
+            query_mix=self.config.rank.query_mix,
+            similarity=self.config.rank.similarity,
+        )
+        seen_index = history.product_index.unique()
+        exploration = self.exploration.bonus(
+            torch.tensor([0, seen_index.numel()]), seen_index
+        )[0]
+        mask = torch.ones(num_products, dtype=torch.bool)
+        if not include_seen:
+            mask[seen_index] = False
+        ranked = rank_products(
+            rel,
+            self.popularity,
+            exploration,
+            (alpha, beta, gamma),
+            k,
+            candidate_mask=mask,
+            product_embeddings=self.model.product_embedding,
+            num_candidates=self.config.rank.num_candidates,
+            exploration_share=self.config.rank.exploration_share,
+            normalisation=self.config.rank.normalisation,
+        )
+        items = self._items(ranked.rows())
+        result = Recommendations(
+            user_id=user_id,
+            model=self.model_id,
+            weights={"relevance": alpha, "popularity": beta, "diversity": gamma},
+            query=query_text,
+            history_size=int(history.product_index.numel()),
+            items=items,
+        )
+        if explain:
+            self._explain(result)
+        return result
+
+    def _items(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        indices = [row["product_index"] for row in rows]
+        details = self.catalog[indices].to_dicts() if indices else []
+        items = []
+        for rank, (row, detail) in enumerate(zip(rows, details), start=1):
+            items.append(
+                {
+                    "rank": rank,
+                    **detail,
+                    "score": round(float(row["score"]), 6),
+                    "relevance": round(float(row["relevance"]), 6),
+                    "popularity": round(float(row["popularity"]), 6),
+                    "diversity": round(float(row["diversity"]), 6),
+                }
+            )
+        return items
+
+    def _explain(self, result: Recommendations) -> None:
+        rank_cfg = self.config.rank
+        reasons = explain_paths(
+            self.store,
+            result.user_id,
+            [item["product_id"] for item in result.items],
+            per_product=rank_cfg.reasons_per_product,
+            history_limit=rank_cfg.explain_history_limit,
+            co_interaction_limit=rank_cfg.co_interaction_limit,
+            half_life_days=rank_cfg.popularity_half_life_days,
+        )
+        for item in result.items:
+            item["reasons"] = [
+                {"kind": r.kind, "text": r.text, "via_product_id": r.via_product_id, "via": r.via, "strength": round(r.strength, 4)}
+                for r in reasons.get(item["product_id"], [])
+            ]
+        write_recommendations(self.store, result.user_id, result.model, result.items)
+        result.explained = True
+
+    def _encode_query(self, text: str) -> Tensor:
+        if self.model.product_text is None:
+            raise ConfigError(
+                f"Model {self.model_id} was trained without text (model.use_text=false), so it cannot search by query."
+            )
+        if self._text_encoder is None:
+            from kgrec.features.config import FeaturesConfig
+            from kgrec.features.text import load_text_encoder
+
+            features = FeaturesConfig.model_validate(self.model.config.get("features", {}))
+            self._text_encoder = load_text_encoder(features)
+        return self._text_encoder.encode([text])[0]
+
+    # --- all users -------------------------------------------------------------------
+
+    def recommend_all(self, out_path: str | Path, k: int | None = None, weights: tuple[float, float, float] | None = None) -> int:
+        """Top-``k`` for every user of the model as JSON lines; returns the number of users.
+
+        Users are represented by the histories they had at training time (one matrix
+        product per batch of users); products they interacted with are excluded.
+        """
+        k = self.config.rank.k if k is None else k
+        if not 1 <= k <= min(MAX_K, len(self.model.product_ids)):
+            raise ConfigError(f"k must be between 1 and {min(MAX_K, len(self.model.product_ids))}, found {k}.")
+        rank_cfg = self.config.rank
+        interactions = self.snapshot.tables.interactions
+        user_index = torch.from_numpy(self.snapshot.user_ids.indices(interactions.get_column("user_id")).copy())
+        product_index = torch.from_numpy(self.snapshot.product_ids.indices(interactions.get_column("product_id")).copy())
+        order = torch.argsort(user_index, stable=True)
+        counts = torch.bincount(user_index, minlength=len(self.snapshot.user_ids)).tolist()
+        seen = list(torch.split(product_index[order], counts))
+        top_index, top_score = rank_all_users(
+            self.model.user_embedding,
+            self.model.product_embedding,
+            seen,
+            self.popularity,
+            k,
+            check_weights(weights if weights is not None else rank_cfg.weights),
+            batch_size=rank_cfg.batch_size,
+            exploration=self.exploration,
+            similarity=rank_cfg.similarity,
+            num_candidates=rank_cfg.all_users_candidates,
+            exploration_share=rank_cfg.exploration_share,
+            normalisation=rank_cfg.normalisation,
+            num_threads=rank_cfg.num_threads,
+        )
+        product_ids = pl.Series(self.model.product_ids.ids)
+        valid = top_index >= 0
+        frame = pl.DataFrame(
+            {
+                "user_id": self.model.user_ids.ids,
+                "items": [product_ids.gather(row[mask].tolist()).to_list() for row, mask in zip(top_index, valid)],
+                "scores": [[round(s, 6) for s in row[mask].tolist()] for row, mask in zip(top_score, valid)],
+            }
+        )
+        out = Path(out_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        frame.write_ndjson(tmp)
+        tmp.replace(out)
+        return frame.height
+
+    def product_index(self, product_id: str) -> int:
+        index = self.snapshot.product_ids.indices([product_id], strict=False)[0]
+        if index < 0:
+            raise UnknownProductError(
+                f"Product {product_id!r} is not in model {self.model_id} ({len(self.model.product_ids):,} products)."
+            )
+        return int(index)
+
+
+def dumps(result: Recommendations) -> str:
+    return json.dumps(result.to_dict(), ensure_ascii=False, indent=2)
