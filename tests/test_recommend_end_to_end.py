@@ -1,0 +1,116 @@
+"""The whole pipeline on a small synthetic shop against the real Neo4j:
+build-graph → train → recommend (CLI, service, HTTP) → explanations stored → real-time events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from kgrec.cli import cli
+from kgrec.config import load_config
+from kgrec.errors import ConfigError, UnknownUserError
+from kgrec.ingest.synthetic import write_sample_shop
+from kgrec.pipeline import add_event, build_graph, train
+from kgrec.serve import create_app
+from kgrec.service import RecommendationService
+from kgrec.store.connection import GraphStore
+
+
+@pytest.fixture
+def trained(graph_store: GraphStore, tmp_path: Path):
+    shop = write_sample_shop(tmp_path / "shop", num_products=120, num_users=80, seed=3)
+    config = load_config(None, ["train.epochs=4", "train.patience=2", f"features.cache_dir={tmp_path / 'cache'}"])
+    build_graph(config, shop["products"], shop["interactions"], shop["relations"], shop["users"])
+    run = train(config, runs_dir=tmp_path / "runs", write_embeddings=True, echo=lambda *_: None)
+    user_id = shop["interactions"].read_text().splitlines()[1].split(",")[0]
+    return config, run, user_id
+
+
+def test_train_writes_a_model_dir_and_embeddings_with_a_vector_index(trained, graph_store: GraphStore):
+    config, run, _ = trained
+    assert (run.model_dir / "curves.png").is_file() and (run.model_dir / "snapshot" / "manifest.json").is_file()
+    assert run.metrics["test"]["ndcg@10"] >= 0
+    assert run.embeddings_written == 120 + 80
+    rows = graph_store.read(
+        "MATCH (p:Product) WITH p LIMIT 1 "
+        "CALL db.index.vector.queryNodes('product_embedding', 3, p.embedding) YIELD node RETURN node.id AS id"
+    )
+    assert len(rows) == 3
+
+
+def test_recommend_splits_each_score_into_its_parts(trained, graph_store: GraphStore):
+    config, run, user_id = trained
+    service = RecommendationService(config, run.model_dir, store=graph_store)
+    result = service.recommend(user_id, k=5, weights=(0.6, 0.2, 0.2))
+    assert len(result.items) == 5
+    seen = {r["id"] for r in graph_store.read("MATCH (:User {id: $u})-[:INTERACTED]->(p) RETURN p.id AS id", {"u": user_id})}
+    for item in result.items:
+        assert item["product_id"] not in seen
+        expected = 0.6 * item["relevance"] + 0.2 * item["popularity"] + 0.2 * item["diversity"]
+        assert item["score"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_recommend_rejects_bad_requests_with_clear_errors(trained, graph_store: GraphStore):
+    config, run, user_id = trained
+    service = RecommendationService(config, run.model_dir, store=graph_store)
+    with pytest.raises(UnknownUserError, match="not in the graph"):
+        service.recommend("no-such-user")
+    with pytest.raises(ConfigError, match="k must be between"):
+        service.recommend(user_id, k=0)
+    with pytest.raises(ConfigError, match="query is empty"):
+        service.recommend(user_id, query_text="   ")
+
+
+def test_explain_stores_reasons_and_rerunning_replaces_them(trained, graph_store: GraphStore):
+    config, run, user_id = trained
+    service = RecommendationService(config, run.model_dir, store=graph_store)
+    for _ in range(2):
+        service.recommend(user_id, k=4, explain=True)
+    rows = graph_store.read(
+        "MATCH (:User {id: $u})-[r:RECOMMENDED {model: $m}]->(p) RETURN r.rank AS rank, r.reasons AS reasons",
+        {"u": user_id, "m": run.model_dir.name},
+    )
+    assert sorted(r["rank"] for r in rows) == [1, 2, 3, 4]
+    assert any(r["reasons"] for r in rows)
+
+
+def test_a_new_event_changes_the_next_recommendations_without_retraining(trained, graph_store: GraphStore):
+    config, run, user_id = trained
+    service = RecommendationService(config, run.model_dir, store=graph_store)
+    before = service.recommend(user_id, k=5)
+    target = before.items[0]["product_id"]
+    add_event(config, user_id, target, "purchase")
+    after = service.recommend(user_id, k=5)
+    assert after.history_size == before.history_size + 1
+    assert target not in [item["product_id"] for item in after.items]
+
+
+def test_http_api_answers_and_maps_user_errors_to_4xx(trained, graph_store: GraphStore):
+    config, run, user_id = trained
+    client = TestClient(create_app(RecommendationService(config, run.model_dir, store=graph_store)))
+    assert client.get("/health").json()["status"] == "ok"
+    body = client.get("/recommend", params={"user": user_id, "k": 3}).json()
+    assert len(body["items"]) == 3 and {"relevance", "popularity", "diversity"} <= set(body["items"][0])
+    assert client.get("/recommend", params={"user": "nobody"}).status_code == 404
+    assert client.get("/recommend", params={"user": user_id, "k": 0}).status_code == 400
+    assert client.get("/recommend", params={"user": user_id, "weights": "relevance=-1"}).status_code == 400
+    assert client.get("/recommend", params={"user": user_id, "query": ""}).status_code == 400
+    assert client.get("/health").status_code == 200  # still alive
+
+
+def test_cli_recommend_json_and_all_users(trained, tmp_path: Path):
+    config, run, user_id = trained
+    runner = CliRunner()
+    result = runner.invoke(cli, ["recommend", "--user", user_id, "-k", "3", "--format", "json", "--model", str(run.model_dir),
+                                 "--set", "train.epochs=4"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["items"]) == 3
+    out = tmp_path / "recs.jsonl"
+    result = runner.invoke(cli, ["recommend", "--all-users", "-k", "5", "--out", str(out), "--model", str(run.model_dir)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 80 and all(len(line["items"]) == 5 == len(line["scores"]) for line in lines)
