@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 import polars as pl
 
 import kgrec
+from kgrec.atomic import replace_dir
 from kgrec.errors import SchemaError, SnapshotError
 from kgrec.ingest.tables import GraphTables
 from kgrec.snapshot.idmap import IdMap
@@ -155,7 +155,7 @@ def write_snapshot(tables: GraphTables, out_dir: str | Path) -> Snapshot:
         for name in TABLE_NAMES:
             getattr(snapshot.tables, name).write_parquet(staging / f"{name}.parquet")
         (staging / MANIFEST_FILE).write_text(json.dumps(snapshot.manifest, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(staging, out)
+        replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -312,13 +312,3 @@ def _replaceable(path: Path) -> bool:
     """True when ``path`` may be replaced: an empty directory or an earlier snapshot."""
     return path.is_dir() and (not any(path.iterdir()) or (path / MANIFEST_FILE).is_file())
 
-
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Move ``staging`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)

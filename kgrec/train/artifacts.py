@@ -33,6 +33,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from kgrec.atomic import replace_dir
 from kgrec.errors import ModelNotFoundError
 from kgrec.models.kgrec_model import user_embedding_from_history
 from kgrec.snapshot.idmap import IdMap
@@ -169,7 +170,7 @@ def save_model_dir(
             from kgrec.snapshot.snapshot import write_snapshot
 
             write_snapshot(snapshot.tables, staging / "snapshot")
-        _replace_dir(staging, out)
+        replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -300,15 +301,3 @@ def load_model_dir(path: str | Path) -> TrainedModel:
         history=history,
     )
 
-
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Move ``staging`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
-    if out.is_symlink() or out.is_file():
-        out.unlink()
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
