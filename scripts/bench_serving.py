@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Serving speed: warm single-user latency over HTTP, and batch ranking against a per-user loop.
+
+Everything runs against a throwaway Neo4j (free port, temporary folder) on a synthetic
+shop, so no user data is touched:
+
+1. write a sample shop, build the graph, train a model (text off by default: latency
+   does not depend on it, and encoding 100k titles on a 2-core CPU takes long);
+2. start ``kgrec serve`` in its own process and send ``--requests`` GET /recommend
+   requests for random users from *another* process over loopback, one at a time;
+   then ``--explain-requests`` more with ``explain=true``; report p50/p95/p99;
+3. rank every user with ``--all-users`` (batched matrix scoring) and time a naive loop
+   of single-user calls over ``--naive-users`` users; report the ratio per user.
+
+Usage:
+    python scripts/bench_serving.py --products 100000 --users 50000 --events-per-user 20
+    python scripts/bench_serving.py --products 20000 --users 10000   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def client(url: str, users: list[str], explain: bool) -> list[float]:
+    """Sequential requests from this (separate) process; returns milliseconds per request."""
+    import httpx
+
+    latencies = []
+    with httpx.Client(timeout=30.0) as http:
+        for user in users:
+            start = time.perf_counter()
+            response = http.get(f"{url}/recommend", params={"user": user, "k": 10, "explain": str(explain).lower()})
+            latencies.append((time.perf_counter() - start) * 1000)
+            response.raise_for_status()
+    return latencies
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50_ms": round(pick(0.50), 2), "p95_ms": round(pick(0.95), 2), "p99_ms": round(pick(0.99), 2), "n": len(values)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--events-per-user", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--explain-requests", type=int, default=200)
+    parser.add_argument("--naive-users", type=int, default=300)
+    parser.add_argument("--set", dest="overrides", action="append", default=["model.use_text=false", "train.epochs=3"])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--client", nargs=3, metavar=("URL", "USERS_FILE", "EXPLAIN"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:  # the separate client process
+        url, users_file, explain = args.client
+        print(json.dumps(client(url, json.loads(Path(users_file).read_text()), explain == "1")))
+        return
+
+    from kgrec.config import load_config
+    from kgrec.ingest.synthetic import write_sample_shop
+    from kgrec.pipeline import build_graph, train
+    from kgrec.service import RecommendationService
+    from kgrec.store.server import free_port, start_server, stop_server
+
+    work = Path(tempfile.mkdtemp(prefix="kgrec-bench-serving-"))
+    port = free_port()
+    state = start_server(port=port, heap_mb=2048, pagecache_mb=1024)
+    env = {**os.environ, "NEO4J_URI": state.uri, "OMP_WAIT_POLICY": "PASSIVE"}
+    os.environ["NEO4J_URI"] = state.uri
+    figures: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"}
+    server = None
+    try:
+        config = load_config(None, args.overrides)
+        shop = write_sample_shop(work / "shop", args.products, args.users, seed=0, events_per_user=args.events_per_user)
+        t0 = time.perf_counter()
+        built = build_graph(config, shop["products"], shop["interactions"], shop["relations"], shop["users"])
+        figures["build_graph_s"] = round(time.perf_counter() - t0, 1)
+        figures["interactions"] = built.summary.totals.get("INTERACTED")
+        t0 = time.perf_counter()
+        run = train(config, runs_dir=work / "runs", write_embeddings=False, echo=lambda *_: None)
+        figures["train_s"] = round(time.perf_counter() - t0, 1)
+
+        http_port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "kgrec.cli", "serve", "--port", str(http_port), "--model", str(run.model_dir),
+             *[a for o in args.overrides for a in ("--set", o)]],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        url = f"http://127.0.0.1:{http_port}"
+        import httpx
+
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"kgrec serve did not come up: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.5)
+
+        rng = random.Random(0)
+        user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
+        for name, n, explain in (("recommend", args.requests, "0"), ("recommend_explain", args.explain_requests, "1")):
+            sample = [rng.choice(user_ids) for _ in range(n + 20)]
+            users_file = work / f"{name}.json"
+            users_file.write_text(json.dumps(sample))
+            out = subprocess.run(
+                [sys.executable, __file__, "--client", url, str(users_file), explain],
+                capture_output=True, text=True, check=True, env=env,
+            )
+            figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[20:])  # first 20 warm up
+
+        service = RecommendationService(config, run.model_dir, store=None)
+        t0 = time.perf_counter()
+        n_all = service.recommend_all(work / "recs.jsonl", k=10)
+        batch_s = time.perf_counter() - t0
+        naive_users = user_ids[: args.naive_users]
+        t0 = time.perf_counter()
+        for user in naive_users:
+            service.recommend(user, k=10)
+        naive_s = time.perf_counter() - t0
+        figures["all_users"] = {
+            "users": n_all,
+            "batched_s": round(batch_s, 2),
+            "batched_ms_per_user": round(batch_s / n_all * 1000, 3),
+            "naive_ms_per_user": round(naive_s / len(naive_users) * 1000, 2),
+            "speedup": round((naive_s / len(naive_users)) / (batch_s / n_all), 1),
+        }
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        stop_server(port)
+        shutil.rmtree(state.server_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
