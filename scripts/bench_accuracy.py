@@ -7,7 +7,7 @@ Usage::
 
 Protocol (one snapshot, one split, one evaluator for every row):
 
-- The source folder is converted with ``scripts/convert_amazon_<dataset>.py`` into a
+- The source folder is converted with ``scripts/convert_<dataset>.py`` into a
   temporary folder (never inside the repository) and read with ``kgrec.ingest.load_tables``,
   exactly as a shop's files would be. ``timestamp`` = position in the user's sequence.
 - :func:`kgrec.train.split.leave_last_out`: per user, last product = test, second-to-last
@@ -71,13 +71,13 @@ COLUMNS = (
 
 def load_dataset(dataset: str, data_dir: Path) -> Snapshot:
     """Convert ``data_dir`` with the dataset's converter and ingest it into a snapshot."""
-    script = REPO / "scripts" / f"convert_amazon_{dataset}.py"
-    spec = importlib.util.spec_from_file_location(f"convert_amazon_{dataset}", script)
+    script = REPO / "scripts" / f"convert_{dataset}.py"
+    spec = importlib.util.spec_from_file_location(f"convert_{dataset}", script)
     if spec is None or spec.loader is None:
         raise SystemExit(f"{script} is missing; it converts the {dataset} folder into kgrec input files.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    convert = getattr(module, f"convert_amazon_{dataset}")
+    convert = getattr(module, f"convert_{dataset}")
     with tempfile.TemporaryDirectory(prefix=f"kgrec-bench-{dataset}-") as tmp:
         paths = convert(data_dir, Path(tmp), "parquet")
         tables, _ = load_tables(paths["products"], paths["interactions"], paths.get("relations"))

@@ -7,7 +7,7 @@ the ratio holds even on a noisy machine. The script starts its own throwaway ser
 database kgrec normally uses.
 
 Usage:
-    python scripts/convert_amazon_beauty.py ../shared/data/amazon_beauty_2014 /tmp/beauty
+    python scripts/convert_beauty.py ../shared/data/amazon_beauty_2014 /tmp/beauty
     python scripts/bench_ingest.py --products /tmp/beauty/products.csv \\
         --interactions /tmp/beauty/interactions.csv --relations /tmp/beauty/relations.csv
     python scripts/bench_ingest.py --sample-products 20000   # synthetic shop instead

@@ -45,8 +45,8 @@ def beauty_source(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
-def test_convert_amazon_beauty_gives_loadable_files(beauty_source: Path, tmp_path: Path, file_format: str) -> None:
-    paths = load_script("convert_amazon_beauty").convert_amazon_beauty(beauty_source, tmp_path / "out", file_format)
+def test_convert_beauty_gives_loadable_files(beauty_source: Path, tmp_path: Path, file_format: str) -> None:
+    paths = load_script("convert_beauty").convert_beauty(beauty_source, tmp_path / "out", file_format)
     tables, report = load_tables(paths["products"], paths["interactions"], paths["relations"])
     assert (tables.num_users, tables.num_products, tables.num_interactions) == (2, 2, 3)
     assert tables.products["categories"].to_list() == [["Beauty", "Hair Care"], ["Beauty", "Nails"]]
@@ -56,20 +56,20 @@ def test_convert_amazon_beauty_gives_loadable_files(beauty_source: Path, tmp_pat
     assert tables.relations.height == 2 and report.skipped["relations_outside_catalog"] == 1
 
 
-def test_convert_amazon_office_gives_loadable_files(tmp_path: Path) -> None:
+def test_convert_office_gives_loadable_files(tmp_path: Path) -> None:
     source = tmp_path / "office"
     source.mkdir()
     write_tsv_gz(source / "items.tsv.gz", [["asin", "title", "brand", "description"], ["B1", 'HP 12C "Financial" Calculator', "HP", "RPN, since 1981"]])
     write_tsv_gz(source / "interactions.tsv.gz", [["user_id", "asin", "position", "loo_split"], ["U1", "B1", "0", "test"]])
-    paths = load_script("convert_amazon_office").convert_amazon_office(source, tmp_path / "out")
+    paths = load_script("convert_office").convert_office(source, tmp_path / "out")
     tables, _ = load_tables(paths["products"], paths["interactions"])
     assert tables.products.select("title", "brand", "description").row(0) == ('HP 12C "Financial" Calculator', "HP", "RPN, since 1981")
     assert tables.num_interactions == 1
 
 
-def test_convert_amazon_beauty_cli_refuses_a_wrong_folder(tmp_path: Path) -> None:
+def test_convert_beauty_cli_refuses_a_wrong_folder(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "convert_amazon_beauty.py"), str(tmp_path), str(tmp_path / "out")],
+        [sys.executable, str(SCRIPTS / "convert_beauty.py"), str(tmp_path), str(tmp_path / "out")],
         capture_output=True,
         text=True,
     )

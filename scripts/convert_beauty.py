@@ -1,6 +1,6 @@
 """Convert the Amazon Beauty 2014 5-core folder into kgrec input files.
 
-    python scripts/convert_amazon_beauty.py /work/shared/data/amazon_beauty_2014 OUT_DIR [--format parquet]
+    python scripts/convert_beauty.py /work/shared/data/amazon_beauty_2014 OUT_DIR [--format parquet]
 
 Reads (see SRC_DIR/PROVENANCE.md for where they come from):
 
@@ -38,7 +38,7 @@ def read_tsv(path: Path) -> pl.DataFrame:
     return pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False)
 
 
-def convert_amazon_beauty(source_dir: Path, out_dir: Path, file_format: str = "csv") -> dict[str, Path]:
+def convert_beauty(source_dir: Path, out_dir: Path, file_format: str = "csv") -> dict[str, Path]:
     """Write products, interactions and relations files; return their paths."""
     items = read_tsv(source_dir / "items.tsv.gz")
     interactions = read_tsv(source_dir / "interactions.tsv.gz")
@@ -89,7 +89,7 @@ def main() -> None:
     missing = [n for n in ("items.tsv.gz", "interactions.tsv.gz", "item_relations.tsv.gz") if not (args.source_dir / n).is_file()]
     if missing:
         parser.error(f"{args.source_dir} lacks {', '.join(missing)}; pass the amazon_beauty_2014 folder.")
-    for name, path in convert_amazon_beauty(args.source_dir, args.out_dir, args.format).items():
+    for name, path in convert_beauty(args.source_dir, args.out_dir, args.format).items():
         print(f"{name}: {path}")
 
 

@@ -1,6 +1,6 @@
 """Convert the Amazon Office Products 2014 5-core folder into kgrec input files.
 
-    python scripts/convert_amazon_office.py /work/shared/data/amazon_office_2014 OUT_DIR [--format parquet]
+    python scripts/convert_office.py /work/shared/data/amazon_office_2014 OUT_DIR [--format parquet]
 
 Reads (see SRC_DIR/PROVENANCE.md for where they come from):
 
@@ -34,7 +34,7 @@ def read_tsv(path: Path) -> pl.DataFrame:
     return pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False)
 
 
-def convert_amazon_office(source_dir: Path, out_dir: Path, file_format: str = "csv") -> dict[str, Path]:
+def convert_office(source_dir: Path, out_dir: Path, file_format: str = "csv") -> dict[str, Path]:
     """Write products and interactions files; return their paths."""
     items = read_tsv(source_dir / "items.tsv.gz")
     interactions = read_tsv(source_dir / "interactions.tsv.gz")
@@ -78,7 +78,7 @@ def main() -> None:
     missing = [n for n in ("items.tsv.gz", "interactions.tsv.gz") if not (args.source_dir / n).is_file()]
     if missing:
         parser.error(f"{args.source_dir} lacks {', '.join(missing)}; pass the amazon_office_2014 folder.")
-    for name, path in convert_amazon_office(args.source_dir, args.out_dir, args.format).items():
+    for name, path in convert_office(args.source_dir, args.out_dir, args.format).items():
         print(f"{name}: {path}")
 
 
