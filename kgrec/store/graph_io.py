@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -25,6 +26,9 @@ from kgrec.store.connection import GraphStore, query
 
 # Called as progress(step_name, rows_done_in_this_call).
 Progress = Callable[[str, int], None]
+
+INTERACTION_WRITERS = 2
+"""Concurrent transactions writing interactions (one Cypher transaction keeps one core busy)."""
 
 RELATION_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 NON_RELATION_TYPES = ("INTERACTED", "MADE_BY", "IN_CATEGORY", "SUBCATEGORY_OF", "RECOMMENDED")
@@ -98,7 +102,11 @@ def write_graph(store: GraphStore, tables: GraphTables, batch_size: int = 10_000
         for row in tables.users.select("user_id", *attribute_columns).rows()
     ]
     step("users", query("write_users"), users)
-    step("interactions", query("write_interactions"), interaction_rows(tables))
+    counters = write_interactions(
+        store, tables.interactions, batch_size, on_batch=(lambda n: progress("interactions", n)) if progress else None
+    )
+    for key in ("nodes_created", "relationships_created", "relationships_deleted"):
+        summary.created[key] = summary.created.get(key, 0) + counters.get(key, 0)
     for (relation,), group in tables.relations.group_by("relation", maintain_order=True):
         step("relations", query("write_relations"), group.select("product_id", "related_product_id").rows(), type=relation_type(relation))
 
@@ -106,16 +114,54 @@ def write_graph(store: GraphStore, tables: GraphTables, batch_size: int = 10_000
     return summary
 
 
-def interaction_rows(tables: GraphTables) -> list[tuple]:
-    """``[user_id, product_id, event, timestamp, weight, value]`` per event, as write_interactions takes them."""
-    return tables.interactions.select("user_id", "product_id", "event", "timestamp", "weight", "value").rows()
+def element_ids(store: GraphStore, label: str, ids: list[str]) -> dict[str, str]:
+    """``{id: elementId}`` of the ``User`` or ``Product`` nodes with these ids (missing ones left out)."""
+    name = {"User": "read_element_ids_users", "Product": "read_element_ids_products"}[label]
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 50_000):
+        columns = store.read_columns(query(name), {"ids": ids[start : start + 50_000]})
+        found.update(zip(columns.get("id", []), columns.get("element_id", [])))
+    return found
+
+
+def write_interactions(
+    store: GraphStore,
+    interactions: pl.DataFrame,
+    batch_size: int = 10_000,
+    on_batch: Callable[[int], None] | None = None,
+    writers: int = INTERACTION_WRITERS,
+) -> dict[str, int]:
+    """MERGE one ``INTERACTED`` relationship per event; the users and products must exist.
+
+    ``writers`` transactions run at once. Each writer owns a disjoint set of users and
+    goes through its rows in product order, so concurrent writers take node locks in
+    the same order and seldom deadlock; when they do, the driver retries the batch.
+    """
+    if interactions.is_empty():
+        return {}
+    user_ids = element_ids(store, "User", interactions.get_column("user_id").unique().to_list())
+    product_ids = element_ids(store, "Product", interactions.get_column("product_id").unique().to_list())
+    rows = interactions.select(
+        pl.col("user_id").replace_strict(user_ids, return_dtype=pl.String).alias("user"),
+        pl.col("product_id").replace_strict(product_ids, return_dtype=pl.String).alias("product"),
+        "event", "timestamp", "weight", "value",
+        (pl.col("user_id").hash(seed=0) % writers).alias("writer"),
+    )
+    parts = [part.sort("product").drop("writer").rows() for _, part in rows.group_by("writer")]
+    cypher = query("write_interactions")
+    totals: dict[str, int] = {}
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        for counters in pool.map(lambda part: store.write_batches(cypher, part, batch_size, on_batch=on_batch), parts):
+            for key, value in counters.items():
+                totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 def write_interaction_rows(store: GraphStore, tables: GraphTables, batch_size: int = 10_000) -> dict[str, int]:
     """Write only the interactions of ``tables`` (creating their users); products must exist."""
     users = [{"id": user_id, "attributes": {}} for user_id in tables.interactions.get_column("user_id").unique().to_list()]
     store.write_batches(query("write_users"), users, batch_size)
-    return store.write_batches(query("write_interactions"), interaction_rows(tables), batch_size)
+    return write_interactions(store, tables.interactions, batch_size)
 
 
 def count_graph(store: GraphStore) -> dict[str, int]:

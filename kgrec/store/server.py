@@ -104,6 +104,23 @@ def read_state(port: int, home: Path | None = None) -> ServerState | None:
     return state
 
 
+# The JVM options Neo4j's own launcher uses. Without the --add-opens the page cache falls
+# back to a slow path ("Reflection access to java.nio.DirectByteBuffer is not available").
+JVM_OPTIONS = (
+    "-XX:+UseG1GC",
+    "-XX:-OmitStackTraceInFastThrow",
+    "-XX:+UnlockExperimentalVMOptions",
+    "-XX:+TrustFinalNonStaticFields",
+    "-XX:+DisableExplicitGC",
+    "-Djdk.nio.maxCachedBufferSize=1024",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+)
+
+
 def start_server(
     port: int = 7687,
     heap_mb: int = 1024,
@@ -130,7 +147,7 @@ def start_server(
         "java",
         f"-Xms{min(heap_mb, 512)}m",
         f"-Xmx{heap_mb}m",
-        "-XX:+UseG1GC",
+        *JVM_OPTIONS,
         "-cp",
         f"{runtime / 'lib' / '*'}{os.pathsep}{runtime / 'classes'}",
         LAUNCHER_CLASS,
