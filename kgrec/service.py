@@ -11,13 +11,18 @@ steps back weighted ``model.recency_decay ** k`` times its event weight). So eve
 written after training (``kgrec build-graph`` with new events, or ``kgrec add-event``)
 change the next recommendations without retraining. Without a database the
 histories of the model's snapshot are used.
+
+Products written to Neo4j after training are ranked too (``rank.new_products``): when
+the model is loaded they are read from the graph and placed in the embedding space by
+their brand, categories, related products and text (:mod:`kgrec.rank.new_products`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ from torch import Tensor
 from kgrec.config import KgrecConfig
 from kgrec.errors import ConfigError, GraphStoreUnavailable, UnknownProductError, UnknownUserError
 from kgrec.explain.paths import explain_paths, write_recommendations
+from kgrec.rank.new_products import embed_new_products
 from kgrec.rank.scoring import (
     ExplorationGraph,
     check_weights,
@@ -36,12 +42,15 @@ from kgrec.rank.scoring import (
     rank_products,
     relevance,
 )
+from kgrec.snapshot.idmap import IdMap
 from kgrec.snapshot.snapshot import Snapshot, load_snapshot
 from kgrec.store.connection import GraphStore, query
 from kgrec.train.artifacts import TrainedModel, load_model_dir
 
 MODEL_SNAPSHOT_DIR = "snapshot"
 MAX_K = 1000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,7 +100,12 @@ class RecommendationService:
         self.model_id = self.model.path.name
         self.snapshot: Snapshot = load_snapshot(self.model.path / MODEL_SNAPSHOT_DIR)
         self.store = store
-        products = self.snapshot.tables.products
+        self._text_encoder = None
+        new_products = self._read_new_products() if store is not None and config.rank.new_products else None
+        self.product_ids = self.model.product_ids  # the model's products, then any placed new ones
+        products = self.snapshot.tables.products.select("product_id", "title", "brand", "categories")
+        if new_products is not None:
+            products = pl.concat([products, new_products.select(products.columns)], how="vertical_relaxed")
         self.catalog = products.select(
             "product_id",
             "title",
@@ -105,12 +119,60 @@ class RecommendationService:
             product_index,
             timestamp,
             torch.from_numpy(interactions.get_column("weight").to_numpy().astype("float32")),
-            len(self.snapshot.product_ids),
+            len(self.product_ids),  # new products have no training-time popularity
             now=int(timestamp.max()) if timestamp.numel() else int(time.time()),
             half_life_days=config.rank.popularity_half_life_days,
         )
-        self.exploration = ExplorationGraph.from_snapshot(self.snapshot, levels=config.rank.exploration)
-        self._text_encoder = None
+        self.exploration = ExplorationGraph.from_snapshot(
+            self.snapshot, levels=config.rank.exploration, extra_products=new_products
+        )
+
+    def _read_new_products(self) -> pl.DataFrame | None:
+        """Place the graph's products that the model lacks; returns their rows (None if none)."""
+        assert self.store is not None
+        known = self.model.product_ids.ids.to_list()
+        rows = self.store.read_columns(query("read_new_products"), {"known": known})
+        if not rows.get("product_id"):
+            return None
+        schema = {
+            "product_id": pl.Utf8, "title": pl.Utf8, "description": pl.Utf8, "brand": pl.Utf8,
+            "categories": pl.List(pl.Utf8), "related": pl.List(pl.Utf8),
+        }
+        products = pl.DataFrame({name: rows[name] for name in schema}, schema=schema)
+        new_text = None
+        if self.model.product_text is not None:
+            from kgrec.features.text import encode_products
+
+            new_text = encode_products(products, self._features_config(), progress=False)
+        model = self.model
+        embedding, placed = embed_new_products(
+            products,
+            model.product_embedding, model.product_ids,
+            model.brand_embedding, model.brand_ids,
+            model.category_embedding, model.category_ids,
+            new_text=new_text, catalog_text=model.product_text,
+        )
+        if not bool(placed.all()):
+            log.warning(
+                "%d product(s) added after training have no brand, category, related product or text the model "
+                "knows; they are left out until the next `kgrec train`.", int((~placed).sum())
+            )
+        products = products.filter(pl.Series(placed.numpy()))
+        if products.is_empty():
+            return None
+        self.model = replace(
+            model,
+            product_ids=IdMap(pl.concat([model.product_ids.ids, products.get_column("product_id")]), kind="product"),
+            product_embedding=torch.cat([model.product_embedding, embedding]),
+            product_text=None if new_text is None else torch.cat([model.product_text, new_text[placed].to(model.product_text)]),
+        )
+        log.info("Ranking %d product(s) added after training through their graph neighbours.", products.height)
+        return products
+
+    def _features_config(self):
+        from kgrec.features.config import FeaturesConfig
+
+        return FeaturesConfig.model_validate(self.model.config.get("features", {}))
 
     # --- histories -------------------------------------------------------------------
 
@@ -134,7 +196,7 @@ class RecommendationService:
             .agg(pl.col("timestamp").max(), pl.col("weight").max())
             .sort("timestamp", "product_id")
         )
-        index = self.snapshot.product_ids.indices(pairs.get_column("product_id"), strict=False)
+        index = self.product_ids.indices(pairs.get_column("product_id"), strict=False)
         known = index >= 0
         return History(
             product_index=torch.from_numpy(index[known].copy()),
@@ -255,11 +317,9 @@ class RecommendationService:
                 f"Model {self.model_id} was trained without text (model.use_text=false), so it cannot search by query."
             )
         if self._text_encoder is None:
-            from kgrec.features.config import FeaturesConfig
             from kgrec.features.text import load_text_encoder
 
-            features = FeaturesConfig.model_validate(self.model.config.get("features", {}))
-            self._text_encoder = load_text_encoder(features)
+            self._text_encoder = load_text_encoder(self._features_config())
         return self._text_encoder.encode([text])[0]
 
     # --- all users -------------------------------------------------------------------
@@ -312,7 +372,7 @@ class RecommendationService:
         return frame.height
 
     def product_index(self, product_id: str) -> int:
-        index = self.snapshot.product_ids.indices([product_id], strict=False)[0]
+        index = self.product_ids.indices([product_id], strict=False)[0]
         if index < 0:
             raise UnknownProductError(
                 f"Product {product_id!r} is not in model {self.model_id} ({len(self.model.product_ids):,} products)."

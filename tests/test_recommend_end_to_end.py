@@ -114,3 +114,32 @@ def test_cli_recommend_json_and_all_users(trained, tmp_path: Path):
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 80 and all(len(line["items"]) == 5 == len(line["scores"]) for line in lines)
+
+
+def test_products_added_after_training_are_ranked_through_their_graph_neighbours(
+    trained, graph_store: GraphStore, tmp_path: Path
+):
+    config, run, user_id = trained
+    # A twin of P001 (same title, brand, category) arrives after training, with one event.
+    twin = tmp_path / "new_products.csv"
+    twin.write_text(
+        "product_id,title,description,brand,category,price\n"
+        'NEW-1,Nevria Rugged Action Camera,"A rugged action camera.",Nevria,Electronics > Cameras > Action Camera,30.0\n'
+    )
+    events = tmp_path / "new_events.csv"
+    events.write_text("user_id,product_id,event,timestamp\nnewcomer,NEW-1,view,2030-01-01T00:00:00\n")
+    build_graph(config, twin, events)
+
+    service = RecommendationService(config, run.model_dir, store=graph_store)
+    assert "NEW-1" in service.product_ids and len(service.product_ids) == 121
+    embedding = service.model.product_embedding
+    similarity = embedding @ embedding[service.product_index("NEW-1")]
+    twin_rank = int((similarity[:120] > similarity[service.product_index("P001")]).sum())
+    assert twin_rank < 12  # among the 10% of catalog products closest to the new one
+
+    everything = service.recommend(user_id, k=121 - service.history(user_id).product_index.unique().numel())
+    assert "NEW-1" in [item["product_id"] for item in everything.items]
+    assert service.recommend("newcomer", k=3).history_size == 1  # its event counts in real time
+
+    offline = RecommendationService(config, run.model_dir, store=None)
+    assert "NEW-1" not in offline.product_ids

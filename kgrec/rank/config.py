@@ -101,6 +101,13 @@ class RankConfig(BaseModel):
             "are busy with other work, where OpenMP threads otherwise spin-wait for each other."
         ),
     )
+    new_products: bool = Field(
+        True,
+        description=(
+            "Also rank products added to Neo4j after training, placed by their brand, categories, related "
+            "products and text (docs/RANKING.md). Needs the database; read once when the model is loaded."
+        ),
+    )
     reasons_per_product: int = Field(3, ge=0, description="Knowledge-graph reasons kept per recommended product (--explain).")
     explain_history_limit: int = Field(
         50, ge=1, description="The user's strongest history products that explanation paths start from."

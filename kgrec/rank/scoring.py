@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union
 
+import polars as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -384,18 +385,28 @@ class ExplorationGraph:
 
     @classmethod
     def from_snapshot(
-        cls, snapshot: Snapshot, brand_neighbours: Tensor | None = None, levels: ExplorationLevels | None = None
+        cls,
+        snapshot: Snapshot,
+        brand_neighbours: Tensor | None = None,
+        levels: ExplorationLevels | None = None,
+        extra_products: pl.DataFrame | None = None,
     ) -> ExplorationGraph:
         """The catalog structure of a snapshot, indexed like its id maps.
 
-        Products are ``snapshot.product_ids``, brands ``snapshot.brand_ids``, categories
-        ``snapshot.category_ids`` (every path and its ancestors).
+        Products are ``snapshot.product_ids``, then the rows of ``extra_products`` (columns
+        ``brand``, ``categories``: products added after the snapshot); brands are
+        ``snapshot.brand_ids``, categories ``snapshot.category_ids`` (every path and its
+        ancestors). Brands and categories the snapshot does not know are left out.
         """
-        products = snapshot.tables.products
+        products = snapshot.tables.products.select("brand", "categories")
+        if extra_products is not None:
+            products = pl.concat([products, extra_products.select(products.columns)], how="vertical_relaxed")
         brand = snapshot.brand_ids.indices(products.get_column("brand").fill_null(""), strict=False).copy()
         listed = products.select("categories").with_row_index("row").explode("categories").drop_nulls("categories")
-        rows = torch.from_numpy(listed.get_column("row").to_numpy().astype("int64"))
-        cols = torch.from_numpy(snapshot.category_ids.indices(listed.get_column("categories")).copy())
+        category = snapshot.category_ids.indices(listed.get_column("categories"), strict=False)
+        known = category >= 0
+        rows = torch.from_numpy(listed.get_column("row").to_numpy().astype("int64")[known])
+        cols = torch.from_numpy(category[known].copy())
         parents = snapshot.tables.categories().get_column("parent").fill_null("")
         parent = snapshot.category_ids.indices(parents, strict=False).copy()
         return cls.build(
