@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+import polars as pl
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -151,13 +152,30 @@ def evaluate(
 
 
 def primary_category_index(snapshot: Snapshot) -> Tensor:
-    """``[num_products]`` long: index (in ``snapshot.category_ids``) of each product's first
-    listed category path, ``-1`` for a product without categories. Input for ``ild@K``."""
+    """``[num_products]`` long: index (in ``snapshot.category_ids``) of each product's most
+    specific listed category, ``-1`` for a product without categories. Input for ``ild@K``.
+
+    "Most specific" is the listed category with the fewest products (ties: the first
+    listed). A child path never has more products than its parent, so this picks the
+    deepest path; on catalogs that list flat names (Amazon's "Beauty|Nail Tools|…") it
+    skips the name every product carries, which would make every list look uniform.
+    """
     products = snapshot.tables.products
     if "categories" not in products.columns:
         return torch.full((products.height,), -1, dtype=torch.long)
-    first = products.get_column("categories").list.first()  # null for an empty list
-    return torch.from_numpy(snapshot.category_ids.indices(first, strict=False))
+    listed = (
+        products.select(pl.col("categories"))
+        .with_row_index("row")
+        .explode("categories")
+        .drop_nulls("categories")
+        .with_row_index("order")
+    )
+    listed = listed.with_columns(pl.len().over("categories").alias("products"))
+    primary = listed.sort("products", "order").unique("row", keep="first")
+    index = torch.full((products.height,), -1, dtype=torch.long)
+    rows = torch.from_numpy(primary.get_column("row").to_numpy().astype("int64"))
+    index[rows] = torch.from_numpy(snapshot.category_ids.indices(primary.get_column("categories"), strict=False).astype("int64"))
+    return index
 
 
 def _nonzero(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[Tensor, Tensor]:

@@ -196,9 +196,13 @@ def test_evaluate_rejects_wrong_shape_nan_and_missing_valid() -> None:
         evaluate(lambda u: torch.zeros(u.numel(), 5), split, "test", ks=(6,))
 
 
-def test_primary_category_index_takes_the_first_listed_path() -> None:
+def test_primary_category_index_takes_the_most_specific_listed_category() -> None:
+    # Flat names as Amazon lists them: every product carries "Beauty", so it is never primary.
     products = pl.DataFrame(
-        {"product_id": ["p1", "p2", "p3"], "categories": [["Beauty > Hair", "Beauty"], [], ["Beauty"]]},
+        {
+            "product_id": ["p1", "p2", "p3", "p4"],
+            "categories": [["Beauty", "Nails", "Tools"], [], ["Beauty", "Tools"], ["Beauty", "Hair > Irons", "Hair"]],
+        },
         schema={"product_id": pl.Utf8, "categories": pl.List(pl.Utf8)},
     )
     interactions = pl.DataFrame(
@@ -206,5 +210,6 @@ def test_primary_category_index_takes_the_first_listed_path() -> None:
     )
     snapshot = snapshot_from_tables(GraphTables(products, interactions, users=pl.DataFrame({"user_id": ["u"]})))
 
-    assert snapshot.category_ids.ids.to_list() == ["Beauty", "Beauty > Hair"]
-    assert primary_category_index(snapshot).tolist() == [1, -1, 0]
+    ids = snapshot.category_ids
+    # p1: Nails (1 product) over Tools (2); p3: Tools; p4: the first of its two 1-product categories.
+    assert primary_category_index(snapshot).tolist() == [ids.index("Nails"), -1, ids.index("Tools"), ids.index("Hair > Irons")]
