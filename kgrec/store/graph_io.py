@@ -233,15 +233,16 @@ def write_embeddings(
 
     ``embeddings`` is ``[len(ids), dim]`` (a tensor or array). Returns the number of nodes set.
     """
-    if label not in ("User", "Product"):
+    cypher = {"User": "write_embeddings_users", "Product": "write_embeddings_products"}.get(label)
+    if cypher is None:
         raise GraphStoreError(f"Embeddings go on User or Product nodes, not {label!r}.")
     vectors = embeddings.tolist()
     rows = [[node_id, vector] for node_id, vector in zip(ids, vectors)]
     counters = store.write_batches(
-        query("write_embeddings"),
+        query(cypher),
         rows,
         batch_size,
-        extra={"label": label, "model": model_id},
+        extra={"model": model_id},
         on_batch=(lambda n: progress(label, n)) if progress else None,
     )
     return counters.get("properties_set", 0) // 2
