@@ -27,7 +27,6 @@ import polars as pl
 
 from kgrec.ingest.config import IngestConfig
 from kgrec.ingest.synthetic import write_sample_shop
-from kgrec.ingest.tables import GraphTables
 from kgrec.ingest.validate import load_tables
 from kgrec.store.connection import GraphStore
 from kgrec.store.graph_io import clear_graph, write_graph

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import torch
@@ -35,9 +35,11 @@ from torch import Tensor
 
 from kgrec.atomic import replace_dir
 from kgrec.errors import ModelNotFoundError
-from kgrec.models.kgrec_model import user_embedding_from_history
+from kgrec.models.history import user_embedding_from_history
 from kgrec.snapshot.idmap import IdMap
-from kgrec.train.loop import TrainResult
+
+if TYPE_CHECKING:
+    from kgrec.train.loop import TrainResult
 
 EMBEDDINGS_FILE = "embeddings.safetensors"
 CONFIG_FILE = "config.yaml"

@@ -27,7 +27,8 @@ from kgrec.errors import TrainingError
 from kgrec.features.config import FeaturesConfig
 from kgrec.models.config import ModelConfig
 from kgrec.models.hetero_graph import graph_from_snapshot
-from kgrec.models.kgrec_model import KgrecModel, bpr_loss, build_histories, softmax_loss
+from kgrec.models.history import build_histories
+from kgrec.models.kgrec_model import KgrecModel, bpr_loss, softmax_loss
 from kgrec.snapshot.snapshot import Snapshot
 from kgrec.train.config import TrainConfig
 from kgrec.train.evaluate import evaluate
@@ -58,7 +59,7 @@ class TrainResult:
         category_embedding: ``[num_categories, dim]``.
         product_text: ``[num_products, text_dim]`` text embeddings (None without text).
         history_index, history_weight: ``[num_users, L]`` the users' histories the user
-            embeddings were built from (see :func:`~kgrec.models.kgrec_model.build_histories`).
+            embeddings were built from (see :func:`~kgrec.models.history.build_histories`).
         history: one :class:`EpochRecord` per epoch run.
         best_epoch: 1-based epoch whose weights were kept.
         valid_metrics: the evaluator's output for the best epoch ({} without a valid part).

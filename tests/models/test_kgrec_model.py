@@ -8,14 +8,8 @@ import torch.nn.functional as F
 
 from kgrec.models.config import ModelConfig
 from kgrec.models.hetero_graph import INTERACTS, build_hetero_graph, normalized_adjacency
-from kgrec.models.kgrec_model import (
-    KgrecModel,
-    bpr_loss,
-    build_histories,
-    history_embedding,
-    softmax_loss,
-    user_embedding_from_history,
-)
+from kgrec.models.history import build_histories, history_embedding, user_embedding_from_history
+from kgrec.models.kgrec_model import KgrecModel, bpr_loss, softmax_loss
 
 # 3 users, 5 products (p4 has no interactions: cold), 2 brands, 2 categories.
 NUM_NODES = {"user": 3, "product": 5, "brand": 2, "category": 2}
