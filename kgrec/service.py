@@ -355,14 +355,29 @@ class RecommendationService:
             normalisation=rank_cfg.normalisation,
             num_threads=rank_cfg.num_threads,
         )
-        product_ids = pl.Series(self.model.product_ids.ids)
-        valid = top_index >= 0
-        frame = pl.DataFrame(
+        # One long frame of (user row, product index, score), grouped back into lists: no
+        # per-user Python work. Padding (-1: fewer than k products left) is dropped.
+        num_users, width = top_index.shape
+        ranked = pl.DataFrame(
             {
-                "user_id": self.model.user_ids.ids,
-                "items": [product_ids.gather(row[mask].tolist()).to_list() for row, mask in zip(top_index, valid)],
-                "scores": [[round(s, 6) for s in row[mask].tolist()] for row, mask in zip(top_score, valid)],
+                "row": torch.arange(num_users).repeat_interleave(width).numpy(),
+                "index": top_index.flatten().numpy(),
+                "score": top_score.flatten().numpy(),
             }
+        ).filter(pl.col("index") >= 0)
+        ranked = ranked.with_columns(
+            self.model.product_ids.ids.gather(ranked.get_column("index")).alias("item"), pl.col("score").round(6)
+        )
+        lists = ranked.group_by("row").agg(pl.col("item").alias("items"), pl.col("score").alias("scores"))
+        frame = (
+            pl.DataFrame({"user_id": self.model.user_ids.ids})
+            .with_row_index("row")
+            .join(lists, on="row", how="left")
+            .select(
+                "user_id",
+                pl.col("items").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
+                pl.col("scores").fill_null(pl.lit([], dtype=pl.List(pl.Float32))),
+            )
         )
         out = Path(out_path)
         out.parent.mkdir(parents=True, exist_ok=True)
