@@ -15,7 +15,8 @@ Usage:
     kgrec build-graph --products /tmp/beauty/products.csv --interactions /tmp/beauty/interactions.csv \\
         --relations /tmp/beauty/relations.csv
     kgrec train --set train.patience=2
-    python scripts/bench_diversity.py --model runs/models/latest --plot docs/img/diversity_tradeoff_beauty.png
+    python scripts/bench_diversity.py --model runs/models/latest --title 'Amazon Beauty' \\
+        --plot docs/img/diversity_tradeoff_beauty.png
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--popularity", type=float, default=0.1, help="β, fixed for every point")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="rank.* config overrides")
     parser.add_argument("--plot", type=Path, help="write the trade-off plot (PNG) here")
+    parser.add_argument("--title", default=None, help="dataset name for the plot's title")
     parser.add_argument("--json", type=Path, help="write the points as JSON here")
     args = parser.parse_args()
 
@@ -128,7 +130,8 @@ def main() -> None:
               f"ILD@10 {100 * (point['ild@10'] / max(base['ild@10'], 1e-12) - 1):+.1f}%, "
               f"coverage@10 {100 * (point['coverage@10'] / base['coverage@10'] - 1):+.1f}% against γ=0")
     if args.plot:
-        plot(points, args.plot, f"Diversity trade-off, {model.path.name} ({snapshot.num_products:,} products)")
+        name = args.title or f"model {model.path.name}"
+        plot(points, args.plot, f"Diversity trade-off, {name}: {snapshot.num_users:,} users, {snapshot.num_products:,} products")
         print(f"wrote {args.plot}")
     if args.json:
         args.json.write_text(json.dumps({"model": str(model.path), "points": points}, indent=2))
