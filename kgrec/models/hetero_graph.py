@@ -134,14 +134,22 @@ def normalized_adjacency(data: HeteroData) -> tuple[Tensor, dict[NodeType, tuple
     else:
         row = col = torch.zeros(0, dtype=torch.long)
         val = torch.zeros(0)
-    deg = torch.zeros(total).index_add_(0, row, val)
-    inv_sqrt = deg.clamp(min=1e-12).pow(-0.5) * (deg > 0)
-    val = inv_sqrt[row] * val * inv_sqrt[col]
-    coo = torch.sparse_coo_tensor(torch.stack([row, col]), val, (total, total), check_invariants=False)
+    return symmetric_normalized(row, col, val, total), offsets
+
+
+def symmetric_normalized(row: Tensor, col: Tensor, value: Tensor, num_nodes: int) -> Tensor:
+    """``D^-1/2 A D^-1/2`` as a sparse CSR ``[num_nodes, num_nodes]``, from ``A``'s COO entries.
+
+    ``A`` must already hold both directions of every edge; the degree is the weighted
+    row sum, and isolated nodes get all-zero rows.
+    """
+    degree = torch.zeros(num_nodes).index_add_(0, row, value)
+    inv_sqrt = degree.clamp(min=1e-12).pow(-0.5) * (degree > 0)
+    value = inv_sqrt[row] * value * inv_sqrt[col]
+    coo = torch.sparse_coo_tensor(torch.stack([row, col]), value, (num_nodes, num_nodes), check_invariants=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        adj = coo.coalesce().to_sparse_csr()
-    return adj, offsets
+        return coo.coalesce().to_sparse_csr()
 
 
 def _index_pairs(frame: pl.DataFrame, left: str, right: str, left_map: Any, right_map: Any) -> tuple[Tensor, Tensor]:

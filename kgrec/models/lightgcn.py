@@ -6,10 +6,10 @@ Node order in the propagation graph: users ``0 .. num_users - 1``, then products
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor, nn
+
+from kgrec.models.hetero_graph import symmetric_normalized
 
 
 def normalized_adjacency(user_index: Tensor, product_index: Tensor, num_users: int, num_products: int) -> Tensor:
@@ -19,18 +19,9 @@ def normalized_adjacency(user_index: Tensor, product_index: Tensor, num_users: i
         user_index, product_index: ``[n]`` long, the (user, product) edges (each once).
         num_users, num_products: node counts; ``N = num_users + num_products``.
     """
-    num_nodes = num_users + num_products
     row = torch.cat([user_index, product_index + num_users])
     col = torch.cat([product_index + num_users, user_index])
-    degree = torch.bincount(row, minlength=num_nodes).float()
-    inv_sqrt = degree.pow(-0.5).masked_fill(degree == 0, 0.0)
-    value = inv_sqrt[row] * inv_sqrt[col]
-    coo = torch.sparse_coo_tensor(
-        torch.stack([row, col]), value, (num_nodes, num_nodes), check_invariants=False
-    ).coalesce()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return coo.to_sparse_csr()
+    return symmetric_normalized(row, col, torch.ones(row.numel()), num_users + num_products)
 
 
 class _SymmetricSpMM(torch.autograd.Function):
