@@ -9,6 +9,7 @@ in every tensor, model and table of one snapshot.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -134,3 +135,18 @@ class IdMap:
         message += f" ({detail})." if detail else "."
         hint = _UNKNOWN_HINTS.get(self.kind)
         return error(f"{message} {hint}" if hint else message)
+
+
+ID_MAP_KINDS: tuple[IdKind, ...] = ("user", "product", "brand", "category")
+
+
+def write_id_maps(maps: dict[str, IdMap], folder: Path) -> None:
+    """One ``<kind>.parquet`` per map in ``folder``: a single column ``id``, row = index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, id_map in maps.items():
+        pl.DataFrame({"id": id_map.ids}).write_parquet(folder / f"{kind}.parquet")
+
+
+def read_id_maps(folder: Path, kinds: Sequence[IdKind] = ID_MAP_KINDS) -> dict[str, IdMap]:
+    """The maps :func:`write_id_maps` wrote."""
+    return {kind: IdMap(pl.read_parquet(folder / f"{kind}.parquet").get_column("id"), kind=kind) for kind in kinds}

@@ -3,6 +3,7 @@
 Layout of a snapshot directory::
 
     products.parquet  interactions.parquet  relations.parquet  users.parquet  manifest.json
+    ids/user.parquet  ids/product.parquet  ids/brand.parquet  ids/category.parquet
 
 The four parquet files are exactly the :class:`~kgrec.ingest.tables.GraphTables` frames,
 sorted into a canonical order:
@@ -13,7 +14,9 @@ sorted into a canonical order:
 
 That order *is* the id mapping: a product's index is its row in ``products``, a user's
 its row in ``users``; brands are the sorted distinct brand names and categories the
-sorted paths of :meth:`GraphTables.categories`. No separate id-map file exists.
+sorted paths of :meth:`GraphTables.categories`. The maps are also written out, for
+tools that read a snapshot without kgrec, as ``ids/{user,product,brand,category}.parquet``
+(one column ``id``, row = index); ``load_snapshot(verify=True)`` checks they agree.
 
 ``manifest.json`` holds ``format``, ``version``, ``kgrec_version``, ``created_at``,
 ``counts`` and ``content_hash``: a sha256 over the canonical frames' content (column
@@ -39,11 +42,12 @@ import kgrec
 from kgrec.atomic import replace_dir
 from kgrec.errors import SchemaError, SnapshotError
 from kgrec.ingest.tables import GraphTables
-from kgrec.snapshot.idmap import IdMap
+from kgrec.snapshot.idmap import IdMap, read_id_maps, write_id_maps
 
 FORMAT = "kgrec-snapshot"
 VERSION = 1
 MANIFEST_FILE = "manifest.json"
+IDS_DIR = "ids"
 TABLE_NAMES: tuple[str, ...] = ("products", "interactions", "relations", "users")
 _SORT_KEYS: dict[str, list[str]] = {
     "products": ["product_id"],
@@ -105,6 +109,10 @@ class Snapshot:
         """Every category path and its ancestors, sorted (:meth:`GraphTables.categories`)."""
         return IdMap(self.tables.categories().get_column("path"), kind="category")
 
+    def id_maps(self) -> dict[str, IdMap]:
+        """``{"user": …, "product": …, "brand": …, "category": …}``."""
+        return {"user": self.user_ids, "product": self.product_ids, "brand": self.brand_ids, "category": self.category_ids}
+
     @property
     def num_users(self) -> int:
         return self.tables.num_users
@@ -154,6 +162,7 @@ def write_snapshot(tables: GraphTables, out_dir: str | Path) -> Snapshot:
     try:
         for name in TABLE_NAMES:
             getattr(snapshot.tables, name).write_parquet(staging / f"{name}.parquet")
+        write_id_maps(snapshot.id_maps(), staging / IDS_DIR)
         (staging / MANIFEST_FILE).write_text(json.dumps(snapshot.manifest, indent=2) + "\n", encoding="utf-8")
         replace_dir(staging, out)
     except BaseException:
@@ -216,6 +225,14 @@ def load_snapshot(path: str | Path, verify: bool = False) -> Snapshot:
                 f"Snapshot {root} has content hash {found[:12]}…, but its manifest says "
                 f"{str(manifest.get('content_hash'))[:12]}…: its files were changed after export; {fix}."
             )
+        snapshot = Snapshot(tables=tables, manifest=manifest, path=root)
+        try:
+            written = read_id_maps(root / IDS_DIR)
+        except Exception as e:  # missing or damaged parquet
+            raise SnapshotError(f"Snapshot {root} has no readable id maps in {IDS_DIR}/ ({e}): {fix}.") from e
+        if any(written[kind] != derived for kind, derived in snapshot.id_maps().items()):
+            raise SnapshotError(f"Snapshot {root}: the id maps in {IDS_DIR}/ disagree with its tables: {fix}.")
+        return snapshot
     return Snapshot(tables=tables, manifest=manifest, path=root)
 
 

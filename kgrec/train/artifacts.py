@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import torch
 import yaml
 from torch import Tensor
@@ -36,7 +35,7 @@ from torch import Tensor
 from kgrec.atomic import replace_dir
 from kgrec.errors import ModelNotFoundError
 from kgrec.models.history import user_embedding_from_history
-from kgrec.snapshot.idmap import IdMap
+from kgrec.snapshot.idmap import IdMap, read_id_maps, write_id_maps
 
 if TYPE_CHECKING:
     from kgrec.train.loop import TrainResult
@@ -152,9 +151,7 @@ def save_model_dir(
         if result.product_text is not None:
             tensors["product_text"] = result.product_text
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(staging / EMBEDDINGS_FILE))
-        (staging / IDS_DIR).mkdir()
-        for t in NODE_TYPES:
-            pl.DataFrame({"id": maps[t].ids}).write_parquet(staging / IDS_DIR / f"{t}.parquet")
+        write_id_maps({t: maps[t] for t in NODE_TYPES}, staging / IDS_DIR)
         data = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         (staging / SEED_FILE).write_text(f"{int(seed)}\n", encoding="utf-8")
@@ -260,10 +257,7 @@ def load_model_dir(path: str | Path) -> TrainedModel:
         )
     try:
         tensors = load_file(str(root / EMBEDDINGS_FILE))
-        maps = {
-            t: IdMap(pl.read_parquet(root / IDS_DIR / f"{t}.parquet").get_column("id"), kind=t)  # type: ignore[arg-type]
-            for t in NODE_TYPES
-        }
+        maps = read_id_maps(root / IDS_DIR)
         config = yaml.safe_load((root / CONFIG_FILE).read_text(encoding="utf-8")) or {}
         seed = int((root / SEED_FILE).read_text(encoding="utf-8").strip())
         snapshot_hash = (root / HASH_FILE).read_text(encoding="utf-8").strip()

@@ -54,12 +54,17 @@ def test_write_snapshot_round_trip_keeps_sorted_tables(tmp_path: Path) -> None:
     loaded = load_snapshot(tmp_path / "snap", verify=True)
 
     assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == [
+        "ids",
         "interactions.parquet",
         "manifest.json",
         "products.parquet",
         "relations.parquet",
         "users.parquet",
     ]
+    id_files = {p.name: pl.read_parquet(p).get_column("id").to_list() for p in (tmp_path / "snap" / "ids").iterdir()}
+    assert id_files["product.parquet"] == ["p1", "p2", "p3", "p4"]
+    assert id_files["user.parquet"] == loaded.user_ids.ids.to_list()
+    assert set(id_files) == {"user.parquet", "product.parquet", "brand.parquet", "category.parquet"}
     for name in ("products", "interactions", "relations", "users"):
         assert getattr(loaded.tables, name).equals(getattr(written.tables, name)), name
     assert loaded.tables.products.get_column("product_id").to_list() == ["p1", "p2", "p3", "p4"]
@@ -190,6 +195,14 @@ def test_load_snapshot_verify_detects_edited_tables(tmp_path: Path) -> None:
 
     load_snapshot(tmp_path / "snap")  # without verify the edit goes unnoticed
     with pytest.raises(SnapshotError, match="changed after export"):
+        load_snapshot(tmp_path / "snap", verify=True)
+
+
+def test_load_snapshot_verify_checks_the_id_map_files(tmp_path: Path) -> None:
+    write_snapshot(make_tables(), tmp_path / "snap")
+    pl.DataFrame({"id": ["p4", "p3", "p2", "p1"]}).write_parquet(tmp_path / "snap" / "ids" / "product.parquet")
+
+    with pytest.raises(SnapshotError, match="id maps in ids/ disagree"):
         load_snapshot(tmp_path / "snap", verify=True)
 
 
