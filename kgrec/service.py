@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import torch
 from torch import Tensor
@@ -36,11 +37,13 @@ from kgrec.explain.paths import explain_paths, write_recommendations
 from kgrec.rank.new_products import embed_new_products
 from kgrec.rank.scoring import (
     ExplorationGraph,
+    SortedValues,
     check_weights,
     decayed_popularity,
     rank_all_users,
     rank_products,
     relevance,
+    similarity_scores,
 )
 from kgrec.snapshot.idmap import IdMap
 from kgrec.snapshot.snapshot import Snapshot, load_snapshot
@@ -126,6 +129,7 @@ class RecommendationService:
         self.exploration = ExplorationGraph.from_snapshot(
             self.snapshot, levels=config.rank.exploration, extra_products=new_products
         )
+        self._sorted_popularity = SortedValues(self.popularity)  # sorted once, not per request
 
     def _read_new_products(self) -> pl.DataFrame | None:
         """Place the graph's products that the model lacks; returns their rows (None if none)."""
@@ -182,25 +186,33 @@ class RecommendationService:
             rows = self.store.read(query("read_user_history"), {"user_id": user_id})
             if not rows:
                 raise self._unknown_user(user_id)
-            events = pl.DataFrame(rows[0]["events"], schema={"product_id": pl.Utf8, "timestamp": pl.Int64, "weight": pl.Float64}, orient="row")
+            events = rows[0]["events"]
         else:
-            events = self.snapshot.tables.interactions.filter(pl.col("user_id") == user_id).select("product_id", "timestamp", "weight")
-            if events.is_empty() and user_id not in self.model.user_ids:
+            frame = self.snapshot.tables.interactions.filter(pl.col("user_id") == user_id)
+            if frame.is_empty() and user_id not in self.model.user_ids:
                 raise self._unknown_user(user_id)
+            events = frame.select("product_id", "timestamp", "weight").rows()
         return self._history_from_events(events)
 
-    def _history_from_events(self, events: pl.DataFrame) -> History:
-        # One entry per product, at its latest event, as in training's (user, product) pairs.
-        pairs = (
-            events.group_by("product_id")
-            .agg(pl.col("timestamp").max(), pl.col("weight").max())
-            .sort("timestamp", "product_id")
-        )
-        index = self.product_ids.indices(pairs.get_column("product_id"), strict=False)
+    def _history_from_events(self, events: list) -> History:
+        """``[(product_id, timestamp, weight)]`` → one entry per product, at its latest event
+        with its heaviest weight, oldest first (ties by id), as in training's pairs.
+
+        Plain Python: a history is short, and this runs at every request."""
+        latest: dict[str, list] = {}
+        for product_id, timestamp, weight in events:
+            seen = latest.get(product_id)
+            if seen is None:
+                latest[product_id] = [timestamp, weight]
+            else:
+                seen[0], seen[1] = max(seen[0], timestamp), max(seen[1], weight)
+        ordered = sorted(latest.items(), key=lambda item: (item[1][0], item[0]))
+        index = self.product_ids.indices([product_id for product_id, _ in ordered], strict=False)
         known = index >= 0
+        weights = np.asarray([w for _, (_, w) in ordered], dtype=np.float32)
         return History(
             product_index=torch.from_numpy(index[known].copy()),
-            weight=torch.from_numpy(pairs.get_column("weight").to_numpy()[known].astype("float32")),
+            weight=torch.from_numpy(weights[known].copy()) if len(ordered) else torch.zeros(0),
             unknown_products=int((~known).sum()),
         )
 
@@ -235,25 +247,30 @@ class RecommendationService:
         history = self.history(user_id)
         user_vector = self.model.user_vector(history.product_index, history.weight)
         query_vector = self._encode_query(query_text) if query_text is not None else None
-        rel = relevance(
-            user_vector,
-            self.model.product_embedding,
-            query_vector,
-            self.model.product_text,
-            query_mix=self.config.rank.query_mix,
-            similarity=self.config.rank.similarity,
-        )
+        # Product embeddings and user vectors are unit length already, so cosine is the dot
+        # product: no re-normalising of every product at every request.
+        if query_vector is None:
+            # The ranker min-max normalises over the candidates itself; relevance()'s
+            # normalisation over the catalog first would change no result.
+            rel = similarity_scores(user_vector, self.model.product_embedding, "dot")
+        else:
+            rel = relevance(
+                user_vector,
+                self.model.product_embedding,
+                query_vector,
+                self.model.product_text,
+                query_mix=self.config.rank.query_mix,
+                similarity="dot",
+            )
         seen_index = history.product_index.unique()
-        exploration = self.exploration.bonus(
-            torch.tensor([0, seen_index.numel()]), seen_index
-        )[0]
+        seen_indptr = torch.tensor([0, seen_index.numel()])
         mask = torch.ones(num_products, dtype=torch.bool)
         if not include_seen:
             mask[seen_index] = False
         ranked = rank_products(
             rel,
             self.popularity,
-            exploration,
+            lambda pool: self.exploration.bonus(seen_indptr, seen_index, pool),  # the pool only
             (alpha, beta, gamma),
             k,
             candidate_mask=mask,
@@ -261,6 +278,7 @@ class RecommendationService:
             num_candidates=self.config.rank.num_candidates,
             exploration_share=self.config.rank.exploration_share,
             normalisation=self.config.rank.normalisation,
+            sorted_popularity=self._sorted_popularity,
         )
         items = self._items(ranked.rows())
         result = Recommendations(

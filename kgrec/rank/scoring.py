@@ -564,7 +564,7 @@ ExploreAt = Callable[[Tensor], Tensor]
 def rank_batch(
     relevance: Tensor,
     popularity: Tensor,
-    exploration: Tensor | None,
+    exploration: Tensor | ExploreAt | None,
     weights: Sequence[float],
     k: int,
     candidate_mask: Tensor | None = None,
@@ -572,6 +572,7 @@ def rank_batch(
     num_candidates: int = 200,
     exploration_share: float = 0.5,
     normalisation: NormaliseMethod = "minmax",
+    sorted_popularity: SortedValues | None = None,
 ) -> RankedList:
     """Rank the products for a batch of users; :func:`rank_products` for ``b`` users at once.
 
@@ -587,7 +588,9 @@ def rank_batch(
     Args:
         relevance: ``[b, P]`` float (any scale; non-finite = not a candidate).
         popularity: ``[P]`` or ``[b, P]`` float (any scale; non-finite = not a candidate).
-        exploration: ``[P]`` or ``[b, P]`` float in ``[0, 1]`` (used as is), or ``None`` (0).
+        exploration: ``[P]`` or ``[b, P]`` float in ``[0, 1]`` (used as is), a function
+            ``pool [b, m] -> bonus [b, m]`` that computes it for the re-ranked pool only
+            (e.g. :meth:`ExplorationGraph.bonus`; cheaper on large catalogs), or ``None`` (0).
         weights: ``(α, β, γ)``, each ``>= 0``, not all 0 (used as given, not rescaled).
         k: items per user.
         candidate_mask: ``[P]`` or ``[b, P]`` bool, False = excluded (e.g. seen); default all.
@@ -595,6 +598,8 @@ def rank_batch(
         num_candidates: pool size of the re-ranking (at least ``k`` are used).
         exploration_share: ``s`` in ``[0, 1]``.
         normalisation: ``"minmax"`` or ``"rank"``.
+        sorted_popularity: ``SortedValues(popularity)`` for a ``[P]`` popularity, made once
+            and reused across calls (saves sorting all ``P`` products per call).
 
     Returns:
         :class:`RankedList` of ``[b, k]`` tensors (padded where a user has fewer than ``k`` candidates).
@@ -609,16 +614,21 @@ def rank_batch(
         excluded = excluded | ~_per_user(candidate_mask, b, num_products, "candidate_mask").to(torch.bool)
     excluded_row, excluded_index = excluded.nonzero(as_tuple=True)
     explore_at = None
-    if exploration is not None:
+    if isinstance(exploration, Tensor):
         bonus = _per_user(exploration, b, num_products, "exploration").float()
         explore_at = lambda pool: bonus.gather(1, pool)  # noqa: E731
+    elif exploration is not None:
+        explore_at = exploration
     if popularity.dim() == 2 and popularity.shape[0] == 1:
         popularity = popularity[0]
+    popularity_range = None
     if popularity.dim() == 1:
         popularity = torch.nan_to_num(popularity)  # non-finite entries are excluded anyway
+        if sorted_popularity is not None and normalisation == "minmax":
+            popularity_range = sorted_popularity.extremes(excluded_row, excluded_index, b)
     return _rank_rows(
         scores, popularity, excluded_row, excluded_index, explore_at, weights, k,
-        product_embeddings, num_candidates, exploration_share, normalisation,
+        product_embeddings, num_candidates, exploration_share, normalisation, popularity_range,
     )
 
 
@@ -626,7 +636,7 @@ def rank_batch(
 def rank_products(
     relevance: Tensor,
     popularity: Tensor,
-    exploration: Tensor | None,
+    exploration: Tensor | ExploreAt | None,
     weights: Sequence[float],
     k: int,
     candidate_mask: Tensor | None = None,
@@ -634,6 +644,7 @@ def rank_products(
     num_candidates: int = 200,
     exploration_share: float = 0.5,
     normalisation: NormaliseMethod = "minmax",
+    sorted_popularity: SortedValues | None = None,
 ) -> RankedList:
     """Rank the products for one user by ``α·relevance + β·popularity + γ·diversity``.
 
@@ -646,7 +657,8 @@ def rank_products(
     Args:
         relevance: ``[P]`` float, e.g. from :func:`relevance`.
         popularity: ``[P]`` float, e.g. from :func:`decayed_popularity`.
-        exploration: ``[P]`` float in ``[0, 1]`` from :func:`exploration_bonus`, or ``None``.
+        exploration: ``[P]`` float in ``[0, 1]`` from :func:`exploration_bonus`, a function of
+            the pool as :func:`rank_batch` takes, or ``None``.
         weights: ``(α, β, γ)``, e.g. from :func:`parse_weights` or ``RankConfig.weights``.
         k: how many products.
         candidate_mask: ``[P]`` bool, False = never recommend (e.g. already seen).
@@ -654,6 +666,7 @@ def rank_products(
         num_candidates: how many of the best candidates the re-ranking looks at.
         exploration_share: ``s`` in ``[0, 1]``.
         normalisation: ``"minmax"`` or ``"rank"``.
+        sorted_popularity: as :func:`rank_batch`.
 
     Returns:
         :class:`RankedList` of ``[n]`` tensors, ``n = min(k, number of candidates)``.
@@ -671,6 +684,7 @@ def rank_products(
         num_candidates,
         exploration_share,
         normalisation,
+        sorted_popularity,
     )
     keep = ranked.product_index[0] >= 0
     return RankedList(*(getattr(ranked, name)[0][keep] for name in RankedList.__dataclass_fields__))
@@ -745,7 +759,7 @@ def rank_all_users(
     popularity = torch.nan_to_num(popularity.float())
     seen_user = torch.repeat_interleave(torch.arange(num_users), indptr[1:] - indptr[:-1])
     if normalisation == "minmax":  # every user's popularity range over their unseen products, at once
-        pop_low, pop_high = _SortedValues(popularity).extremes(seen_user, indices, num_users)
+        pop_low, pop_high = SortedValues(popularity).extremes(seen_user, indices, num_users)
     top_index = torch.empty((num_users, k), dtype=torch.long)
     top_score = torch.empty((num_users, k), dtype=torch.float32)
     with _threads(num_threads):
@@ -851,7 +865,7 @@ def _rank_rows(
         rel_scale, rel_shift = _minmax_affine(rel_low, scores.amax(dim=1))
         if popularity.dim() == 1:
             if popularity_range is None:
-                popularity_range = _SortedValues(popularity).extremes(excluded_row, excluded_index, b)
+                popularity_range = SortedValues(popularity).extremes(excluded_row, excluded_index, b)
             pop_low, pop_high = popularity_range
         else:
             masked = popularity.clone()
@@ -924,7 +938,7 @@ def _rank_rows(
     return _pad(ranked, k) if take < k else ranked
 
 
-class _SortedValues:
+class SortedValues:
     """``[P]`` values sorted once, to find each user's min and max over their candidates.
 
     A user's minimum over the non-excluded products is the first value in ascending

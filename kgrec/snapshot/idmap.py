@@ -9,6 +9,7 @@ in every tensor, model and table of one snapshot.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,8 @@ import torch
 from kgrec.errors import KgrecError, SchemaError, UnknownProductError, UnknownUserError
 
 IdKind = Literal["user", "product", "brand", "category", "id"]
+SMALL_LOOKUP = 1000
+"""Id lists up to this long are looked up in a dict, longer ones by a polars join."""
 
 _UNKNOWN_ERRORS: dict[str, type[KgrecError]] = {
     "user": UnknownUserError,
@@ -80,8 +83,13 @@ class IdMap:
 
     def get(self, id: str) -> int | None:
         """The index of ``id``, or ``None`` when it is not in the map."""
-        found = self._lookup.filter(pl.col("id") == id).get_column("index")
-        return int(found[0]) if found.len() else None
+        return self._dict.get(id) if isinstance(id, str) else None
+
+    @cached_property
+    def _dict(self) -> dict[str, int]:
+        # Built on first use: a few ids at a time (one request's history) are looked up
+        # faster in a dict than by a polars join over the whole map.
+        return {id: index for index, id in enumerate(self._ids.to_list())}
 
     def index(self, id: str) -> int:
         """The index of ``id``; raises the map's "unknown id" error (a :class:`KgrecError`) if absent."""
@@ -91,7 +99,7 @@ class IdMap:
         return found
 
     def indices(self, ids: Sequence[str] | pl.Series, strict: bool = True) -> np.ndarray:
-        """Indices of many ids at once (a polars join, no Python loop).
+        """Indices of many ids at once (a polars join; a dict for a short list of ids).
 
         Args:
             ids: ``[n]`` external ids.
@@ -100,6 +108,11 @@ class IdMap:
         Returns:
             ``int64`` array ``[n]``, in the order of ``ids``.
         """
+        if not isinstance(ids, pl.Series) and len(ids) <= SMALL_LOOKUP:
+            found_small = [self._dict.get(id, -1) if isinstance(id, str) else -1 for id in ids]
+            if strict and -1 in found_small:
+                raise self._unknown(list(dict.fromkeys(id for id, i in zip(ids, found_small) if i < 0)))
+            return np.asarray(found_small, dtype=np.int64)
         series = ids if isinstance(ids, pl.Series) else pl.Series(list(ids), dtype=pl.Utf8)
         found = series.cast(pl.Utf8).replace_strict(
             self._lookup.get_column("id"),

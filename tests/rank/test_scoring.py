@@ -338,3 +338,31 @@ def test_rank_all_users_restores_the_thread_count():
     before = torch.get_num_threads()
     rank_all_users(users, products, seen, popularity, 2, (0.7, 0.1, 0.2), num_threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_pool_only_exploration_and_presorted_popularity_give_the_same_ranking() -> None:
+    # The serving path computes the exploration bonus for the re-ranked pool only and
+    # sorts popularity once; both must rank exactly as the full-catalog inputs do.
+    from kgrec.rank.scoring import SortedValues
+
+    torch.manual_seed(3)
+    num_products = 500
+    embeddings = torch.nn.functional.normalize(torch.randn(num_products, 8), dim=-1)
+    categories = torch.randint(0, 30, (num_products, 2))
+    graph = ExplorationGraph.build(torch.randint(-1, 40, (num_products,)), categories, torch.full((30,), -1))
+    seen = torch.tensor([3, 17, 42, 99])
+    indptr = torch.tensor([0, seen.numel()])
+    relevance_scores = embeddings @ embeddings[seen].mean(0)
+    popularity = torch.rand(num_products) ** 3
+    mask = torch.ones(num_products, dtype=torch.bool)
+    mask[seen] = False
+    common = dict(candidate_mask=mask, product_embeddings=embeddings, num_candidates=60)
+
+    full = rank_products(relevance_scores, popularity, graph.bonus(indptr, seen)[0], (0.6, 0.1, 0.3), 10, **common)
+    pooled = rank_products(
+        relevance_scores, popularity, lambda pool: graph.bonus(indptr, seen, pool), (0.6, 0.1, 0.3), 10,
+        sorted_popularity=SortedValues(popularity), **common,
+    )
+    assert full.product_index.tolist() == pooled.product_index.tolist()
+    assert torch.allclose(full.score, pooled.score) and torch.allclose(full.diversity, pooled.diversity)
+    assert full.diversity.abs().sum() > 0  # the bonus did take part

@@ -71,3 +71,14 @@ def test_idmap_rejects_duplicate_and_null_ids() -> None:
         IdMap(["a", "b", "a"])
     with pytest.raises(SchemaError, match="null"):
         IdMap(pl.Series(["a", None]))
+
+
+def test_short_and_long_id_lists_are_looked_up_alike() -> None:
+    ids = IdMap([f"p{i}" for i in range(3000)], kind="product")
+    wanted = [f"p{i}" for i in range(2999, -1, -2)] + ["missing"]
+    long = ids.indices(wanted, strict=False)  # a polars join
+    short = np.concatenate([ids.indices(wanted[i : i + 100], strict=False) for i in range(0, len(wanted), 100)])
+    assert long.tolist() == short.tolist()
+    assert long[0] == 2999 and long[-1] == -1
+    with pytest.raises(UnknownProductError, match="'missing'"):
+        ids.indices(["p1", "missing"])
