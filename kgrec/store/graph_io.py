@@ -7,6 +7,7 @@ new events adds them. Reads are a handful of bulk queries, one per table.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -150,11 +151,21 @@ def write_interactions(
     parts = [part.sort("product").drop("writer").rows() for _, part in rows.group_by("writer")]
     cypher = query("write_interactions")
     totals: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=writers) as pool:
-        for counters in pool.map(lambda part: store.write_batches(cypher, part, batch_size, on_batch=on_batch), parts):
-            for key, value in counters.items():
-                totals[key] = totals.get(key, 0) + value
+    driver_log = logging.getLogger("neo4j.session")
+    driver_log.addFilter(_drop_deadlock_retries)
+    try:
+        with ThreadPoolExecutor(max_workers=writers) as pool:
+            for counters in pool.map(lambda part: store.write_batches(cypher, part, batch_size, on_batch=on_batch), parts):
+                for key, value in counters.items():
+                    totals[key] = totals.get(key, 0) + value
+    finally:
+        driver_log.removeFilter(_drop_deadlock_retries)
     return totals
+
+
+def _drop_deadlock_retries(record: logging.LogRecord) -> bool:
+    # The writers' rare deadlocks are retried by the driver; its warning would only alarm.
+    return "DeadlockDetected" not in record.getMessage()
 
 
 def write_interaction_rows(store: GraphStore, tables: GraphTables, batch_size: int = 10_000) -> dict[str, int]:

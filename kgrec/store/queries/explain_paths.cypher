@@ -18,6 +18,7 @@
 //   category        (x)-[:IN_CATEGORY]->(c)<-[:IN_CATEGORY]-(p)                           h · 0.6
 //                   sibling: x's category and p's category share a parent                h · 0.3
 //   co_interaction  n of the sampled users who interacted with x also interacted with p  h · n / (n + 3)
+//                   (up to $co_interaction_limit users sampled per x, once per query)
 //
 // Returns one row per product that has at least one reason:
 //   product_id, reasons: [{kind, via_product_id, via_title, events, via, detail, strength}]
@@ -31,7 +32,15 @@ WITH u, item.x AS x, item.events AS events,
      item.weight * 0.5 ^ ((latest - item.last) / ($half_life_days * 86400.0)) AS h
 ORDER BY h DESC
 LIMIT $history_limit
-WITH u, collect({x: x, h: h, events: events}) AS history
+// Sample the co-interacting users of each history product once, not once per recommended product.
+OPTIONAL CALL (u, x) {
+    MATCH (x)<-[:INTERACTED]-(v:User)
+    WHERE v <> u
+    RETURN DISTINCT v
+    LIMIT $co_interaction_limit
+}
+WITH u, x, h, events, collect(v) AS co_users
+WITH u, collect({x: x, h: h, events: events, co_users: co_users}) AS history
 UNWIND $product_ids AS pid
 MATCH (p:Product {id: pid})
 CALL (u, p, history) {
@@ -62,14 +71,9 @@ CALL (u, p, history) {
     RETURN 'category' AS kind, x, events, cp.path AS via, cx.path AS detail, h * 0.3 AS strength
   UNION ALL
     UNWIND history AS item
-    WITH u, p, item.x AS x, item.h AS h, item.events AS events
+    WITH p, item.x AS x, item.h AS h, item.events AS events, item.co_users AS co_users
     WHERE x <> p
-    CALL (u, x) {
-        MATCH (x)<-[:INTERACTED]-(v:User)
-        WHERE v <> u
-        RETURN DISTINCT v
-        LIMIT $co_interaction_limit
-    }
+    UNWIND co_users AS v
     WITH p, x, h, events, v
     WHERE EXISTS { (v)-[:INTERACTED]->(p) }
     WITH x, h, events, count(DISTINCT v) AS n
