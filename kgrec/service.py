@@ -44,6 +44,7 @@ from kgrec.rank.scoring import (
     rank_products,
     relevance,
     similarity_scores,
+    torch_threads,
 )
 from kgrec.snapshot.idmap import IdMap
 from kgrec.snapshot.snapshot import Snapshot, load_snapshot
@@ -245,41 +246,44 @@ class RecommendationService:
             raise GraphStoreUnavailable("Explanations are read from and written to Neo4j, but no database is connected.")
 
         history = self.history(user_id)
-        user_vector = self.model.user_vector(history.product_index, history.weight)
-        query_vector = self._encode_query(query_text) if query_text is not None else None
-        # Product embeddings and user vectors are unit length already, so cosine is the dot
-        # product: no re-normalising of every product at every request.
-        if query_vector is None:
-            # The ranker min-max normalises over the candidates itself; relevance()'s
-            # normalisation over the catalog first would change no result.
-            rel = similarity_scores(user_vector, self.model.product_embedding, "dot")
-        else:
-            rel = relevance(
-                user_vector,
-                self.model.product_embedding,
-                query_vector,
-                self.model.product_text,
-                query_mix=self.config.rank.query_mix,
-                similarity="dot",
+        # One thread: a request is many small tensor steps, where a second thread's start-up
+        # costs more than it saves (measured: 6 ms against 11 ms at 100k products).
+        with torch_threads(self.config.rank.request_threads):
+            user_vector = self.model.user_vector(history.product_index, history.weight)
+            query_vector = self._encode_query(query_text) if query_text is not None else None
+            # Product embeddings and user vectors are unit length already, so cosine is the dot
+            # product: no re-normalising of every product at every request.
+            if query_vector is None:
+                # The ranker min-max normalises over the candidates itself; relevance()'s
+                # normalisation over the catalog first would change no result.
+                rel = similarity_scores(user_vector, self.model.product_embedding, "dot")
+            else:
+                rel = relevance(
+                    user_vector,
+                    self.model.product_embedding,
+                    query_vector,
+                    self.model.product_text,
+                    query_mix=self.config.rank.query_mix,
+                    similarity="dot",
+                )
+            seen_index = history.product_index.unique()
+            seen_indptr = torch.tensor([0, seen_index.numel()])
+            mask = torch.ones(num_products, dtype=torch.bool)
+            if not include_seen:
+                mask[seen_index] = False
+            ranked = rank_products(
+                rel,
+                self.popularity,
+                lambda pool: self.exploration.bonus(seen_indptr, seen_index, pool),  # the pool only
+                (alpha, beta, gamma),
+                k,
+                candidate_mask=mask,
+                product_embeddings=self.model.product_embedding,
+                num_candidates=self.config.rank.num_candidates,
+                exploration_share=self.config.rank.exploration_share,
+                normalisation=self.config.rank.normalisation,
+                sorted_popularity=self._sorted_popularity,
             )
-        seen_index = history.product_index.unique()
-        seen_indptr = torch.tensor([0, seen_index.numel()])
-        mask = torch.ones(num_products, dtype=torch.bool)
-        if not include_seen:
-            mask[seen_index] = False
-        ranked = rank_products(
-            rel,
-            self.popularity,
-            lambda pool: self.exploration.bonus(seen_indptr, seen_index, pool),  # the pool only
-            (alpha, beta, gamma),
-            k,
-            candidate_mask=mask,
-            product_embeddings=self.model.product_embedding,
-            num_candidates=self.config.rank.num_candidates,
-            exploration_share=self.config.rank.exploration_share,
-            normalisation=self.config.rank.normalisation,
-            sorted_popularity=self._sorted_popularity,
-        )
         items = self._items(ranked.rows())
         result = Recommendations(
             user_id=user_id,

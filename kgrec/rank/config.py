@@ -108,6 +108,14 @@ class RankConfig(BaseModel):
             "products and text (docs/RANKING.md). Needs the database; read once when the model is loaded."
         ),
     )
+    request_threads: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Torch threads while ranking for one user (recommend, serve). 1 is fastest on small and large "
+            "catalogs alike: a request is many small steps."
+        ),
+    )
     reasons_per_product: int = Field(3, ge=0, description="Knowledge-graph reasons kept per recommended product (--explain).")
     explain_history_limit: int = Field(
         50, ge=1, description="The user's strongest history products that explanation paths start from."

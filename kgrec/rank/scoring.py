@@ -763,7 +763,7 @@ def rank_all_users(
         pop_low, pop_high = SortedValues(popularity).extremes(seen_user, indices, num_users)
     top_index = torch.empty((num_users, k), dtype=torch.long)
     top_score = torch.empty((num_users, k), dtype=torch.float32)
-    with _threads(num_threads):
+    with torch_threads(num_threads):
         for start in range(0, num_users, batch_size):
             stop = min(start + batch_size, num_users)
             scores = users[start:stop] @ products_t  # [b, P]
@@ -784,7 +784,7 @@ def rank_all_users(
 
 
 @contextmanager
-def _threads(num_threads: int | None) -> Iterator[None]:
+def torch_threads(num_threads: int | None) -> Iterator[None]:
     """Run the block with ``num_threads`` torch threads (``None``: unchanged), then restore."""
     if num_threads is None:
         yield
