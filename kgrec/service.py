@@ -106,7 +106,6 @@ class RecommendationService:
         self.store = store
         self._text_encoder = None
         new_products = self._read_new_products() if store is not None and config.rank.new_products else None
-        self.product_ids = self.model.product_ids  # the model's products, then any placed new ones
         products = self.snapshot.tables.products.select("product_id", "title", "brand", "categories")
         if new_products is not None:
             products = pl.concat([products, new_products.select(products.columns)], how="vertical_relaxed")
@@ -131,6 +130,11 @@ class RecommendationService:
             self.snapshot, levels=config.rank.exploration, extra_products=new_products
         )
         self._sorted_popularity = SortedValues(self.popularity)  # sorted once, not per request
+
+    @property
+    def product_ids(self) -> IdMap:
+        """The products this service ranks: the model's, then any placed new ones."""
+        return self.model.product_ids
 
     def _read_new_products(self) -> pl.DataFrame | None:
         """Place the graph's products that the model lacks; returns their rows (None if none)."""
