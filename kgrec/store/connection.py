@@ -125,14 +125,26 @@ class GraphStore:
     ) -> dict[str, int]:
         """Run ``cypher`` once per batch of ``rows`` (bound to ``$rows``), each batch its own transaction.
 
-        Returns the summed update counters (``nodes_created``, ``relationships_created``, …).
+        Returns the summed update counters (``nodes_created``, ``relationships_created``, …),
+        plus the sum of each integer column the query returns: a procedure reports its own
+        writes that way (``... YIELD created RETURN created AS relationships_created``),
+        because the server's counters leave out what procedures write.
         ``on_batch(n)`` is called after each batch with its row count (for progress bars).
         """
         totals: dict[str, int] = {}
 
         def work(tx: neo4j.ManagedTransaction, batch: Sequence[Any]) -> dict[str, int]:
-            counters = tx.run(cypher, {"rows": batch, **(extra or {})}).consume().counters
-            return {key: value for key, value in vars(counters).items() if isinstance(value, int) and value}
+            result = tx.run(cypher, {"rows": batch, **(extra or {})})
+            found: dict[str, int] = {}
+            for record in result:
+                for key, value in record.items():
+                    if isinstance(value, int) and not isinstance(value, bool):
+                        found[key] = found.get(key, 0) + value
+            counters = vars(result.consume().counters)
+            for key, value in counters.items():
+                if isinstance(value, int) and not isinstance(value, bool) and value:
+                    found[key] = found.get(key, 0) + value
+            return {key: value for key, value in found.items() if value}
 
         for start in range(0, len(rows), batch_size):
             batch = list(rows[start : start + batch_size])
@@ -141,6 +153,11 @@ class GraphStore:
             if on_batch is not None:
                 on_batch(len(batch))
         return totals
+
+    def has_procedure(self, name: str) -> bool:
+        """Whether the server offers the procedure ``name`` (the managed one has kgrec's own)."""
+        rows = self.read("SHOW PROCEDURES YIELD name WHERE name = $name RETURN count(*) AS n", {"name": name})
+        return bool(rows and rows[0]["n"])
 
     def run_script(self, text: str) -> None:
         """Run each ``;``-terminated statement of a Cypher script (used for the schema)."""

@@ -31,6 +31,9 @@ Progress = Callable[[str, int], None]
 INTERACTION_WRITERS = 2
 """Concurrent transactions writing interactions (one Cypher transaction keeps one core busy)."""
 
+INTERACTION_PROCEDURE = "kgrec.mergeInteractions"
+"""The managed server's bulk writer (``store/java/KgrecNeo4j.java``); same rows, same result."""
+
 RELATION_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 NON_RELATION_TYPES = ("INTERACTED", "MADE_BY", "IN_CATEGORY", "SUBCATEGORY_OF", "RECOMMENDED")
 
@@ -131,8 +134,13 @@ def write_interactions(
     batch_size: int = 10_000,
     on_batch: Callable[[int], None] | None = None,
     writers: int = INTERACTION_WRITERS,
+    procedure: bool | None = None,
 ) -> dict[str, int]:
     """MERGE one ``INTERACTED`` relationship per event; the users and products must exist.
+
+    ``procedure``: write through the managed server's ``kgrec.mergeInteractions`` (True),
+    through Cypher (False), or the procedure whenever the server has it (None). The
+    procedure finds the nodes by id itself; Cypher gets their element ids, read first.
 
     ``writers`` transactions run at once. Each writer owns a disjoint set of users and
     goes through its rows in product order, so concurrent writers take node locks in
@@ -140,16 +148,22 @@ def write_interactions(
     """
     if interactions.is_empty():
         return {}
-    user_ids = element_ids(store, "User", interactions.get_column("user_id").unique().to_list())
-    product_ids = element_ids(store, "Product", interactions.get_column("product_id").unique().to_list())
+    if procedure is None:
+        procedure = store.has_procedure(INTERACTION_PROCEDURE)
+    user, product = pl.col("user_id"), pl.col("product_id")
+    if not procedure:
+        user_ids = element_ids(store, "User", interactions.get_column("user_id").unique().to_list())
+        product_ids = element_ids(store, "Product", interactions.get_column("product_id").unique().to_list())
+        user = user.replace_strict(user_ids, return_dtype=pl.String)
+        product = product.replace_strict(product_ids, return_dtype=pl.String)
     rows = interactions.select(
-        pl.col("user_id").replace_strict(user_ids, return_dtype=pl.String).alias("user"),
-        pl.col("product_id").replace_strict(product_ids, return_dtype=pl.String).alias("product"),
+        user.alias("user"),
+        product.alias("product"),
         "event", "timestamp", "weight", "value",
         (pl.col("user_id").hash(seed=0) % writers).alias("writer"),
     )
     parts = [part.sort("product").drop("writer").rows() for _, part in rows.group_by("writer")]
-    cypher = query("write_interactions")
+    cypher = query("write_interactions_procedure" if procedure else "write_interactions")
     totals: dict[str, int] = {}
     driver_log = logging.getLogger("neo4j.session")
     driver_log.addFilter(_drop_deadlock_retries)

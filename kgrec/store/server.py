@@ -15,6 +15,7 @@ A server is a detached background process (its own session), so it outlives the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from kgrec.errors import GraphStoreUnavailable
 
 NEO4J_VERSION = "5.26.30"
 LAUNCHER_CLASS = "KgrecNeo4j"
+READY_LINE = "kgrec-neo4j ready"  # the launcher prints it once Bolt is open and its procedure is registered
 LOCAL_HOST = "127.0.0.1"
 
 
@@ -65,7 +67,7 @@ def server_dir(port: int, home: Path | None = None) -> Path:
 def ensure_runtime(home: Path | None = None, echo=print) -> Path:
     """Fetch the Neo4j jars with Maven and compile the launcher, once; return the runtime dir."""
     runtime = runtime_dir(home)
-    lib, classes = runtime / "lib", runtime / "classes"
+    lib, classes = runtime / "lib", launcher_classes(runtime)
     if not (lib / f"neo4j-{NEO4J_VERSION}.jar").is_file():
         _require_tool("mvn", "Maven")
         echo(f"Fetching Neo4j {NEO4J_VERSION} jars from Maven Central into {lib} (first use only)…")
@@ -90,6 +92,13 @@ def ensure_runtime(home: Path | None = None, echo=print) -> Path:
             what="javac could not compile the Neo4j launcher",
         )
     return runtime
+
+
+def launcher_classes(runtime: Path) -> Path:
+    """Where the compiled launcher goes: one folder per version of its source, so an
+    upgraded kgrec compiles its own launcher instead of reusing an older one."""
+    digest = hashlib.sha256(_java_source(f"{LAUNCHER_CLASS}.java").read_bytes()).hexdigest()[:12]
+    return runtime / "classes" / digest
 
 
 def read_state(port: int, home: Path | None = None) -> ServerState | None:
@@ -149,13 +158,14 @@ def start_server(
         f"-Xmx{heap_mb}m",
         *JVM_OPTIONS,
         "-cp",
-        f"{runtime / 'lib' / '*'}{os.pathsep}{runtime / 'classes'}",
+        f"{runtime / 'lib' / '*'}{os.pathsep}{launcher_classes(runtime)}",
         LAUNCHER_CLASS,
         str(sdir / "dbms"),
         LOCAL_HOST,
         str(port),
         str(pagecache_mb),
     ]
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -175,7 +185,7 @@ def start_server(
                 f"The local Neo4j exited during start (code {process.returncode}). "
                 f"Last lines of {log_path}:\n{_tail(log_path)}"
             )
-        if _port_in_use(LOCAL_HOST, port):
+        if _port_in_use(LOCAL_HOST, port) and _printed_since(log_path, log_start, READY_LINE):
             (sdir / "server.json").write_text(json.dumps(asdict(state), indent=2))
             return state
         time.sleep(0.25)
@@ -225,6 +235,12 @@ def _pid_alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _printed_since(path: Path, offset: int, line: str) -> bool:
+    with open(path, "rb") as log:
+        log.seek(offset)
+        return line.encode() in log.read()
 
 
 def _port_in_use(host: str, port: int) -> bool:

@@ -6,7 +6,14 @@ import pytest
 from kgrec.errors import GraphStoreError, GraphStoreUnavailable
 from kgrec.ingest.tables import INTERACTION_SCHEMA, PRODUCT_SCHEMA, RELATION_SCHEMA, GraphTables
 from kgrec.store.connection import GraphStore
-from kgrec.store.graph_io import count_graph, read_graph, relation_type, write_graph
+from kgrec.store.graph_io import (
+    INTERACTION_PROCEDURE,
+    count_graph,
+    read_graph,
+    relation_type,
+    write_graph,
+    write_interactions,
+)
 from kgrec.store.server import free_port
 
 TRICKY_ID = "p\"'); MATCH (n) DETACH DELETE n //\\"
@@ -112,3 +119,49 @@ def test_connect_to_unreachable_server_says_how_to_start_one():
     port = free_port()
     with pytest.raises(GraphStoreUnavailable, match="kgrec db start"):
         GraphStore(f"bolt://127.0.0.1:{port}", managed=True)
+
+
+def _interaction_rows(store: GraphStore) -> list[tuple]:
+    rows = store.read(
+        "MATCH (u:User)-[r:INTERACTED]->(p:Product) "
+        "RETURN u.id AS u, p.id AS p, r.event AS e, r.timestamp AS t, r.weight AS w, r.value AS v"
+    )
+    return sorted((r["u"], r["p"], r["e"], r["t"], r["w"], r["v"]) for r in rows)
+
+
+def test_the_managed_server_offers_the_bulk_interaction_writer(graph_store: GraphStore):
+    assert graph_store.has_procedure(INTERACTION_PROCEDURE)
+    assert not graph_store.has_procedure("kgrec.noSuchProcedure")
+
+
+@pytest.mark.parametrize("first, second", [(False, True), (True, False), (True, True)])
+def test_procedure_and_cypher_writers_merge_the_same_relationships(graph_store: GraphStore, first: bool, second: bool):
+    tables = make_tables()
+    write_graph(graph_store, GraphTables(tables.products, tables.interactions.head(0), tables.relations, tables.users))
+    created = write_interactions(graph_store, tables.interactions, batch_size=2, procedure=first)
+    assert created["relationships_created"] == 5
+    expected = _interaction_rows(graph_store)
+    assert len(expected) == 5
+    # The same events again, one with a new weight and value: updated in place, nothing added.
+    changed = tables.interactions.with_columns(
+        pl.when(pl.col("event") == "cart").then(9.0).otherwise(pl.col("weight")).alias("weight"),
+        pl.when(pl.col("event") == "rating").then(None).otherwise(pl.col("value")).alias("value"),
+    )
+    again = write_interactions(graph_store, changed, batch_size=3, procedure=second)
+    assert again.get("relationships_created", 0) == 0
+    after = _interaction_rows(graph_store)
+    assert len(after) == 5
+    assert ("u1", "p2", "cart", 300, 9.0, None) in after
+    assert ("u2", TRICKY_ID, "rating", 400, 4.0, None) in after  # a null value removes the property
+    assert [row for row in after if row[2] not in ("cart", "rating")] == [
+        row for row in expected if row[2] not in ("cart", "rating")
+    ]
+
+
+def test_procedure_writer_names_a_missing_product_and_writes_nothing(graph_store: GraphStore):
+    tables = make_tables()
+    write_graph(graph_store, GraphTables(tables.products, tables.interactions.head(0), tables.relations, tables.users))
+    events = pl.DataFrame([("u1", "p1", "view", 1, None, 1.0), ("u1", "nope", "view", 2, None, 1.0)], schema=INTERACTION_SCHEMA, orient="row")
+    with pytest.raises(GraphStoreError, match=r"No \(:Product \{id: 'nope'\}\)"):
+        write_interactions(graph_store, events, procedure=True)
+    assert _interaction_rows(graph_store) == []  # the batch's transaction was rolled back
