@@ -67,7 +67,7 @@ def create_app(service: RecommendationService) -> FastAPI:
         weights: str | None = Query(None, description="e.g. relevance=0.7,popularity=0.1,diversity=0.2"),
         include_seen: bool = Query(False, description="Also rank products the user already interacted with."),
         explain: bool = Query(False, description="Add knowledge-graph reasons and store them in Neo4j."),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         result = service.recommend(
             user,
             k=k,
@@ -76,7 +76,8 @@ def create_app(service: RecommendationService) -> FastAPI:
             include_seen=include_seen,
             explain=explain,
         )
-        return result.to_dict()
+        # Plain JSON values already: a JSONResponse skips FastAPI's recursive encoder (~1 ms a request).
+        return JSONResponse(result.to_dict())
 
     @app.get("/explain")
     def explain(user: str = Query(...), product: str = Query(...)) -> dict[str, Any]:

@@ -43,7 +43,6 @@ from kgrec.rank.scoring import (
     rank_all_users,
     rank_products,
     relevance,
-    similarity_scores,
     torch_threads,
 )
 from kgrec.snapshot.idmap import IdMap
@@ -130,6 +129,11 @@ class RecommendationService:
             self.snapshot, levels=config.rank.exploration, extra_products=new_products
         )
         self._sorted_popularity = SortedValues(self.popularity)  # sorted once, not per request
+        # Python lists: picking 10 rows out of them costs microseconds, a polars gather ~0.5 ms.
+        self._catalog_columns = {name: self.catalog.get_column(name).to_list() for name in self.catalog.columns}
+        # [dim, P], contiguous: a user vector times it reads the catalog row by row, which is
+        # about 1.7x faster than a product against the transposed view (1.0 against 1.7 ms at 100k).
+        self._product_embedding_t = self.model.product_embedding.T.contiguous()
 
     @property
     def product_ids(self) -> IdMap:
@@ -188,7 +192,7 @@ class RecommendationService:
     def history(self, user_id: str) -> History:
         """The user's products for the real-time rule; :class:`UnknownUserError` if none is known."""
         if self.store is not None:
-            rows = self.store.read(query("read_user_history"), {"user_id": user_id})
+            rows = self.store.read_now(query("read_user_history"), {"user_id": user_id})
             if not rows:
                 raise self._unknown_user(user_id)
             events = rows[0]["events"]
@@ -260,7 +264,7 @@ class RecommendationService:
             if query_vector is None:
                 # The ranker min-max normalises over the candidates itself; relevance()'s
                 # normalisation over the catalog first would change no result.
-                rel = similarity_scores(user_vector, self.model.product_embedding, "dot")
+                rel = user_vector @ self._product_embedding_t
             else:
                 rel = relevance(
                     user_vector,
@@ -272,16 +276,13 @@ class RecommendationService:
                 )
             seen_index = history.product_index.unique()
             seen_indptr = torch.tensor([0, seen_index.numel()])
-            mask = torch.ones(num_products, dtype=torch.bool)
-            if not include_seen:
-                mask[seen_index] = False
             ranked = rank_products(
                 rel,
                 self.popularity,
                 lambda pool: self.exploration.bonus(seen_indptr, seen_index, pool),  # the pool only
                 (alpha, beta, gamma),
                 k,
-                candidate_mask=mask,
+                exclude=None if include_seen else seen_index,
                 product_embeddings=self.model.product_embedding,
                 num_candidates=self.config.rank.num_candidates,
                 exploration_share=self.config.rank.exploration_share,
@@ -302,14 +303,14 @@ class RecommendationService:
         return result
 
     def _items(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        indices = [row["product_index"] for row in rows]
-        details = self.catalog[indices].to_dicts() if indices else []
+        columns = self._catalog_columns
         items = []
-        for rank, (row, detail) in enumerate(zip(rows, details), start=1):
+        for rank, row in enumerate(rows, start=1):
+            index = row["product_index"]
             items.append(
                 {
                     "rank": rank,
-                    **detail,
+                    **{name: values[index] for name, values in columns.items()},
                     "score": round(float(row["score"]), 6),
                     "relevance": round(float(row["relevance"]), 6),
                     "popularity": round(float(row["popularity"]), 6),

@@ -52,27 +52,30 @@ def mmr_select(
     """
     b, m = base.shape
     share = float(exploration_share) if embeddings is not None else 1.0
-    available = valid.clone()
-    max_sim = torch.full((b, m), -torch.inf, dtype=base.dtype, device=base.device)
-    positions = torch.zeros((b, k), dtype=torch.long, device=base.device)
-    diversity = torch.zeros((b, k), dtype=base.dtype, device=base.device)
-    picked = torch.zeros((b, k), dtype=torch.bool, device=base.device)
+    with_novelty = embeddings is not None and share < 1.0
     rows = torch.arange(b, device=base.device)
     explore_part = share * exploration
+    # What does not change from pick to pick; a picked or empty slot is -inf from then on.
+    fixed = torch.where(valid, base + gamma * explore_part, -torch.inf)
+    # novelty = clamp(1 - max cos to the picks, 0, 1) = the least clamp(1 - cos) over the picks.
+    novelty = torch.ones((b, m), dtype=base.dtype, device=base.device)
+    novelty_weight = gamma * (1.0 - share)
+    positions, best_scores, best_novelty = [], [], []
     for step in range(k):
-        if embeddings is not None and share < 1.0:
-            novelty = (1.0 - max_sim).clamp(0.0, 1.0)
-            div = explore_part + (1.0 - share) * novelty
-        else:
-            div = explore_part
-        score = (base + gamma * div).masked_fill(~available, -torch.inf)
-        best = score.argmax(dim=1)
-        positions[:, step] = best
-        diversity[:, step] = div[rows, best]
-        picked[:, step] = available[rows, best]
-        available[rows, best] = False
-        if embeddings is not None and share < 1.0 and step + 1 < k:
-            chosen = embeddings[rows, best]  # [b, dim]
+        score = torch.add(fixed, novelty, alpha=novelty_weight) if with_novelty else fixed
+        best = score.argmax(dim=1, keepdim=True)  # [b, 1]
+        positions.append(best)
+        best_scores.append(score.gather(1, best))
+        if with_novelty:
+            best_novelty.append(novelty.gather(1, best))
+        fixed.scatter_(1, best, -torch.inf)
+        if with_novelty and step + 1 < k:
+            chosen = embeddings[rows, best[:, 0]]  # [b, dim]
             sim = torch.bmm(embeddings, chosen.unsqueeze(-1)).squeeze(-1)  # [b, M]
-            max_sim = torch.maximum(max_sim, sim)
-    return positions, diversity, picked
+            novelty = torch.minimum(novelty, (1.0 - sim).clamp_(min=0.0))
+    position = torch.cat(positions, dim=1)
+    picked = torch.isfinite(torch.cat(best_scores, dim=1))  # -inf: the user ran out of candidates
+    diversity = explore_part.gather(1, position)
+    if with_novelty:
+        diversity = diversity + (1.0 - share) * torch.cat(best_novelty, dim=1)
+    return position, diversity, picked

@@ -456,10 +456,6 @@ class ExplorationGraph:
         touched_brand = torch.zeros((b, num_brands + 1))
         touched_brand[user, self.product_brand[seen_index]] = 1.0
         touched_brand[:, num_brands] = 0.0
-        neighbour = torch.zeros((b, num_brands + 1))
-        neighbour[:, :num_brands] = torch.sparse.mm(self.brand_in_category, touched[:, :num_categories].t()).t()
-        if self.brand_link is not None:
-            neighbour[:, :num_brands] += torch.sparse.mm(self.brand_link, touched_brand[:, :num_brands].t()).t()
 
         m = product_index.shape[1]
         categories = self.product_categories[product_index].reshape(b, -1)  # [b, m * max_c]
@@ -467,7 +463,12 @@ class ExplorationGraph:
         in_nearby = nearby.gather(1, categories).reshape(b, m, -1).any(-1)
         brand = self.product_brand[product_index]
         brand_known = touched_brand.gather(1, brand) > 0
-        brand_neighbour = (neighbour.gather(1, brand) > 0) & ~brand_known
+        # Neighbour brands only for the brands asked about: a walk along their CSR rows, not
+        # a product of the whole [B, C] matrix with every user's categories.
+        brand_neighbour = _row_meets(self.brand_in_category, brand, touched)
+        if self.brand_link is not None:
+            brand_neighbour |= _row_meets(self.brand_link, brand, touched_brand)
+        brand_neighbour &= ~brand_known
 
         lv = self.levels
         zero = torch.zeros(())
@@ -542,18 +543,10 @@ class RankedList:
 
     def rows(self) -> list[dict[str, Any]]:
         """``[{product_index, rank, score, relevance, popularity, diversity}]`` of a 1-D list (rank from 1)."""
+        columns = (self.product_index, self.score, self.relevance, self.popularity, self.diversity)
         return [
-            {
-                "product_index": int(i),
-                "rank": r + 1,
-                "score": float(s),
-                "relevance": float(a),
-                "popularity": float(p),
-                "diversity": float(d),
-            }
-            for r, (i, s, a, p, d) in enumerate(
-                zip(self.product_index, self.score, self.relevance, self.popularity, self.diversity)
-            )
+            {"product_index": i, "rank": r + 1, "score": s, "relevance": a, "popularity": p, "diversity": d}
+            for r, (i, s, a, p, d) in enumerate(zip(*(column.tolist() for column in columns)))
         ]
 
 
@@ -574,6 +567,7 @@ def rank_batch(
     exploration_share: float = 0.5,
     normalisation: NormaliseMethod = "minmax",
     sorted_popularity: SortedValues | None = None,
+    excluded: tuple[Tensor, Tensor] | None = None,
 ) -> RankedList:
     """Rank the products for a batch of users; :func:`rank_products` for ``b`` users at once.
 
@@ -601,6 +595,9 @@ def rank_batch(
         normalisation: ``"minmax"`` or ``"rank"``.
         sorted_popularity: ``SortedValues(popularity)`` for a ``[P]`` popularity, made once
             and reused across calls (saves sorting all ``P`` products per call).
+        excluded: ``(row [n], product [n])`` long pairs that are never candidates: the same
+            as a ``candidate_mask``, without a dense ``[b, P]`` mask (cheaper when few are
+            excluded, e.g. a user's seen products). Both may be given.
 
     Returns:
         :class:`RankedList` of ``[b, k]`` tensors (padded where a user has fewer than ``k`` candidates).
@@ -610,10 +607,21 @@ def rank_batch(
     b, num_products = relevance.shape
     scores = relevance.float().clone()
     popularity = popularity.float()
-    excluded = ~torch.isfinite(scores) | ~torch.isfinite(_per_user(popularity, b, num_products, "popularity"))
+    _per_user(popularity, b, num_products, "popularity")  # checks the shape
+    pairs = [] if excluded is None else [(excluded[0].long(), excluded[1].long())]
     if candidate_mask is not None:
-        excluded = excluded | ~_per_user(candidate_mask, b, num_products, "candidate_mask").to(torch.bool)
-    excluded_row, excluded_index = excluded.nonzero(as_tuple=True)
+        pairs.append((~_per_user(candidate_mask, b, num_products, "candidate_mask").to(torch.bool)).nonzero(as_tuple=True))
+    # Non-finite scores are never candidates. One sum finds out whether there are any
+    # (NaN and ±inf make it non-finite); only then is the element-wise test run.
+    if not bool(torch.isfinite(scores.sum())):
+        pairs.append((~torch.isfinite(scores)).nonzero(as_tuple=True))
+    popularity_finite = sorted_popularity.all_finite if sorted_popularity is not None else bool(torch.isfinite(popularity.sum()))
+    if not popularity_finite:
+        pairs.append((~torch.isfinite(_per_user(popularity, b, num_products, "popularity"))).nonzero(as_tuple=True))
+    if pairs:
+        excluded_row, excluded_index = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    else:
+        excluded_row = excluded_index = torch.zeros(0, dtype=torch.long)
     explore_at = None
     if isinstance(exploration, Tensor):
         bonus = _per_user(exploration, b, num_products, "exploration").float()
@@ -624,7 +632,8 @@ def rank_batch(
         popularity = popularity[0]
     popularity_range = None
     if popularity.dim() == 1:
-        popularity = torch.nan_to_num(popularity)  # non-finite entries are excluded anyway
+        if not popularity_finite:
+            popularity = torch.nan_to_num(popularity)  # non-finite entries are excluded anyway
         if sorted_popularity is not None and normalisation == "minmax":
             popularity_range = sorted_popularity.extremes(excluded_row, excluded_index, b)
     return _rank_rows(
@@ -646,6 +655,7 @@ def rank_products(
     exploration_share: float = 0.5,
     normalisation: NormaliseMethod = "minmax",
     sorted_popularity: SortedValues | None = None,
+    exclude: Tensor | None = None,
 ) -> RankedList:
     """Rank the products for one user by ``α·relevance + β·popularity + γ·diversity``.
 
@@ -668,6 +678,8 @@ def rank_products(
         exploration_share: ``s`` in ``[0, 1]``.
         normalisation: ``"minmax"`` or ``"rank"``.
         sorted_popularity: as :func:`rank_batch`.
+        exclude: ``[n]`` long product indices never to recommend: the same as a
+            ``candidate_mask`` that is False there, without building a ``[P]`` mask.
 
     Returns:
         :class:`RankedList` of ``[n]`` tensors, ``n = min(k, number of candidates)``.
@@ -686,6 +698,7 @@ def rank_products(
         exploration_share,
         normalisation,
         sorted_popularity,
+        None if exclude is None else (torch.zeros_like(exclude, dtype=torch.long), exclude.long()),
     )
     keep = ranked.product_index[0] >= 0
     return RankedList(*(getattr(ranked, name)[0][keep] for name in RankedList.__dataclass_fields__))
@@ -881,14 +894,11 @@ def _rank_rows(
             pop = (_gather(popularity, pool) * pop_scale[:, None] + pop_shift[:, None]).clamp(0.0, 1.0)
             return rel, pop
 
-        # base = α·rel + β·pop, as one scaled copy plus a rank-2 update: [pop, 1] per product.
+        # base = α·rel + β·pop less a per-row constant (α·rel_shift + β·pop_shift): base only
+        # orders a row's candidates, and the parts themselves come from parts_at. Two passes.
         base = scores * (alpha * rel_scale)[:, None]
-        if popularity.dim() == 1:
-            left = torch.stack([beta * pop_scale, alpha * rel_shift + beta * pop_shift], dim=1)  # [b, 2]
-            right = torch.stack([popularity, torch.ones_like(popularity)])  # [2, P]
-            base.addmm_(left, right)
-        else:
-            base += popularity * (beta * pop_scale)[:, None] + (alpha * rel_shift + beta * pop_shift)[:, None]
+        if beta > 0:
+            base.addcmul_((beta * pop_scale)[:, None], popularity)
     else:
         mask = torch.ones_like(scores, dtype=torch.bool)
         mask[excluded_row, excluded_index] = False
@@ -949,6 +959,7 @@ class SortedValues:
 
     def __init__(self, values: Tensor) -> None:
         self.values = values
+        self.all_finite = bool(torch.isfinite(values).all())
         self.order = values.argsort()
         self.position = torch.empty_like(self.order)
         self.position[self.order] = torch.arange(values.numel())
@@ -957,8 +968,14 @@ class SortedValues:
         """``(low [b], high [b])`` over each row's candidates; ``(inf, -inf)`` for a row without any."""
         n = self.values.numel()
         position = self.position[excluded_index]
-        low = self._skip(excluded_row, position, b)
-        high = n - 1 - self._skip(excluded_row, n - 1 - position, b)
+        if b == 1:  # one user (a served request): a walk over a few positions in Python
+            taken = set(position.tolist())
+            low = next(i for i in range(n + 1) if i not in taken)
+            high = next(i for i in range(n - 1, -2, -1) if i not in taken)
+            low, high = torch.tensor([low]), torch.tensor([high])
+        else:
+            low = self._skip(excluded_row, position, b)
+            high = n - 1 - self._skip(excluded_row, n - 1 - position, b)
         found = (low < n) & (high >= 0)
         low_value = torch.where(found, self.values[self.order[low.clamp(max=n - 1)]], torch.inf)
         high_value = torch.where(found, self.values[self.order[high.clamp(min=0)]], -torch.inf)
@@ -990,6 +1007,23 @@ def _gather(values: Tensor, index: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- helpers
+def _row_meets(matrix: Tensor, row_index: Tensor, marked: Tensor) -> Tensor:
+    """``[b, m]`` bool: whether row ``row_index[i, j]`` of the sparse CSR ``matrix [R, N]``
+    has an entry in a column that ``marked[i]`` (``[b, >= N]``, > 0 = marked) marks.
+    Row index ``R`` (one past the last) stands for an empty row."""
+    b, m = row_index.shape
+    crow, col = matrix.crow_indices(), matrix.col_indices()
+    num_rows = crow.numel() - 1
+    flat = row_index.reshape(-1)
+    start, end = crow[flat.clamp(max=num_rows)], crow[(flat + 1).clamp(max=num_rows)]
+    count = end - start
+    entry = torch.repeat_interleave(torch.arange(flat.numel()), count)  # the (i, j) slot of each entry
+    offset = torch.arange(entry.numel()) - (count.cumsum(0) - count)[entry]
+    hit = marked[entry // m, col[start[entry] + offset]] > 0
+    found = torch.zeros(flat.numel(), dtype=torch.long).index_add_(0, entry, hit.long())
+    return (found > 0).reshape(b, m)
+
+
 def _per_user(values: Tensor, b: int, num_products: int, name: str) -> Tensor:
     if values.shape[-1] != num_products or values.dim() > 2 or (values.dim() == 2 and values.shape[0] not in (1, b)):
         raise ValueError(f"{name} must be [P] or [b, P] with P = {num_products}, b = {b}; found shape {tuple(values.shape)}.")

@@ -19,7 +19,7 @@ from typing import Any
 
 import neo4j
 from neo4j import GraphDatabase
-from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
+from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionExpired
 
 from kgrec.errors import GraphStoreError, GraphStoreUnavailable
 from kgrec.store.config import StoreConfig
@@ -100,6 +100,28 @@ class GraphStore:
             return [record.data() for record in tx.run(cypher, parameters or {})]
 
         return self._execute(work, write=False)
+
+    def read_now(self, cypher: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one short read-only query as an auto-commit transaction; rows as dicts of the
+        values as the driver decodes them (nested values are not converted, unlike :meth:`read`).
+
+        One round trip to the server instead of the three of a managed transaction (begin,
+        run, commit): for reads on the serving path, where each costs about a millisecond.
+        A dropped connection is retried once; a managed transaction's retries are not needed
+        for one read.
+        """
+        dropped: Exception | None = None
+        for _attempt in range(2):
+            try:
+                with self._driver.session(database=self.database, default_access_mode=neo4j.READ_ACCESS) as session:
+                    result = session.run(cypher, parameters or {})
+                    keys = result.keys()
+                    return [dict(zip(keys, values)) for values in result.values()]
+            except (ServiceUnavailable, SessionExpired) as e:
+                dropped = e
+            except Neo4jError as e:
+                raise GraphStoreError(f"Neo4j at {self.uri} rejected a query: {e.code}: {e.message}") from e
+        raise GraphStoreUnavailable(_unreachable_message(self.uri, self.managed)) from dropped
 
     def read_columns(self, cypher: str, parameters: dict[str, Any] | None = None) -> dict[str, list[Any]]:
         """Run a read query and return its result column-wise: ``{column: [values…]}``.

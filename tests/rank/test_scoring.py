@@ -366,3 +366,48 @@ def test_pool_only_exploration_and_presorted_popularity_give_the_same_ranking() 
     assert full.product_index.tolist() == pooled.product_index.tolist()
     assert torch.allclose(full.score, pooled.score) and torch.allclose(full.diversity, pooled.diversity)
     assert full.diversity.abs().sum() > 0  # the bonus did take part
+
+
+def test_sorted_values_extremes_match_a_brute_force_for_one_and_many_users() -> None:
+    from kgrec.rank.scoring import SortedValues
+
+    torch.manual_seed(4)
+    values = torch.randint(0, 6, (40,)).float()  # many ties
+    values[7], values[11] = -3.0, 9.0  # a single minimum and maximum, excluded below
+    excluded = [torch.tensor([7, 11, 2]), torch.tensor([], dtype=torch.long), torch.arange(40), torch.tensor([11, 11])]
+    sorted_values = SortedValues(values)
+    rows = torch.cat([torch.full((e.numel(),), i) for i, e in enumerate(excluded)])
+    low, high = sorted_values.extremes(rows, torch.cat(excluded), len(excluded))
+    for i, e in enumerate(excluded):
+        keep = torch.ones(40, dtype=torch.bool)
+        keep[e] = False
+        expected = (values[keep].min(), values[keep].max()) if keep.any() else (torch.tensor(torch.inf), torch.tensor(-torch.inf))
+        one_low, one_high = sorted_values.extremes(torch.zeros(e.numel(), dtype=torch.long), e, 1)  # the one-user path
+        assert (low[i], high[i]) == expected and (one_low[0], one_high[0]) == expected
+
+
+def test_rank_products_exclude_list_ranks_like_a_candidate_mask() -> None:
+    torch.manual_seed(5)
+    num_products = 300
+    embeddings = F.normalize(torch.randn(num_products, 8), dim=-1)
+    rel, pop, bonus = torch.randn(num_products), torch.rand(num_products) ** 3, torch.rand(num_products)
+    seen = torch.tensor([4, 9, 9, 250, int(rel.argmax()), int(pop.argmax()), int(pop.argmin())])
+    mask = torch.ones(num_products, dtype=torch.bool)
+    mask[seen] = False
+    for weights in ((0.7, 0.3, 0.0), (0.6, 0.1, 0.3)):
+        by_mask = rank_products(rel, pop, bonus, weights, 12, mask, embeddings)
+        by_list = rank_products(rel, pop, bonus, weights, 12, product_embeddings=embeddings, exclude=seen)
+        assert by_mask.product_index.tolist() == by_list.product_index.tolist()
+        assert torch.equal(by_mask.score, by_list.score) and torch.equal(by_mask.popularity, by_list.popularity)
+        assert not set(by_list.product_index.tolist()) & set(seen.tolist())
+
+
+def test_rank_batch_never_recommends_non_finite_scores_or_popularity() -> None:
+    from kgrec.rank.scoring import SortedValues
+
+    rel = torch.tensor([[0.9, float("nan"), float("inf"), 0.1, 0.5, -float("inf")]])
+    pop = torch.tensor([1.0, 2.0, 3.0, float("nan"), 0.0, 1.0])
+    for sorted_popularity in (None, SortedValues(pop)):
+        ranked = rank_batch(rel, pop, None, (0.8, 0.2, 0.0), 6, sorted_popularity=sorted_popularity)
+        assert ranked.product_index[0].tolist() == [0, 4, -1, -1, -1, -1]  # 1, 2, 3, 5 are not candidates
+        assert ranked.relevance[0, :2].tolist() == [1.0, 0.0] and ranked.popularity[0, :2].tolist() == [1.0, 0.0]

@@ -165,3 +165,15 @@ def test_procedure_writer_names_a_missing_product_and_writes_nothing(graph_store
     with pytest.raises(GraphStoreError, match=r"No \(:Product \{id: 'nope'\}\)"):
         write_interactions(graph_store, events, procedure=True)
     assert _interaction_rows(graph_store) == []  # the batch's transaction was rolled back
+
+
+def test_read_now_returns_rows_with_nested_values_and_reports_bad_cypher(graph_store: GraphStore):
+    write_graph(graph_store, make_tables())
+    rows = graph_store.read_now(
+        "MATCH (u:User {id: $id})-[r:INTERACTED]->(p) RETURN u.id AS user, collect([p.id, r.timestamp]) AS events",
+        {"id": "u1"},
+    )
+    assert len(rows) == 1 and rows[0]["user"] == "u1"
+    assert sorted(rows[0]["events"]) == [["p1", 100], ["p1", 200], ["p2", 300]]
+    with pytest.raises(GraphStoreError, match="rejected a query"):
+        graph_store.read_now("RETURN $missing +")
