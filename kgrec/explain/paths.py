@@ -97,7 +97,7 @@ def explain_paths(
         per_product: reasons kept per product. The strongest reason of each kind comes
             first (so one product's reasons are varied), then the next strongest.
         history_limit: the user's strongest history products that paths start from.
-        co_interaction_limit: other users sampled per history product when counting
+        co_interaction_limit: other users sampled per recommended product when counting
             co-interactions (keeps the query fast on popular products).
         half_life_days: a history product's strength halves every this many days before
             the user's latest event.

@@ -121,7 +121,7 @@ class RankConfig(BaseModel):
         50, ge=1, description="The user's strongest history products that explanation paths start from."
     )
     co_interaction_limit: int = Field(
-        100, ge=1, description="Other users looked at per history product when counting co-interactions (caps fan-out)."
+        100, ge=1, description="Other users looked at per recommended product when counting co-interactions (caps fan-out)."
     )
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@
 //   $user_id               the user
 //   $product_ids           [product_id]: the recommended products
 //   $history_limit         the user's strongest history products that paths start from
-//   $co_interaction_limit  other users sampled per history product for co-interactions (caps fan-out)
+//   $co_interaction_limit  other users sampled per recommended product for co-interactions (caps fan-out)
 //   $half_life_days        recency half-life of a history product's strength
 //   $reasons_per_product   reasons returned per product (the caller picks the final few)
 //   $exclude               relationship types that are not product-product relations
@@ -18,7 +18,8 @@
 //   category        (x)-[:IN_CATEGORY]->(c)<-[:IN_CATEGORY]-(p)                           h · 0.6
 //                   sibling: x's category and p's category share a parent                h · 0.3
 //   co_interaction  n of the sampled users who interacted with x also interacted with p  h · n / (n + 3)
-//                   (up to $co_interaction_limit users sampled per x, once per query)
+//                   (up to $co_interaction_limit of p's other users are sampled; walking from p
+//                   reads each sampled user's events once instead of testing every (user, p) pair)
 //
 // Returns one row per product that has at least one reason:
 //   product_id, reasons: [{kind, via_product_id, via_title, events, via, detail, strength}]
@@ -32,15 +33,7 @@ WITH u, item.x AS x, item.events AS events,
      item.weight * 0.5 ^ ((latest - item.last) / ($half_life_days * 86400.0)) AS h
 ORDER BY h DESC
 LIMIT $history_limit
-// Sample the co-interacting users of each history product once, not once per recommended product.
-OPTIONAL CALL (u, x) {
-    MATCH (x)<-[:INTERACTED]-(v:User)
-    WHERE v <> u
-    RETURN DISTINCT v
-    LIMIT $co_interaction_limit
-}
-WITH u, x, h, events, collect(v) AS co_users
-WITH u, collect({x: x, h: h, events: events, co_users: co_users}) AS history
+WITH u, collect({x: x, h: h, events: events}) AS history
 UNWIND $product_ids AS pid
 MATCH (p:Product {id: pid})
 CALL (u, p, history) {
@@ -70,14 +63,16 @@ CALL (u, p, history) {
     WHERE cx <> cp AND NOT EXISTS { (x)-[:IN_CATEGORY]->(cp) }
     RETURN 'category' AS kind, x, events, cp.path AS via, cx.path AS detail, h * 0.3 AS strength
   UNION ALL
-    UNWIND history AS item
-    WITH p, item.x AS x, item.h AS h, item.events AS events, item.co_users AS co_users
-    WHERE x <> p
-    UNWIND co_users AS v
-    WITH p, x, h, events, v
-    WHERE EXISTS { (v)-[:INTERACTED]->(p) }
-    WITH x, h, events, count(DISTINCT v) AS n
-    RETURN 'co_interaction' AS kind, x, events, null AS via, n AS detail, h * n / (n + 3.0) AS strength
+    // Walk from p: a sample of its other users, and which history products they interacted with.
+    MATCH (p)<-[:INTERACTED]-(v:User)
+    WHERE v <> u
+    WITH DISTINCT p, v
+    LIMIT $co_interaction_limit
+    MATCH (v)-[:INTERACTED]->(x:Product)
+    WHERE x <> p AND x IN [item IN history | item.x]
+    WITH x, count(DISTINCT v) AS n
+    WITH x, n, [item IN history WHERE item.x = x][0] AS item
+    RETURN 'co_interaction' AS kind, x, item.events AS events, null AS via, n AS detail, item.h * n / (n + 3.0) AS strength
 }
 WITH p, kind, x, events, via, detail, strength
 ORDER BY strength DESC
