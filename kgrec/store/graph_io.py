@@ -32,7 +32,9 @@ INTERACTION_WRITERS = 2
 """Concurrent transactions writing interactions (one Cypher transaction keeps one core busy)."""
 
 INTERACTION_PROCEDURE = "kgrec.mergeInteractions"
-"""The managed server's bulk writer (``store/java/KgrecNeo4j.java``); same rows, same result."""
+RELATION_PROCEDURE = "kgrec.mergeProductRelations"
+"""The managed server's bulk writers (``store/java/KgrecNeo4j.java``): the same rows and the same
+result as the Cypher in ``write_interactions.cypher`` and ``write_relations.cypher``."""
 
 RELATION_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 NON_RELATION_TYPES = ("INTERACTED", "MADE_BY", "IN_CATEGORY", "SUBCATEGORY_OF", "RECOMMENDED")
@@ -80,16 +82,15 @@ def write_graph(store: GraphStore, tables: GraphTables, batch_size: int = 10_000
     ensure_schema(store)
     summary = WriteSummary()
 
-    def step(name: str, cypher: str, rows: list, **extra) -> None:
-        counters = store.write_batches(
-            cypher,
-            rows,
-            batch_size,
-            extra=extra,
-            on_batch=(lambda n: progress(name, n)) if progress else None,
-        )
+    def on_batch(name: str) -> Callable[[int], None] | None:
+        return (lambda n: progress(name, n)) if progress else None
+
+    def count(counters: dict[str, int]) -> None:
         for key in ("nodes_created", "relationships_created", "relationships_deleted"):
             summary.created[key] = summary.created.get(key, 0) + counters.get(key, 0)
+
+    def step(name: str, cypher: str, rows: list) -> None:
+        count(store.write_batches(cypher, rows, batch_size, on_batch=on_batch(name)))
 
     products = tables.products.select(
         pl.col("product_id").alias("id"), "title", "description", "price"
@@ -106,13 +107,8 @@ def write_graph(store: GraphStore, tables: GraphTables, batch_size: int = 10_000
         for row in tables.users.select("user_id", *attribute_columns).rows()
     ]
     step("users", query("write_users"), users)
-    counters = write_interactions(
-        store, tables.interactions, batch_size, on_batch=(lambda n: progress("interactions", n)) if progress else None
-    )
-    for key in ("nodes_created", "relationships_created", "relationships_deleted"):
-        summary.created[key] = summary.created.get(key, 0) + counters.get(key, 0)
-    for (relation,), group in tables.relations.group_by("relation", maintain_order=True):
-        step("relations", query("write_relations"), group.select("product_id", "related_product_id").rows(), type=relation_type(relation))
+    count(write_interactions(store, tables.interactions, batch_size, on_batch=on_batch("interactions")))
+    count(write_relations(store, tables.relations, batch_size, on_batch=on_batch("relations")))
 
     summary.totals = count_graph(store)
     return summary
@@ -180,6 +176,31 @@ def write_interactions(
 def _drop_deadlock_retries(record: logging.LogRecord) -> bool:
     # The writers' rare deadlocks are retried by the driver; its warning would only alarm.
     return "DeadlockDetected" not in record.getMessage()
+
+
+def write_relations(
+    store: GraphStore,
+    relations: pl.DataFrame,
+    batch_size: int = 10_000,
+    on_batch: Callable[[int], None] | None = None,
+    procedure: bool | None = None,
+) -> dict[str, int]:
+    """MERGE one product-to-product relationship per row, typed by its ``relation``; both products must exist.
+
+    ``procedure``: as :func:`write_interactions` (``kgrec.mergeProductRelations`` or Cypher).
+    """
+    if relations.is_empty():
+        return {}
+    if procedure is None:
+        procedure = store.has_procedure(RELATION_PROCEDURE)
+    cypher = query("write_relations_procedure" if procedure else "write_relations")
+    totals: dict[str, int] = {}
+    for (relation,), group in relations.group_by("relation", maintain_order=True):
+        rows = group.select("product_id", "related_product_id").rows()
+        counters = store.write_batches(cypher, rows, batch_size, extra={"type": relation_type(relation)}, on_batch=on_batch)
+        for key, value in counters.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 def write_interaction_rows(store: GraphStore, tables: GraphTables, batch_size: int = 10_000) -> dict[str, int]:

@@ -8,11 +8,13 @@ from kgrec.ingest.tables import INTERACTION_SCHEMA, PRODUCT_SCHEMA, RELATION_SCH
 from kgrec.store.connection import GraphStore
 from kgrec.store.graph_io import (
     INTERACTION_PROCEDURE,
+    RELATION_PROCEDURE,
     count_graph,
     read_graph,
     relation_type,
     write_graph,
     write_interactions,
+    write_relations,
 )
 from kgrec.store.server import free_port
 
@@ -177,3 +179,15 @@ def test_read_now_returns_rows_with_nested_values_and_reports_bad_cypher(graph_s
     assert sorted(rows[0]["events"]) == [["p1", 100], ["p1", 200], ["p2", 300]]
     with pytest.raises(GraphStoreError, match="rejected a query"):
         graph_store.read_now("RETURN $missing +")
+
+
+@pytest.mark.parametrize("first, second", [(False, True), (True, False), (True, True)])
+def test_procedure_and_cypher_write_the_same_product_relations(graph_store: GraphStore, first: bool, second: bool):
+    tables = make_tables()
+    write_graph(graph_store, GraphTables(tables.products, tables.interactions, tables.relations.head(0), tables.users))
+    relations = pl.concat([tables.relations, tables.relations.head(1)])  # a repeated row merges into one
+    assert write_relations(graph_store, relations, batch_size=2, procedure=first)["relationships_created"] == 2
+    assert write_relations(graph_store, relations, batch_size=1, procedure=second).get("relationships_created", 0) == 0
+    rows = graph_store.read("MATCH (a:Product)-[r]->(b:Product) RETURN a.id AS a, type(r) AS t, b.id AS b ORDER BY t")
+    assert [(r["a"], r["t"], r["b"]) for r in rows] == [("p1", "ALSO_BOUGHT", "p2"), ("p2", "ALSO_VIEWED", TRICKY_ID)]
+    assert graph_store.has_procedure(RELATION_PROCEDURE)

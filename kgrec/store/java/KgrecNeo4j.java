@@ -1,7 +1,9 @@
 import java.nio.file.Path;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.stream.Stream;
 import org.neo4j.configuration.GraphDatabaseSettings;
 import org.neo4j.configuration.connectors.BoltConnector;
@@ -25,7 +27,7 @@ import org.neo4j.procedure.Procedure;
 
 /**
  * The managed local Neo4j: a Community DBMS with only the Bolt connector, on the
- * address given, plus kgrec's bulk-write procedure. Usage: KgrecNeo4j HOME HOST PORT PAGECACHE_MB
+ * address given, plus kgrec's bulk-write procedures. Usage: KgrecNeo4j HOME HOST PORT PAGECACHE_MB
  * A SIGTERM runs the shutdown hook, which closes the store cleanly.
  */
 public class KgrecNeo4j {
@@ -44,7 +46,7 @@ public class KgrecNeo4j {
             System.out.println("kgrec-neo4j stopped");
         }));
         GraphDatabaseAPI db = (GraphDatabaseAPI) dbms.database(GraphDatabaseSettings.DEFAULT_DATABASE_NAME);
-        db.getDependencyResolver().resolveDependency(GlobalProcedures.class).registerProcedure(InteractionWriter.class);
+        db.getDependencyResolver().resolveDependency(GlobalProcedures.class).registerProcedure(BulkWriter.class);
         // kgrec waits for this line, not only for the open port: by now the shutdown hook
         // and the procedure are in place.
         System.out.println("kgrec-neo4j ready");
@@ -52,12 +54,12 @@ public class KgrecNeo4j {
     }
 
     /**
-     * kgrec.mergeInteractions(rows): the same MERGE as store/queries/write_interactions.cypher,
-     * through the Core API. Cypher interprets every row of an UNWIND expression by
-     * expression; here a row is a few map lookups, which loads interactions about twice
-     * as fast. The Python side uses it when the server has it and falls back to Cypher.
+     * kgrec's bulk writers: the same MERGEs as store/queries/write_interactions.cypher and
+     * write_relations.cypher, through the Core API. Cypher interprets every row of an UNWIND
+     * expression by expression; here a row is a few map lookups, which loads about twice as
+     * fast. The Python side uses them when the server has them and falls back to Cypher.
      */
-    public static class InteractionWriter {
+    public static class BulkWriter {
         private static final RelationshipType INTERACTED = RelationshipType.withName("INTERACTED");
         private static final Label USER = Label.label("User");
         private static final Label PRODUCT = Label.label("Product");
@@ -111,6 +113,40 @@ public class KgrecNeo4j {
                 }
             }
             return Stream.of(new Written(created, updated));
+        }
+
+        @Procedure(name = "kgrec.mergeProductRelations", mode = Mode.WRITE)
+        @Description("kgrec.mergeProductRelations(type, rows): for each [productId, relatedProductId] "
+                + "MERGE (a:Product {id: productId})-[:type]->(b:Product {id: relatedProductId}).")
+        public Stream<Written> mergeProductRelations(@Name("type") String type, @Name("rows") List<List<Object>> rows) {
+            RelationshipType relationType = RelationshipType.withName(type);
+            Map<String, Node> products = new HashMap<>();
+            Map<String, Set<String>> linked = new HashMap<>();
+            long created = 0;
+            long existing = 0;
+            for (List<Object> row : rows) {
+                String fromId = (String) row.get(0);
+                Node from = products.computeIfAbsent(fromId, id -> find(PRODUCT, id));
+                Node to = products.computeIfAbsent((String) row.get(1), id -> find(PRODUCT, id));
+                Set<String> targets = linked.computeIfAbsent(fromId, id -> existingTargets(from, relationType));
+                if (targets.add(to.getElementId())) {
+                    from.createRelationshipTo(to, relationType);
+                    created++;
+                } else {
+                    existing++;
+                }
+            }
+            return Stream.of(new Written(created, existing));
+        }
+
+        /** Where the product's relationships of this type lead, read under its write lock. */
+        private Set<String> existingTargets(Node product, RelationshipType type) {
+            tx.acquireWriteLock(product);
+            Set<String> targets = new HashSet<>();
+            for (Relationship r : product.getRelationships(Direction.OUTGOING, type)) {
+                targets.add(r.getEndNode().getElementId());
+            }
+            return targets;
         }
 
         private Node find(Label label, String id) {
