@@ -177,8 +177,14 @@ class GraphStore:
         return totals
 
     def has_procedure(self, name: str) -> bool:
-        """Whether the server offers the procedure ``name`` (the managed one has kgrec's own)."""
-        rows = self.read("SHOW PROCEDURES YIELD name WHERE name = $name RETURN count(*) AS n", {"name": name})
+        """Whether the server offers the procedure ``name`` (the managed one has kgrec's own).
+
+        A server that does not let this user list procedures counts as not having it.
+        """
+        try:
+            rows = self.read("SHOW PROCEDURES YIELD name WHERE name = $name RETURN count(*) AS n", {"name": name})
+        except GraphStoreError:
+            return False
         return bool(rows and rows[0]["n"])
 
     def run_script(self, text: str) -> None:
