@@ -246,7 +246,7 @@ def load_model_dir(path: str | Path) -> TrainedModel:
     from safetensors.torch import load_file
 
     root = resolve_model_dir(path)
-    hint = "Train one with `kgrec train` (or pass --model-dir of an existing model directory)."
+    hint = "Train one with `kgrec train`, or pass an existing model directory with --model."
     if not root.is_dir():
         raise ModelNotFoundError(f"No trained model at {path}: the directory does not exist. {hint}")
     missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
