@@ -928,7 +928,9 @@ def _rank_rows(
         pool = base.topk(min(max(num_candidates, take), num_products), dim=1)
         pool_index, valid = pool.indices, torch.isfinite(pool.values)
         pool_rel, pool_pop = parts_at(pool_index)
-        explore = torch.zeros_like(pool_rel) if explore_at is None else explore_at(pool_index).float().clamp(0.0, 1.0)
+        explore = torch.zeros_like(pool_rel)
+        if explore_at is not None:  # a NaN bonus counts as none, so it cannot knock a candidate out
+            explore = explore_at(pool_index).float().nan_to_num(0.0).clamp(0.0, 1.0)
         share = exploration_share if product_embeddings is not None else 1.0
         pool_embeddings = None
         if product_embeddings is not None and share < 1.0:

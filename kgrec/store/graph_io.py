@@ -188,6 +188,8 @@ def write_relations(
     """MERGE one product-to-product relationship per row, typed by its ``relation``; both products must exist.
 
     ``procedure``: as :func:`write_interactions` (``kgrec.mergeProductRelations`` or Cypher).
+    A missing product fails the procedure's batch, where Cypher would skip the row; the
+    ingest step drops relations outside the catalog before anything is written.
     """
     if relations.is_empty():
         return {}

@@ -411,3 +411,11 @@ def test_rank_batch_never_recommends_non_finite_scores_or_popularity() -> None:
         ranked = rank_batch(rel, pop, None, (0.8, 0.2, 0.0), 6, sorted_popularity=sorted_popularity)
         assert ranked.product_index[0].tolist() == [0, 4, -1, -1, -1, -1]  # 1, 2, 3, 5 are not candidates
         assert ranked.relevance[0, :2].tolist() == [1.0, 0.0] and ranked.popularity[0, :2].tolist() == [1.0, 0.0]
+
+
+def test_rank_products_treats_a_nan_exploration_bonus_as_none() -> None:
+    rel, pop, embeddings = torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.zeros(4), F.normalize(torch.randn(4, 3), dim=-1)
+    with_nan = rank_products(rel, pop, torch.tensor([0.2, float("nan"), 0.1, 0.3]), (0.7, 0.0, 0.3), 3, product_embeddings=embeddings)
+    with_zero = rank_products(rel, pop, torch.tensor([0.2, 0.0, 0.1, 0.3]), (0.7, 0.0, 0.3), 3, product_embeddings=embeddings)
+    assert with_nan.product_index.tolist() == with_zero.product_index.tolist()
+    assert (with_nan.product_index >= 0).all() and len(with_nan) == 3

@@ -148,15 +148,16 @@ def test_procedure_and_cypher_writers_merge_the_same_relationships(graph_store: 
     changed = tables.interactions.with_columns(
         pl.when(pl.col("event") == "cart").then(9.0).otherwise(pl.col("weight")).alias("weight"),
         pl.when(pl.col("event") == "rating").then(None).otherwise(pl.col("value")).alias("value"),
-    )
+    ).with_columns(pl.when(pl.col("event") == "click").then(None).otherwise(pl.col("weight")).alias("weight"))
     again = write_interactions(graph_store, changed, batch_size=3, procedure=second)
     assert again.get("relationships_created", 0) == 0
     after = _interaction_rows(graph_store)
     assert len(after) == 5
     assert ("u1", "p2", "cart", 300, 9.0, None) in after
     assert ("u2", TRICKY_ID, "rating", 400, 4.0, None) in after  # a null value removes the property
-    assert [row for row in after if row[2] not in ("cart", "rating")] == [
-        row for row in expected if row[2] not in ("cart", "rating")
+    assert ("u2", "p3", "click", 500, None, None) in after  # so does a null weight
+    assert [row for row in after if row[2] not in ("cart", "rating", "click")] == [
+        row for row in expected if row[2] not in ("cart", "rating", "click")
     ]
 
 

@@ -94,7 +94,7 @@ public class KgrecNeo4j {
                 Node user = nodes.computeIfAbsent(userId, id -> find(USER, id));
                 Node product = products.computeIfAbsent(productId, id -> find(PRODUCT, id));
                 Map<String, Relationship> existing = byUser.computeIfAbsent(userId, id -> existingInteractions(user));
-                String key = product.getElementId() + '\u0000' + event + '\u0000' + timestamp;
+                String key = interactionKey(product.getElementId(), event, timestamp);
                 Relationship relationship = existing.get(key);
                 if (relationship == null) {
                     relationship = user.createRelationshipTo(product, INTERACTED);
@@ -105,12 +105,8 @@ public class KgrecNeo4j {
                 } else {
                     updated++;
                 }
-                relationship.setProperty("weight", row.get(4));
-                if (row.get(5) != null) {
-                    relationship.setProperty("value", row.get(5));
-                } else if (relationship.hasProperty("value")) {
-                    relationship.removeProperty("value");
-                }
+                set(relationship, "weight", row.get(4));
+                set(relationship, "value", row.get(5));
             }
             return Stream.of(new Written(created, updated));
         }
@@ -149,6 +145,8 @@ public class KgrecNeo4j {
             return targets;
         }
 
+        /** The node, or an error: unlike Cypher's MATCH, which would skip the row silently, a
+         *  missing node fails the batch (kgrec validates every id before it writes). */
         private Node find(Label label, String id) {
             Node node = tx.findNode(label, "id", id);
             if (node == null) {
@@ -163,10 +161,30 @@ public class KgrecNeo4j {
             tx.acquireWriteLock(user);
             Map<String, Relationship> existing = new HashMap<>();
             for (Relationship r : user.getRelationships(Direction.OUTGOING, INTERACTED)) {
-                existing.put(r.getEndNode().getElementId() + '\u0000' + r.getProperty("event") + '\u0000'
-                        + r.getProperty("timestamp"), r);
+                Object event = r.getProperty("event", null);
+                Object timestamp = r.getProperty("timestamp", null);
+                if (event != null && timestamp != null) {  // Cypher's MERGE would not match one without them
+                    existing.put(interactionKey(r.getEndNode().getElementId(), event, timestamp), r);
+                }
             }
             return existing;
+        }
+
+        /** MERGE's key; a whole-number float counts as that integer, as Cypher's 5 = 5.0 does. */
+        private static String interactionKey(String productElementId, Object event, Object timestamp) {
+            if (timestamp instanceof Double d && d == Math.rint(d) && !Double.isInfinite(d)) {
+                timestamp = d.longValue();
+            }
+            return productElementId + '\u0000' + event + '\u0000' + timestamp;
+        }
+
+        /** Cypher's SET: a null value removes the property. */
+        private static void set(Relationship relationship, String key, Object value) {
+            if (value != null) {
+                relationship.setProperty(key, value);
+            } else if (relationship.hasProperty(key)) {
+                relationship.removeProperty(key);
+            }
         }
     }
 }
