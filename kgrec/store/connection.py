@@ -12,6 +12,7 @@ a user's own Neo4j, a cluster or Aura; otherwise the managed local server on
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from importlib import resources
@@ -120,7 +121,7 @@ class GraphStore:
             except (ServiceUnavailable, SessionExpired) as e:
                 dropped = e
             except Neo4jError as e:
-                raise GraphStoreError(f"Neo4j at {self.uri} rejected a query: {e.code}: {e.message}") from e
+                raise self._rejected(e) from e
         raise GraphStoreUnavailable(_unreachable_message(self.uri, self.managed)) from dropped
 
     def read_columns(self, cypher: str, parameters: dict[str, Any] | None = None) -> dict[str, list[Any]]:
@@ -153,28 +154,24 @@ class GraphStore:
         because the server's counters leave out what procedures write.
         ``on_batch(n)`` is called after each batch with its row count (for progress bars).
         """
-        totals: dict[str, int] = {}
+        totals: Counter[str] = Counter()
 
-        def work(tx: neo4j.ManagedTransaction, batch: Sequence[Any]) -> dict[str, int]:
+        def counts(pairs: Iterable[tuple[str, Any]]) -> Counter[str]:
+            return Counter({key: value for key, value in pairs if isinstance(value, int) and not isinstance(value, bool)})
+
+        def work(tx: neo4j.ManagedTransaction, batch: Sequence[Any]) -> Counter[str]:
             result = tx.run(cypher, {"rows": batch, **(extra or {})})
-            found: dict[str, int] = {}
+            found: Counter[str] = Counter()
             for record in result:
-                for key, value in record.items():
-                    if isinstance(value, int) and not isinstance(value, bool):
-                        found[key] = found.get(key, 0) + value
-            counters = vars(result.consume().counters)
-            for key, value in counters.items():
-                if isinstance(value, int) and not isinstance(value, bool) and value:
-                    found[key] = found.get(key, 0) + value
-            return {key: value for key, value in found.items() if value}
+                found += counts(record.items())
+            return found + counts(vars(result.consume().counters).items())
 
         for start in range(0, len(rows), batch_size):
             batch = list(rows[start : start + batch_size])
-            for key, value in self._execute(lambda tx: work(tx, batch), write=True).items():
-                totals[key] = totals.get(key, 0) + value
+            totals += self._execute(lambda tx: work(tx, batch), write=True)
             if on_batch is not None:
                 on_batch(len(batch))
-        return totals
+        return dict(totals)  # Counter addition drops zero counts
 
     def has_procedure(self, name: str) -> bool:
         """Whether the server offers the procedure ``name`` (the managed one has kgrec's own).
@@ -201,7 +198,10 @@ class GraphStore:
         except ServiceUnavailable as e:
             raise GraphStoreUnavailable(_unreachable_message(self.uri, self.managed)) from e
         except Neo4jError as e:
-            raise GraphStoreError(f"Neo4j at {self.uri} rejected a query: {e.code}: {e.message}") from e
+            raise self._rejected(e) from e
+
+    def _rejected(self, error: Neo4jError) -> GraphStoreError:
+        return GraphStoreError(f"Neo4j at {self.uri} rejected a query: {error.code}: {error.message}")
 
 
 def split_statements(text: str) -> Iterator[str]:

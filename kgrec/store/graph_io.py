@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -160,17 +161,16 @@ def write_interactions(
     )
     parts = [part.sort("product").drop("writer").rows() for _, part in rows.group_by("writer")]
     cypher = query("write_interactions_procedure" if procedure else "write_interactions")
-    totals: dict[str, int] = {}
+    totals: Counter[str] = Counter()
     driver_log = logging.getLogger("neo4j.session")
     driver_log.addFilter(_drop_deadlock_retries)
     try:
         with ThreadPoolExecutor(max_workers=writers) as pool:
             for counters in pool.map(lambda part: store.write_batches(cypher, part, batch_size, on_batch=on_batch), parts):
-                for key, value in counters.items():
-                    totals[key] = totals.get(key, 0) + value
+                totals += counters
     finally:
         driver_log.removeFilter(_drop_deadlock_retries)
-    return totals
+    return dict(totals)
 
 
 def _drop_deadlock_retries(record: logging.LogRecord) -> bool:
@@ -196,13 +196,11 @@ def write_relations(
     if procedure is None:
         procedure = store.has_procedure(RELATION_PROCEDURE)
     cypher = query("write_relations_procedure" if procedure else "write_relations")
-    totals: dict[str, int] = {}
+    totals: Counter[str] = Counter()
     for (relation,), group in relations.group_by("relation", maintain_order=True):
         rows = group.select("product_id", "related_product_id").rows()
-        counters = store.write_batches(cypher, rows, batch_size, extra={"type": relation_type(relation)}, on_batch=on_batch)
-        for key, value in counters.items():
-            totals[key] = totals.get(key, 0) + value
-    return totals
+        totals += store.write_batches(cypher, rows, batch_size, extra={"type": relation_type(relation)}, on_batch=on_batch)
+    return dict(totals)
 
 
 def write_interaction_rows(store: GraphStore, tables: GraphTables, batch_size: int = 10_000) -> dict[str, int]:
