@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -291,16 +292,20 @@ MODEL_OPTION_HELP = "Model directory, or a folder with a `latest` pointer. Defau
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Model directory to write. Default: runs/models/<timestamp>.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train (overrides train.device). auto: a GPU when one is visible.")
 @click.option("--write-embeddings/--no-write-embeddings", default=None, help="Write embeddings back to Neo4j. Default: yes when the graph came from Neo4j.")
+@click.option("--no-final-fit", is_flag=True, help="Deploy the train + valid model instead of fitting once more on every interaction (for experiments).")
 @config_options
-def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, write_embeddings: bool | None, config) -> None:
-    """Train the GNN + text model and evaluate it.
+def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, write_embeddings: bool | None, no_final_fit: bool, config) -> None:
+    """Train the GNN + text model, evaluate it, and fit the model to deploy.
 
-    Exports the graph (or reads --graph), embeds product text with the offline
-    sentence-transformer, trains with early stopping on each user's second-to-last
-    interaction, refits on train + valid and scores each user's last interaction.
-    Writes embeddings, metrics, curves and the resolved config to the model
-    directory, points runs/models/latest at it and writes the embeddings back
-    into Neo4j with a vector index.
+    Exports the graph (or reads --graph) and embeds product text with the offline
+    sentence-transformer. Then: epochs chosen by early stopping on each user's
+    second-to-last interaction; a refit on train + valid scored on each user's last
+    interaction (the test figure); and a final fit on every interaction, which is
+    the model written out and used by recommend and serve (--no-final-fit skips it).
+    Writes embeddings, metrics (saying which fit each figure comes from), curves and
+    the resolved config to the model directory, points runs/models/latest at it and
+    writes the embeddings back into Neo4j with a vector index. --out must be new,
+    empty or an earlier model directory.
 
     \b
     Example:
@@ -311,9 +316,16 @@ def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, 
 
     if device is not None:
         config.train.device = device
-    run = train(config, graph_dir, out_dir, progress=True, write_embeddings=write_embeddings, echo=console.print)
+    run = train(
+        config, graph_dir, out_dir, progress=True, write_embeddings=write_embeddings,
+        final_fit=not no_final_fit, echo=console.print,
+    )
     console.print(f"Model written to [bold]{run.model_dir}[/] (best epoch {run.best_epoch}, {run.seconds:.0f} s).")
-    console.print(_metrics_table("kgrec", {"test": run.metrics["test"], "valid": run.metrics["valid"]}))
+    console.print(_metrics_table("kgrec", {
+        f"test ({run.metrics['test']['fit']})": run.metrics["test"],
+        f"valid ({run.metrics['valid']['fit']})": run.metrics["valid"],
+    }))
+    console.print(f"Deployed: the fit on {run.metrics['deployed']['fit']}.")
     if run.embeddings_written is not None:
         console.print(f"Wrote {run.embeddings_written:,} embeddings to Neo4j (vector index 'product_embedding').")
     else:
@@ -370,25 +382,26 @@ def import_embeddings_cmd(model_dir: Path, config) -> None:
 
 @cli.command("recommend")
 @click.option("--user", "user_id", default=None, help="The user to recommend to.")
-@click.option("--all-users", is_flag=True, help="Rank every user of the model in batches; needs --out.")
+@click.option("--all-users", is_flag=True, help="Rank every user with events, the same way as --user; needs --out.")
 @click.option("-k", "k", type=int, default=None, help="How many products (default rank.k, 10).")
-@click.option("--query", "query_text", default=None, help="Text to search for, ranked for this user (personalised search).")
-@click.option("--weights", default=None, metavar="relevance=A,popularity=B,diversity=C", help="Weights of the score's parts (default from rank.*).")
+@click.option("--query", "query_text", default=None, help="Text to search for, ranked for the user (personalised search).")
+@click.option("--weights", default=None, metavar="relevance=A,popularity=B,diversity=C", help="Weights of the score's parts, rescaled to sum to 1 (default from rank.*).")
 @click.option("--include-seen", is_flag=True, help="Also rank products the user already interacted with.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--explain", is_flag=True, help="Add knowledge-graph reasons and store them in Neo4j.")
+@click.option("--explain", is_flag=True, help="Add knowledge-graph reasons and store them in Neo4j (one user).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=Path("runs/models"), show_default=True, help=MODEL_OPTION_HELP)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="With --all-users: the JSON-lines file to write.")
-@click.option("--offline", is_flag=True, help="Use the model's snapshot instead of Neo4j (no live events, no --explain).")
+@click.option("--offline", is_flag=True, help="Use the events in the model's snapshot instead of Neo4j (no live events, no --explain).")
 @config_options
 def recommend_cmd(user_id, all_users, k, query_text, weights, include_seen, output_format, explain, model_dir, out_path, offline, config) -> None:
     """Recommend products, scores broken down.
 
     score = α·relevance + β·popularity + γ·diversity, each part normalised to
-    [0, 1] over the user's candidates. Relevance comes from the user's latest
+    [0, 1] over the user's candidates. Relevance comes from the user's current
     events in Neo4j through the trained embeddings (new events count at once);
     --query mixes in the text match. Diversity re-ranks MMR-style and rewards
-    brands and categories next to the user's history.
+    brands and categories next to the user's history. --all-users ranks every
+    user exactly as --user would, in batches.
 
     \b
     Examples:
@@ -397,28 +410,39 @@ def recommend_cmd(user_id, all_users, k, query_text, weights, include_seen, outp
       kgrec recommend --user U031 --weights relevance=0.5,popularity=0.2,diversity=0.3
       kgrec recommend --all-users -k 10 --out recs.jsonl
     """
-    from kgrec.rank.scoring import parse_weights
-    from kgrec.service import RecommendationService
+    from kgrec import pipeline
+    from kgrec.rank.params import Weights
 
-    parsed = parse_weights(weights) if weights is not None else None
+    parsed = Weights.parse(weights) if weights is not None else None
     if all_users:
+        if user_id is not None:
+            raise click.UsageError("Pass either --user or --all-users, not both.")
         if out_path is None:
             raise click.UsageError("--all-users needs --out FILE (JSON lines).")
+        if explain:
+            raise click.UsageError(
+                "--explain stores reasons for one user at a time; run `kgrec recommend --user U --explain` "
+                "or `kgrec explain --user U --product P` for the users you need."
+            )
+        if output_format != "table":
+            raise click.UsageError("--all-users writes JSON lines to --out; --format applies to --user.")
         import time
 
-        service = RecommendationService(config, model_dir, store=None)
         started = time.perf_counter()
-        n = service.recommend_all(out_path, k=k, weights=parsed)
+        with _loaded(config, model_dir, offline) as loaded:
+            n = pipeline.recommend_all(config, loaded, out_path, k=k, weights=parsed, query=query_text, include_seen=include_seen)
         console.print(f"Wrote recommendations for {n:,} users to {out_path} in {time.perf_counter() - started:.1f} s.")
         return
     if user_id is None:
         raise click.UsageError("Pass --user USER_ID (or --all-users --out FILE).")
-    with _service(config, model_dir, offline) as service:
-        result = service.recommend(user_id, k=k, query_text=query_text, weights=parsed, include_seen=include_seen, explain=explain)
+    if out_path is not None:
+        raise click.UsageError("--out is for --all-users; with --user the list is printed (--format json for JSON).")
+    with _loaded(config, model_dir, offline) as loaded:
+        result = pipeline.recommend(config, loaded, user_id, k=k, weights=parsed, query=query_text, include_seen=include_seen)
+        if explain:
+            pipeline.store_reasons(config, loaded, result)
     if output_format == "json":
-        from kgrec.service import dumps
-
-        click.echo(dumps(result))
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return
     _print_recommendations(result)
 
@@ -431,16 +455,17 @@ def recommend_cmd(user_id, all_users, k, query_text, weights, include_seen, outp
 def explain_cmd(user_id: str, product_id: str, model_dir: Path, config) -> None:
     """Show the graph paths from a user to a product.
 
+    Up to rank.reasons_per_product reasons, the same as recommend --explain.
+
     \b
     Example:
       kgrec explain --user U031 --product P0358
     """
-    from kgrec.explain.paths import explain_paths
+    from kgrec import pipeline
 
-    with _service(config, model_dir, offline=False) as service:
-        service.product_index(product_id)
-        service.history(user_id)  # a clear error for an unknown user
-        reasons = explain_paths(service.store, user_id, [product_id], per_product=max(config.rank.reasons_per_product, 5)).get(product_id, [])
+    with _loaded(config, model_dir, offline=False) as loaded:
+        loaded.histories([user_id])  # a clear error for an unknown user
+        reasons = pipeline.explain(config, loaded, user_id, [product_id]).get(product_id, [])
     if not reasons:
         console.print(f"No knowledge-graph path links {escape(user_id)} to {escape(product_id)} within two hops of their history.")
         return
@@ -474,14 +499,16 @@ def add_event_cmd(user_id: str, product_id: str, event: str | None, timestamp: s
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; loopback unless told otherwise.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=Path("runs/models"), show_default=True, help=MODEL_OPTION_HELP)
+@click.option("--api-key-env", default=None, metavar="VAR", help="Require the key in environment variable VAR (header X-API-Key) on every endpoint but /health.")
 @config_options
-def serve_cmd(host: str, port: int, model_dir: Path, config) -> None:
+def serve_cmd(host: str, port: int, model_dir: Path, api_key_env: str | None, config) -> None:
     """Serve recommendations over HTTP.
 
-    The model stays warm between requests.
+    The model stays warm between requests. GET requests only read:
     GET /recommend?user=U&k=10&query=...&explain=true returns the same JSON as
-    `kgrec recommend --format json`; GET /explain?user=U&product=P; GET /health.
-    API docs at /docs.
+    `kgrec recommend --format json`; POST /recommend with the same parameters
+    also stores the explained list in Neo4j; GET /explain?user=U&product=P;
+    GET /health. API docs at /docs.
 
     \b
     Example:
@@ -490,29 +517,34 @@ def serve_cmd(host: str, port: int, model_dir: Path, config) -> None:
     """
     import uvicorn
 
+    from kgrec.pipeline import load_model
     from kgrec.serve import create_app
-    from kgrec.service import RecommendationService
     from kgrec.store.connection import GraphStore
 
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise click.UsageError(f"--api-key-env {api_key_env}: that environment variable is empty or not set. Export it first.")
     store = GraphStore.connect(config.store)
-    service = RecommendationService(config, model_dir, store=store)
-    console.print(f"Serving model {service.model_id} on http://{host}:{port} (docs at /docs).")
+    loaded = load_model(config, model_dir, store)
+    console.print(f"Serving model {loaded.model_id} on http://{host}:{port} (docs at /docs).")
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(config, loaded, api_key), host=host, port=port, log_level="warning")
     finally:
         store.close()
 
 
 @contextmanager
-def _service(config, model_dir: Path, offline: bool):
-    from kgrec.service import RecommendationService
+def _loaded(config, model_dir: Path, offline: bool):
+    from kgrec.pipeline import load_model
     from kgrec.store.connection import GraphStore
 
     if offline:
-        yield RecommendationService(config, model_dir, store=None)
+        yield load_model(config, model_dir, None)
         return
     with GraphStore.connect(config.store) as store:
-        yield RecommendationService(config, model_dir, store=store)
+        yield load_model(config, model_dir, store)
 
 
 def _print_recommendations(result) -> None:
@@ -552,7 +584,8 @@ def _print_recommendations(result) -> None:
                 console.print(f"   - {escape(reason['text'])}", highlight=False)
             if not reasons:
                 console.print("   - no graph path within two hops (ranked by embedding similarity)")
-        console.print("Reasons stored in Neo4j as (:User)-[:RECOMMENDED]->(:Product); see cypher/why_recommended.cypher.")
+        if result.stored:
+            console.print("Reasons stored in Neo4j as (:User)-[:RECOMMENDED]->(:Product); see cypher/why_recommended.cypher.")
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -562,7 +595,7 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     for column in columns:
         table.add_column(column.replace("coverage", "cov"), justify="right", no_wrap=True)
     for name, metrics in rows.items():
-        table.add_row(name, *(f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns))
+        table.add_row(escape(name), *(f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns))
     return table
 
 

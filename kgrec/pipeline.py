@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -141,6 +141,8 @@ def _progress_bar(description: str, total: int, enabled: bool) -> Iterator:
 
 DEFAULT_RUNS_DIR = Path("runs")
 MODEL_SNAPSHOT_DIR = "snapshot"
+DEPLOYED_ALL = "all interactions (train + valid + test)"
+DEPLOYED_TRAIN_VALID = "train + valid (--no-final-fit)"
 
 
 @dataclass
@@ -160,30 +162,38 @@ def train(
     runs_dir: str | Path = DEFAULT_RUNS_DIR,
     progress: bool = False,
     write_embeddings: bool | None = None,
+    final_fit: bool = True,
     echo=print,
 ) -> TrainRun:
     """Train kgrec on a snapshot (``graph_dir``) or on a fresh export of Neo4j.
 
-    The protocol is the evaluator's: epochs are chosen by early stopping on the valid
-    part (each user's second-to-last interaction), then the model is refit on train +
-    valid for that many epochs and scored on test (each user's last interaction). The
-    model directory holds the refit model, its metrics, curves and the snapshot it was
-    trained on; ``<runs_dir>/models/latest`` points at it.
+    The protocol, the same as every baseline's (:func:`kgrec.train.baselines.fit_and_evaluate`):
 
-    Embeddings go back into Neo4j (plus the ``product_embedding`` vector index) when
-    ``write_embeddings`` is True, or by default when the graph came from Neo4j.
+    1. epochs are chosen by early stopping on valid (each user's second-to-last pair);
+    2. the model is refit on train + valid for that many epochs and scored on test (each
+       user's last pair): ``metrics.json``'s ``test``;
+    3. then it is fitted once more on everything (train + valid + test), the same epoch
+       count, and that model is the one written to the model directory, the one
+       ``recommend`` and ``serve`` use. ``final_fit=False`` (``--no-final-fit``) deploys
+       step 2's model instead.
+
+    ``metrics.json`` says which fit each figure comes from. ``<runs_dir>/models/latest``
+    points at the model directory. Embeddings go back into Neo4j (plus the
+    ``product_embedding`` vector index) when ``write_embeddings`` is True, or by default
+    when the graph came from Neo4j.
     """
     import time
 
     from kgrec.snapshot.snapshot import load_snapshot
-    from kgrec.train.artifacts import save_model_dir
-    from kgrec.train.evaluate import evaluate as evaluate_scores
+    from kgrec.train.artifacts import KgrecRecommender, check_model_out, save_model_dir
+    from kgrec.train.baselines import fit_and_evaluate
     from kgrec.train.evaluate import primary_category_index
-    from kgrec.train.loop import train_and_refit
     from kgrec.train.split import leave_last_out
 
     started = time.perf_counter()
     runs = Path(runs_dir)
+    model_dir = Path(out_dir) if out_dir is not None else runs / "models" / time.strftime("%Y%m%d-%H%M%S")
+    check_model_out(model_dir)  # before hours of training, not after
     if graph_dir is None:
         snapshot = export_graph(config.store, runs / "snapshots" / time.strftime("%Y%m%d-%H%M%S"))
         echo(f"Exported the graph to {snapshot.path} (hash {snapshot.content_hash[:12]}).")
@@ -191,29 +201,39 @@ def train(
     else:
         snapshot = load_snapshot(graph_dir)
     split = leave_last_out(snapshot)
-    selection, final = train_and_refit(
-        snapshot, split, config.model, config.train, config.features, seed=config.seed, progress=progress
-    )
-    merged = split.merge_valid_into_train()
     categories = primary_category_index(snapshot)
+
+    def make(epochs: int | None) -> KgrecRecommender:
+        return KgrecRecommender(config, seed=config.seed, epochs=epochs, progress=progress)
+
+    reported = fit_and_evaluate(make, split, snapshot, product_category=categories)
+    refit = reported.model
+    assert isinstance(refit, KgrecRecommender)
+    best_epoch = reported.epochs or refit.best_epoch
+    merged = split.merge_valid_into_train()
+    if final_fit:
+        echo(f"Fitting the deployed model on all {len(split.train) + len(split.valid) + len(split.test):,} pairs "
+             f"({best_epoch} epochs).")
+        deployed = make(best_epoch).fit(merged.merge_test_into_train(), snapshot)
+    else:
+        deployed = refit
+    deployed.history = {**deployed.history, "selection_valid_ndcg": reported.valid_ndcg}
     metrics = {
         "protocol": "temporal leave-one-out; epochs chosen on valid NDCG@10, refit on train+valid, scored on test",
-        "best_epoch": selection.best_epoch,
-        "valid": selection.valid_metrics,
-        "test": evaluate_scores(final.score, merged, "test", product_category=categories),
+        "best_epoch": best_epoch,
+        "valid": {"fit": "train (epoch selection)", **reported.valid_metrics},
+        "test": {"fit": "train + valid", **reported.test},
+        "deployed": {"fit": DEPLOYED_ALL if final_fit else DEPLOYED_TRAIN_VALID, "epochs": best_epoch},
         "split": {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
     }
-    model_dir = Path(out_dir) if out_dir is not None else runs / "models" / time.strftime("%Y%m%d-%H%M%S")
-    model_dir = save_model_dir(
-        final, model_dir, config, config.seed, snapshot.content_hash, metrics, snapshot=snapshot
-    )
+    model_dir = save_model_dir(deployed, model_dir, metrics, snapshot=snapshot)
     written = None
     if write_embeddings:
         written = import_embeddings(config, model_dir, progress=progress)
     return TrainRun(
         model_dir=model_dir,
         metrics=metrics,
-        best_epoch=selection.best_epoch,
+        best_epoch=best_epoch,
         seconds=time.perf_counter() - started,
         embeddings_written=written,
     )
@@ -225,6 +245,7 @@ def import_embeddings(config: KgrecConfig, model_dir: str | Path = DEFAULT_RUNS_
     from kgrec.train.artifacts import load_model_dir
 
     model = load_model_dir(model_dir)
+    assert model.path is not None and model.user_ids is not None and model.product_ids is not None
     model_id = model.path.name
     total = len(model.user_ids) + len(model.product_ids)
     with GraphStore.connect(config.store) as store:
@@ -252,15 +273,17 @@ def evaluate(
 ) -> EvaluationTable:
     """kgrec and the baselines on the same split with the same evaluator, as one table.
 
-    ``part="test"``: every model is fit on train + valid (trainable baselines with the
-    epoch count chosen on valid, as kgrec was) and scored on each user's last
-    interaction. ``part="valid"``: fit on train, scored on the second-to-last (kgrec's
-    valid figure is the one from its epoch selection run).
+    ``part="test"``: every model is fitted on train + valid (trainable ones for the
+    epoch count chosen on valid) and scored on each user's last interaction. kgrec is
+    refitted that way with the model's settings and epoch count, because the deployed
+    model has seen the test pairs (``metrics.json``'s ``deployed.fit``); a model deployed
+    with ``--no-final-fit`` is scored as it is. ``part="valid"``: every model fitted on
+    train, scored on the second-to-last.
     """
     from kgrec.snapshot.snapshot import load_snapshot
-    from kgrec.train.artifacts import load_model_dir
+    from kgrec.train.artifacts import KgrecRecommender, load_model_dir
     from kgrec.train.baselines import fit_and_evaluate, make_baseline
-    from kgrec.train.evaluate import evaluate as evaluate_scores
+    from kgrec.train.evaluate import evaluate as evaluate_model
     from kgrec.train.evaluate import primary_category_index
     from kgrec.train.loop import resolve_device
     from kgrec.train.split import leave_last_out
@@ -268,24 +291,239 @@ def evaluate(
     if part not in ("valid", "test"):
         raise ConfigError(f"--split must be 'valid' or 'test', not {part!r}.")
     model = load_model_dir(model_dir)
+    assert model.path is not None
     snapshot = load_snapshot(model.path / MODEL_SNAPSHOT_DIR)
     split = leave_last_out(snapshot)
     categories = primary_category_index(snapshot)
     device = str(resolve_device(config.train.device))
+    epochs = int(model.metrics.get("best_epoch", 0)) or None
     rows: dict[str, dict[str, float]] = {}
+    deployed_on_all = model.metrics.get("deployed", {}).get("fit", DEPLOYED_ALL) == DEPLOYED_ALL
     if part == "test":
-        rows["kgrec"] = evaluate_scores(model.score, split.merge_valid_into_train(), "test", product_category=categories)
+        if deployed_on_all:
+            kgrec = KgrecRecommender(model.config, seed=model.seed, epochs=epochs).fit(split.merge_valid_into_train(), snapshot, device)
+        else:
+            kgrec = model
+        rows["kgrec"] = evaluate_model(kgrec, split.merge_valid_into_train(), "test", product_category=categories)
     else:
-        rows["kgrec"] = dict(model.metrics.get("valid", {}))
+        kgrec = KgrecRecommender(model.config, seed=model.seed).fit(split, snapshot, device)
+        rows["kgrec"] = evaluate_model(kgrec, split, "valid", product_category=categories)
     for name in baselines:
         if part == "test":
             rows[name] = fit_and_evaluate(name, split, snapshot, device, product_category=categories).test
         else:
             baseline = make_baseline(name).fit(split, snapshot, device)
-            rows[name] = evaluate_scores(baseline.score, split, "valid", product_category=categories)
+            rows[name] = evaluate_model(baseline, split, "valid", product_category=categories)
     out = Path(json_path) if json_path is not None else model.path / f"evaluation-{part}.json"
     out.write_text(json.dumps({"part": part, "model_dir": str(model.path), "rows": rows}, indent=2), encoding="utf-8")
     return EvaluationTable(part=part, rows=rows, model_dir=model.path, json_path=out)
+
+
+# --- recommend -------------------------------------------------------------------------------
+
+
+@dataclass
+class Recommendations:
+    """One user's ranked products with their score parts (and reasons once explained)."""
+
+    user_id: str
+    model: str
+    weights: dict[str, float]
+    query: str | None
+    history_size: int
+    items: list[dict] = field(default_factory=list)
+    explained: bool = False
+    stored: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "user_id": self.user_id,
+            "model": self.model,
+            "weights": self.weights,
+            "query": self.query,
+            "history_size": self.history_size,
+            "explained": self.explained,
+            "stored": self.stored,
+            "items": self.items,
+        }
+
+
+def load_model(config: KgrecConfig, model_dir: str | Path = DEFAULT_RUNS_DIR / "models", store: GraphStore | None = None):
+    """A model directory loaded and kept warm (:class:`~kgrec.service.LoadedModel`); ``store``
+    None ranks from the model's snapshot (no live events, no explanations)."""
+    from kgrec.service import LoadedModel
+
+    return LoadedModel(config, model_dir, store)
+
+
+def rank_users(loaded, user_ids: list[str] | None, params, query: str | None = None):
+    """The one ranking path: ``(user_ids, RankedList [b, k], histories)`` for the users' current events.
+
+    ``user_ids`` None ranks every user with events. Users are scored and ranked
+    ``rank.batch_size`` at a time; one user is a batch of one, so a user gets the same
+    list whichever way they are asked for.
+    """
+    import torch
+
+    from kgrec.rank.engine import RankedList, torch_threads
+    from kgrec.rank.ranking import rank
+
+    user_ids, histories = loaded.histories(user_ids)
+    query_scores = loaded.query_scores(query) if query is not None else None
+    rank_cfg = loaded.config.rank
+    # One thread for one request: many small steps, where a second thread's start-up costs
+    # more than it saves; a batch uses rank.num_threads.
+    threads = rank_cfg.request_threads if len(user_ids) == 1 else rank_cfg.num_threads
+    parts = []
+    with torch_threads(threads):
+        for start in range(0, len(user_ids), rank_cfg.batch_size):
+            rows = torch.arange(start, min(start + rank_cfg.batch_size, len(user_ids)))
+            batch = histories.select(rows) if len(user_ids) > rank_cfg.batch_size else histories
+            relevance = loaded.recommender.score(batch)
+            parts.append(rank(relevance, loaded.catalog, params, batch, query_scores))
+    if not parts:
+        empty = torch.zeros(0, params.k)
+        return user_ids, RankedList(empty.long(), empty, empty, empty, empty), histories
+    ranked = RankedList(*(torch.cat([getattr(p, name) for p in parts]) for name in RankedList.__dataclass_fields__))
+    return user_ids, ranked, histories
+
+
+def recommend(
+    config: KgrecConfig,
+    loaded,
+    user_id: str,
+    k: int | None = None,
+    weights=None,
+    query: str | None = None,
+    include_seen: bool = False,
+    explain: bool = False,
+) -> Recommendations:
+    """Top-``k`` products for ``user_id`` from their current events, each score broken into its parts.
+
+    ``explain=True`` adds the knowledge-graph reasons (read from Neo4j, nothing written);
+    :func:`store_reasons` stores them.
+    """
+    from kgrec.service import items
+
+    params = _rank_params(config, loaded, k, weights, include_seen)
+    _, ranked, histories = rank_users(loaded, [user_id], params, query)
+    result = Recommendations(
+        user_id=user_id,
+        model=loaded.model_id,
+        weights=params.weights.to_dict(),
+        query=query,
+        history_size=int(histories.lengths[0]),
+        items=items(loaded, ranked.user(0)),
+    )
+    if explain:
+        add_reasons(config, loaded, result)
+    return result
+
+
+def _rank_params(config: KgrecConfig, loaded, k, weights, include_seen):
+    from kgrec.rank.params import MAX_K, RankParams
+
+    params = RankParams.from_config(config.rank, weights, k, include_seen)
+    if params.k > loaded.num_products:
+        raise ConfigError(f"k must be between 1 and {min(MAX_K, loaded.num_products)} (the catalog size caps it), found {params.k}.")
+    return params
+
+
+def recommend_all(
+    config: KgrecConfig,
+    loaded,
+    out_path: str | Path,
+    k: int | None = None,
+    weights=None,
+    query: str | None = None,
+    include_seen: bool = False,
+    progress: bool = False,
+) -> int:
+    """Top-``k`` for every user with events, as JSON lines ``{user_id, items, scores}``;
+    returns the number of users. The same ranking as :func:`recommend`, user for user.
+
+    The file is written under a temporary name and renamed, so it is never half-written.
+    """
+    import polars as pl
+    import torch
+
+    params = _rank_params(config, loaded, k, weights, include_seen)
+    user_ids, ranked, _ = rank_users(loaded, None, params, query)
+    num_users, width = ranked.product_index.shape if ranked.product_index.dim() == 2 else (0, params.k)
+    # One long frame of (user row, product index, score), grouped back into lists: no
+    # per-user Python work. Padding (-1: fewer than k products left) is dropped.
+    frame = pl.DataFrame(
+        {
+            "row": torch.arange(num_users).repeat_interleave(width).numpy(),
+            "index": ranked.product_index.flatten().numpy(),
+            "score": ranked.score.flatten().numpy(),
+        }
+    ).filter(pl.col("index") >= 0)
+    frame = frame.with_columns(
+        loaded.product_ids.ids.gather(frame.get_column("index")).alias("item"), pl.col("score").round(6)
+    )
+    lists = frame.group_by("row").agg(pl.col("item").alias("items"), pl.col("score").alias("scores"))
+    out_frame = (
+        pl.DataFrame({"user_id": user_ids}, schema={"user_id": pl.Utf8})
+        .with_row_index("row")
+        .join(lists, on="row", how="left")
+        .select(
+            "user_id",
+            pl.col("items").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
+            pl.col("scores").fill_null(pl.lit([], dtype=pl.List(pl.Float32))),
+        )
+    )
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    out_frame.write_ndjson(tmp)
+    tmp.replace(out)
+    return out_frame.height
+
+
+def explain(config: KgrecConfig, loaded, user_id: str, product_ids: list[str]) -> dict[str, list]:
+    """The knowledge-graph reasons linking ``user_id`` to each product (read only), with the
+    configured limits (``rank.reasons_per_product``, ``explain_history_limit``, ...)."""
+    from kgrec.errors import GraphStoreUnavailable
+    from kgrec.explain.paths import explain_paths
+
+    if loaded.store is None:
+        raise GraphStoreUnavailable("Explanations are read from Neo4j, but no database is connected (drop --offline).")
+    for product_id in product_ids:
+        loaded.product_index(product_id)  # a clear error for an unknown product
+    rank_cfg = config.rank
+    return explain_paths(
+        loaded.store,
+        user_id,
+        product_ids,
+        per_product=rank_cfg.reasons_per_product,
+        history_limit=rank_cfg.explain_history_limit,
+        co_interaction_limit=rank_cfg.co_interaction_limit,
+        half_life_days=rank_cfg.popularity_half_life_days,
+    )
+
+
+def add_reasons(config: KgrecConfig, loaded, result: Recommendations) -> Recommendations:
+    """Attach each item's knowledge-graph reasons (read only)."""
+    reasons = explain(config, loaded, result.user_id, [item["product_id"] for item in result.items])
+    for item in result.items:
+        item["reasons"] = [
+            {"kind": r.kind, "text": r.text, "via_product_id": r.via_product_id, "via": r.via, "strength": round(r.strength, 4)}
+            for r in reasons.get(item["product_id"], [])
+        ]
+    result.explained = True
+    return result
+
+
+def store_reasons(config: KgrecConfig, loaded, result: Recommendations) -> Recommendations:
+    """Explain ``result`` (if not yet) and store it as ``RECOMMENDED`` relationships for analysts."""
+    from kgrec.explain.paths import write_recommendations
+
+    if not result.explained:
+        add_reasons(config, loaded, result)
+    write_recommendations(loaded.store, result.user_id, result.model, result.items)
+    result.stored = True
+    return result
 
 
 # --- real-time events ----------------------------------------------------------------------

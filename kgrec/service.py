@@ -1,28 +1,20 @@
-"""Recommendations from a trained model: one warm object for the CLI, batch jobs and HTTP.
+"""A trained model kept warm: the recommender, what ranking needs of the catalog, and the graph.
 
-:class:`RecommendationService` loads a model directory once (embeddings, the snapshot
-it was trained on, popularity, the catalog structure) and answers requests.
+:class:`LoadedModel` loads a model directory once (embeddings, the snapshot it was
+trained on, popularity, the catalog structure) for the CLI, batch jobs and HTTP. The
+jobs themselves are plain functions in :mod:`kgrec.pipeline`.
 
-The real-time rule: a user's vector is recomputed at every request from their latest
-interactions *in Neo4j* through the trained product embeddings, with the same
-recency-weighted rule the model was trained with (the latest ``model.history_length``
-products, each product once at its latest event and heaviest weight, the product k
-steps back weighted ``model.recency_decay ** k`` times its event weight). So events
-written after training (``kgrec build-graph`` with new events, or ``kgrec add-event``)
-change the next recommendations without retraining. Without a database the
-histories of the model's snapshot are used.
-
-Products written to Neo4j after training are ranked too (``rank.new_products``): when
-the model is loaded they are read from the graph and placed in the embedding space by
-their brand, categories, related products and text (:mod:`kgrec.rank.new_products`).
+A user is always represented from their *current* events (:meth:`LoadedModel.histories`):
+read from Neo4j when the model is connected to it (events written after training count
+at once), else from the model's snapshot. Products written to Neo4j after training are
+ranked too (``rank.new_products``), placed in the embedding space by their brand,
+categories, related products and text (:mod:`kgrec.rank.new_products`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,132 +24,186 @@ import torch
 from torch import Tensor
 
 from kgrec.config import KgrecConfig
-from kgrec.errors import ConfigError, GraphStoreUnavailable, UnknownProductError, UnknownUserError
-from kgrec.explain.paths import explain_paths, write_recommendations
+from kgrec.errors import ConfigError, UnknownProductError, UnknownUserError
+from kgrec.models.history import Histories
+from kgrec.rank.exploration import ExplorationGraph
 from kgrec.rank.new_products import embed_new_products
-from kgrec.rank.scoring import (
-    ExplorationGraph,
-    SortedValues,
-    check_weights,
-    decayed_popularity,
-    rank_all_users,
-    rank_products,
-    relevance,
-    torch_threads,
-)
+from kgrec.rank.parts import decayed_popularity
+from kgrec.rank.ranking import Catalog
 from kgrec.snapshot.idmap import IdMap
 from kgrec.snapshot.snapshot import Snapshot, load_snapshot
-from kgrec.store.connection import GraphStore, query
-from kgrec.train.artifacts import TrainedModel, load_model_dir
+from kgrec.store.connection import GraphStore
+from kgrec.store.reads import read_events, read_new_products, read_user_events
+from kgrec.train.artifacts import KgrecRecommender, load_model_dir
 
 MODEL_SNAPSHOT_DIR = "snapshot"
-MAX_K = 1000
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class History:
-    """A user's products, oldest first, each once (latest event, heaviest weight)."""
-
-    product_index: Tensor  # [n] long
-    weight: Tensor  # [n] float
-    unknown_products: int = 0  # events on products the model has no embedding for
-
-
-@dataclass
-class Recommendations:
-    user_id: str
-    model: str
-    weights: dict[str, float]
-    query: str | None
-    history_size: int
-    items: list[dict[str, Any]] = field(default_factory=list)
-    explained: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "user_id": self.user_id,
-            "model": self.model,
-            "weights": self.weights,
-            "query": self.query,
-            "history_size": self.history_size,
-            "explained": self.explained,
-            "items": self.items,
-        }
-
-
-class RecommendationService:
-    """A trained model kept warm, with the graph store it reads histories from.
+class LoadedModel:
+    """A model directory loaded for ranking, with the graph store it reads events from.
 
     Args:
-        config: the run config; its ``rank`` section sets weights, k and the rest.
+        config: the run config; its ``rank`` section is used by the jobs.
         model_dir: a model directory, its parent (``latest`` is used) or the pointer.
         store: the live graph; None ranks from the model's snapshot alone (no
-            real-time updates, no explanations).
+            real-time events, no explanations).
     """
 
     def __init__(self, config: KgrecConfig, model_dir: str | Path, store: GraphStore | None = None):
         self.config = config
-        self.model: TrainedModel = load_model_dir(model_dir)
-        self.model_id = self.model.path.name
-        self.snapshot: Snapshot = load_snapshot(self.model.path / MODEL_SNAPSHOT_DIR)
+        self.recommender: KgrecRecommender = load_model_dir(model_dir)
+        assert self.recommender.path is not None
+        self.model_id = self.recommender.path.name
+        self.snapshot: Snapshot = load_snapshot(self.recommender.path / MODEL_SNAPSHOT_DIR)
         self.store = store
+        self.loaded_at = time.time()
         self._text_encoder = None
-        new_products = self._read_new_products() if store is not None and config.rank.new_products else None
+        new_products = self._place_new_products() if store is not None and config.rank.new_products else None
         products = self.snapshot.tables.products.select("product_id", "title", "brand", "categories")
         if new_products is not None:
             products = pl.concat([products, new_products.select(products.columns)], how="vertical_relaxed")
-        self.catalog = products.select(
-            "product_id",
-            "title",
-            "brand",
-            pl.col("categories").list.first().alias("category"),
-        )
         interactions = self.snapshot.tables.interactions
         product_index = torch.from_numpy(self.snapshot.product_ids.indices(interactions.get_column("product_id")).copy())
         timestamp = torch.from_numpy(interactions.get_column("timestamp").to_numpy().copy())
-        self.popularity = decayed_popularity(
+        popularity = decayed_popularity(
             product_index,
             timestamp,
             torch.from_numpy(interactions.get_column("weight").to_numpy().astype("float32")),
             len(self.product_ids),  # new products have no training-time popularity
-            now=int(timestamp.max()) if timestamp.numel() else int(time.time()),
+            now=popularity_anchor(timestamp),
             half_life_days=config.rank.popularity_half_life_days,
         )
-        self.exploration = ExplorationGraph.from_snapshot(
-            self.snapshot, levels=config.rank.exploration, extra_products=new_products
+        self.catalog = Catalog(
+            popularity=popularity,
+            exploration=ExplorationGraph.from_snapshot(
+                self.snapshot, levels=config.rank.exploration, extra_products=new_products
+            ),
+            product_embedding=self.recommender.product_embedding,
         )
-        self._sorted_popularity = SortedValues(self.popularity)  # sorted once, not per request
         # Python lists: picking 10 rows out of them costs microseconds, a polars gather ~0.5 ms.
-        self._catalog_columns = {name: self.catalog.get_column(name).to_list() for name in self.catalog.columns}
-        # [dim, P], contiguous: a user vector times it reads the catalog row by row, which is
-        # about 1.7x faster than a product against the transposed view (1.0 against 1.7 ms at 100k).
-        self._product_embedding_t = self.model.product_embedding.T.contiguous()
+        self.catalog_columns = {
+            "product_id": products.get_column("product_id").to_list(),
+            "title": products.get_column("title").to_list(),
+            "brand": products.get_column("brand").to_list(),
+            "category": products.get_column("categories").list.first().to_list(),
+        }
 
     @property
     def product_ids(self) -> IdMap:
-        """The products this service ranks: the model's, then any placed new ones."""
-        return self.model.product_ids
+        """The products ranked: the model's, then any placed new ones."""
+        assert self.recommender.product_ids is not None
+        return self.recommender.product_ids
 
-    def _read_new_products(self) -> pl.DataFrame | None:
+    @property
+    def num_products(self) -> int:
+        return len(self.product_ids)
+
+    # --- users' current events ----------------------------------------------------------
+
+    def histories(self, user_ids: list[str] | None = None) -> tuple[list[str], Histories]:
+        """The users' current histories: ``(user_ids, histories)``, one row per user.
+
+        ``user_ids`` None: every user with events (in the graph, or in the snapshot
+        offline). For a list, a user with no trace anywhere raises :class:`UnknownUserError`.
+        """
+        if self.store is not None and user_ids is not None and len(user_ids) == 1:
+            # The served request: one round trip, plain Python.
+            events = read_user_events(self.store, user_ids[0])
+            if events is None:
+                raise self.unknown_user(user_ids[0])
+            frame = pl.DataFrame(
+                {
+                    "user_id": [user_ids[0]] * len(events),
+                    "product_id": [e[0] for e in events],
+                    "timestamp": [e[1] for e in events],
+                    "weight": [e[2] for e in events],
+                },
+                schema={"user_id": pl.Utf8, "product_id": pl.Utf8, "timestamp": pl.Int64, "weight": pl.Float32},
+            )
+        elif self.store is not None:
+            frame = read_events(self.store, user_ids)
+        else:
+            frame = self.snapshot.tables.interactions.select("user_id", "product_id", "timestamp", "weight")
+            if user_ids is not None:
+                frame = frame.filter(pl.col("user_id").is_in(user_ids))
+        if user_ids is None:
+            user_ids = frame.get_column("user_id").unique().sort().to_list()
+        elif self.store is None or len(user_ids) > 1:
+            present = set(frame.get_column("user_id").unique().to_list())
+            assert self.recommender.user_ids is not None
+            for user_id in user_ids:
+                if user_id not in present and user_id not in self.recommender.user_ids:
+                    raise self.unknown_user(user_id)
+        return user_ids, self.histories_from_events(user_ids, frame)
+
+    def histories_from_events(self, user_ids: list[str], events: pl.DataFrame) -> Histories:
+        """Histories of ``user_ids`` (in that order) from an events frame
+        (``user_id, product_id, timestamp, weight``); events on products the model does
+        not rank are left out."""
+        row_of = {user_id: row for row, user_id in enumerate(user_ids)}
+        rows = np.asarray([row_of.get(u, -1) for u in events.get_column("user_id").to_list()], dtype=np.int64)
+        product = self.product_ids.indices(events.get_column("product_id").to_list(), strict=False)
+        keep = (rows >= 0) & (product >= 0)
+        assert self.recommender.user_ids is not None
+        return Histories.from_events(
+            torch.from_numpy(rows[keep]),
+            torch.from_numpy(product[keep].astype(np.int64)),
+            torch.from_numpy(events.get_column("timestamp").fill_null(0).to_numpy()[keep].astype(np.int64)),
+            torch.from_numpy(events.get_column("weight").fill_null(1.0).to_numpy()[keep].astype(np.float32)),
+            len(user_ids),
+            user_index=torch.from_numpy(self.recommender.user_ids.indices(user_ids, strict=False).astype(np.int64)),
+        )
+
+    def unknown_user(self, user_id: str) -> UnknownUserError:
+        where = f"the graph at {self.store.uri}" if self.store is not None else f"model {self.model_id}'s snapshot"
+        return UnknownUserError(
+            f"User {user_id!r} is not in {where} ({len(self.recommender.user_ids or []):,} users in model "
+            f"{self.model_id}). New users need at least one interaction: load their events with "
+            "`kgrec build-graph` or `kgrec add-event`."
+        )
+
+    def product_index(self, product_id: str) -> int:
+        index = self.product_ids.indices([product_id], strict=False)[0]
+        if index < 0:
+            raise UnknownProductError(
+                f"Product {product_id!r} is not in model {self.model_id} ({self.num_products:,} products)."
+            )
+        return int(index)
+
+    # --- queries ------------------------------------------------------------------------
+
+    def query_scores(self, text: str) -> Tensor:
+        """``[P]`` cosine similarity of the query text to every product's text."""
+        if not text.strip():
+            raise ConfigError("The query is empty. Pass some text, e.g. --query 'waterproof mascara', or leave --query out.")
+        product_text = self.recommender.product_text
+        if product_text is None:
+            raise ConfigError(
+                f"Model {self.model_id} was trained without text (model.use_text=false), so it cannot search by query."
+            )
+        if self._text_encoder is None:
+            from kgrec.features.text import load_text_encoder
+
+            self._text_encoder = load_text_encoder(self._features_config())
+        query = torch.nn.functional.normalize(self._text_encoder.encode([text])[0].float(), dim=-1)
+        return torch.nn.functional.normalize(product_text.float(), dim=-1) @ query
+
+    # --- products added after training ---------------------------------------------------
+
+    def _place_new_products(self) -> pl.DataFrame | None:
         """Place the graph's products that the model lacks; returns their rows (None if none)."""
         assert self.store is not None
-        known = self.model.product_ids.ids.to_list()
-        rows = self.store.read_columns(query("read_new_products"), {"known": known})
-        if not rows.get("product_id"):
+        model = self.recommender
+        products = read_new_products(self.store, model.product_ids.ids.to_list())  # type: ignore[union-attr]
+        if products is None:
             return None
-        schema = {
-            "product_id": pl.Utf8, "title": pl.Utf8, "description": pl.Utf8, "brand": pl.Utf8,
-            "categories": pl.List(pl.Utf8), "related": pl.List(pl.Utf8),
-        }
-        products = pl.DataFrame({name: rows[name] for name in schema}, schema=schema)
         new_text = None
-        if self.model.product_text is not None:
+        if model.product_text is not None:
             from kgrec.features.text import encode_products
 
             new_text = encode_products(products, self._features_config(), progress=False)
-        model = self.model
         embedding, placed = embed_new_products(
             products,
             model.product_embedding, model.product_ids,
@@ -173,254 +219,38 @@ class RecommendationService:
         products = products.filter(pl.Series(placed.numpy()))
         if products.is_empty():
             return None
-        self.model = replace(
-            model,
-            product_ids=IdMap(pl.concat([model.product_ids.ids, products.get_column("product_id")]), kind="product"),
-            product_embedding=torch.cat([model.product_embedding, embedding]),
-            product_text=None if new_text is None else torch.cat([model.product_text, new_text[placed].to(model.product_text)]),
-        )
+        ids = IdMap(pl.concat([model.product_ids.ids, products.get_column("product_id")]), kind="product")  # type: ignore[union-attr]
+        self.recommender = model.with_products(ids, embedding, None if new_text is None else new_text[placed])
         log.info("Ranking %d product(s) added after training through their graph neighbours.", products.height)
         return products
 
     def _features_config(self):
         from kgrec.features.config import FeaturesConfig
 
-        return FeaturesConfig.model_validate(self.model.config.get("features", {}))
+        return FeaturesConfig.model_validate(self.recommender.config.get("features", {}))
 
-    # --- histories -------------------------------------------------------------------
 
-    def history(self, user_id: str) -> History:
-        """The user's products for the real-time rule; :class:`UnknownUserError` if none is known."""
-        if self.store is not None:
-            rows = self.store.read_now(query("read_user_history"), {"user_id": user_id})
-            if not rows:
-                raise self._unknown_user(user_id)
-            events = rows[0]["events"]
-        else:
-            frame = self.snapshot.tables.interactions.filter(pl.col("user_id") == user_id)
-            if frame.is_empty() and user_id not in self.model.user_ids:
-                raise self._unknown_user(user_id)
-            events = frame.select("product_id", "timestamp", "weight").rows()
-        return self._history_from_events(events)
+def popularity_anchor(timestamp: Tensor) -> int:
+    """The moment popularity ages are measured from: the latest event, but never later than
+    now, so one event stamped in the far future cannot age every other product to 0."""
+    now = int(time.time())
+    return min(int(timestamp.max()), now) if timestamp.numel() else now
 
-    def _history_from_events(self, events: list) -> History:
-        """``[(product_id, timestamp, weight)]`` → one entry per product, at its latest event
-        with its heaviest weight, oldest first (ties by id), as in training's pairs.
 
-        Plain Python: a history is short, and this runs at every request."""
-        latest: dict[str, list] = {}
-        for product_id, timestamp, weight in events:
-            seen = latest.get(product_id)
-            if seen is None:
-                latest[product_id] = [timestamp, weight]
-            else:
-                seen[0], seen[1] = max(seen[0], timestamp), max(seen[1], weight)
-        ordered = sorted(latest.items(), key=lambda item: (item[1][0], item[0]))
-        index = self.product_ids.indices([product_id for product_id, _ in ordered], strict=False)
-        known = index >= 0
-        weights = np.asarray([w for _, (_, w) in ordered], dtype=np.float32)
-        return History(
-            product_index=torch.from_numpy(index[known].copy()),
-            weight=torch.from_numpy(weights[known].copy()) if len(ordered) else torch.zeros(0),
-            unknown_products=int((~known).sum()),
-        )
-
-    def _unknown_user(self, user_id: str) -> UnknownUserError:
-        return UnknownUserError(
-            f"User {user_id!r} is not in the graph ({len(self.model.user_ids):,} users in model {self.model_id}). "
-            "New users need at least one interaction: load their events with `kgrec build-graph` or `kgrec add-event`."
-        )
-
-    # --- one user ------------------------------------------------------------------
-
-    def recommend(
-        self,
-        user_id: str,
-        k: int | None = None,
-        query_text: str | None = None,
-        weights: tuple[float, float, float] | None = None,
-        include_seen: bool = False,
-        explain: bool = False,
-    ) -> Recommendations:
-        """Top-``k`` products for ``user_id``, each with its score broken into its three parts."""
-        k = self.config.rank.k if k is None else k
-        num_products = len(self.model.product_ids)
-        if not 1 <= k <= min(MAX_K, num_products):
-            raise ConfigError(f"k must be between 1 and {min(MAX_K, num_products)} (the catalog size caps it), found {k}.")
-        if query_text is not None and not query_text.strip():
-            raise ConfigError("The query is empty. Pass some text, e.g. --query 'waterproof mascara', or leave --query out.")
-        alpha, beta, gamma = check_weights(weights if weights is not None else self.config.rank.weights)
-        if explain and self.store is None:
-            raise GraphStoreUnavailable("Explanations are read from and written to Neo4j, but no database is connected.")
-
-        history = self.history(user_id)
-        # One thread: a request is many small tensor steps, where a second thread's start-up
-        # costs more than it saves (measured: 6 ms against 11 ms at 100k products).
-        with torch_threads(self.config.rank.request_threads):
-            user_vector = self.model.user_vector(history.product_index, history.weight)
-            query_vector = self._encode_query(query_text) if query_text is not None else None
-            # Product embeddings and user vectors are unit length already, so cosine is the dot
-            # product: no re-normalising of every product at every request.
-            if query_vector is None:
-                # The ranker min-max normalises over the candidates itself; relevance()'s
-                # normalisation over the catalog first would change no result.
-                rel = user_vector @ self._product_embedding_t
-            else:
-                rel = relevance(
-                    user_vector,
-                    self.model.product_embedding,
-                    query_vector,
-                    self.model.product_text,
-                    query_mix=self.config.rank.query_mix,
-                    similarity="dot",
-                )
-            seen_index = history.product_index.unique()
-            seen_indptr = torch.tensor([0, seen_index.numel()])
-            ranked = rank_products(
-                rel,
-                self.popularity,
-                lambda pool: self.exploration.bonus(seen_indptr, seen_index, pool),  # the pool only
-                (alpha, beta, gamma),
-                k,
-                exclude=None if include_seen else seen_index,
-                product_embeddings=self.model.product_embedding,
-                num_candidates=self.config.rank.num_candidates,
-                exploration_share=self.config.rank.exploration_share,
-                normalisation=self.config.rank.normalisation,
-                sorted_popularity=self._sorted_popularity,
-            )
-        items = self._items(ranked.rows())
-        result = Recommendations(
-            user_id=user_id,
-            model=self.model_id,
-            weights={"relevance": alpha, "popularity": beta, "diversity": gamma},
-            query=query_text,
-            history_size=int(history.product_index.numel()),
-            items=items,
-        )
-        if explain:
-            self._explain(result)
-        return result
-
-    def _items(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        columns = self._catalog_columns
-        items = []
-        for rank, row in enumerate(rows, start=1):
-            index = row["product_index"]
-            items.append(
-                {
-                    "rank": rank,
-                    **{name: values[index] for name, values in columns.items()},
-                    "score": round(float(row["score"]), 6),
-                    "relevance": round(float(row["relevance"]), 6),
-                    "popularity": round(float(row["popularity"]), 6),
-                    "diversity": round(float(row["diversity"]), 6),
-                }
-            )
-        return items
-
-    def _explain(self, result: Recommendations) -> None:
-        rank_cfg = self.config.rank
-        reasons = explain_paths(
-            self.store,
-            result.user_id,
-            [item["product_id"] for item in result.items],
-            per_product=rank_cfg.reasons_per_product,
-            history_limit=rank_cfg.explain_history_limit,
-            co_interaction_limit=rank_cfg.co_interaction_limit,
-            half_life_days=rank_cfg.popularity_half_life_days,
-        )
-        for item in result.items:
-            item["reasons"] = [
-                {"kind": r.kind, "text": r.text, "via_product_id": r.via_product_id, "via": r.via, "strength": round(r.strength, 4)}
-                for r in reasons.get(item["product_id"], [])
-            ]
-        write_recommendations(self.store, result.user_id, result.model, result.items)
-        result.explained = True
-
-    def _encode_query(self, text: str) -> Tensor:
-        if self.model.product_text is None:
-            raise ConfigError(
-                f"Model {self.model_id} was trained without text (model.use_text=false), so it cannot search by query."
-            )
-        if self._text_encoder is None:
-            from kgrec.features.text import load_text_encoder
-
-            self._text_encoder = load_text_encoder(self._features_config())
-        return self._text_encoder.encode([text])[0]
-
-    # --- all users -------------------------------------------------------------------
-
-    def recommend_all(self, out_path: str | Path, k: int | None = None, weights: tuple[float, float, float] | None = None) -> int:
-        """Top-``k`` for every user of the model as JSON lines; returns the number of users.
-
-        Users are represented by the histories they had at training time (one matrix
-        product per batch of users); products they interacted with are excluded.
-        """
-        k = self.config.rank.k if k is None else k
-        if not 1 <= k <= min(MAX_K, len(self.model.product_ids)):
-            raise ConfigError(f"k must be between 1 and {min(MAX_K, len(self.model.product_ids))}, found {k}.")
-        rank_cfg = self.config.rank
-        interactions = self.snapshot.tables.interactions
-        user_index = torch.from_numpy(self.snapshot.user_ids.indices(interactions.get_column("user_id")).copy())
-        product_index = torch.from_numpy(self.snapshot.product_ids.indices(interactions.get_column("product_id")).copy())
-        order = torch.argsort(user_index, stable=True)
-        counts = torch.bincount(user_index, minlength=len(self.snapshot.user_ids)).tolist()
-        seen = list(torch.split(product_index[order], counts))
-        top_index, top_score = rank_all_users(
-            self.model.user_embedding,
-            self.model.product_embedding,
-            seen,
-            self.popularity,
-            k,
-            check_weights(weights if weights is not None else rank_cfg.weights),
-            batch_size=rank_cfg.batch_size,
-            exploration=self.exploration,
-            similarity=rank_cfg.similarity,
-            num_candidates=rank_cfg.all_users_candidates,
-            exploration_share=rank_cfg.exploration_share,
-            normalisation=rank_cfg.normalisation,
-            num_threads=rank_cfg.num_threads,
-        )
-        # One long frame of (user row, product index, score), grouped back into lists: no
-        # per-user Python work. Padding (-1: fewer than k products left) is dropped.
-        num_users, width = top_index.shape
-        ranked = pl.DataFrame(
+def items(loaded: LoadedModel, ranked: Any) -> list[dict[str, Any]]:
+    """The output rows of one user's :class:`~kgrec.rank.engine.RankedList` (``[n]`` tensors)."""
+    columns = loaded.catalog_columns
+    out = []
+    for row in ranked.rows():
+        index = row["product_index"]
+        out.append(
             {
-                "row": torch.arange(num_users).repeat_interleave(width).numpy(),
-                "index": top_index.flatten().numpy(),
-                "score": top_score.flatten().numpy(),
+                "rank": row["rank"],
+                **{name: values[index] for name, values in columns.items()},
+                "score": round(float(row["score"]), 6),
+                "relevance": round(float(row["relevance"]), 6),
+                "popularity": round(float(row["popularity"]), 6),
+                "diversity": round(float(row["diversity"]), 6),
             }
-        ).filter(pl.col("index") >= 0)
-        ranked = ranked.with_columns(
-            self.model.product_ids.ids.gather(ranked.get_column("index")).alias("item"), pl.col("score").round(6)
         )
-        lists = ranked.group_by("row").agg(pl.col("item").alias("items"), pl.col("score").alias("scores"))
-        frame = (
-            pl.DataFrame({"user_id": self.model.user_ids.ids})
-            .with_row_index("row")
-            .join(lists, on="row", how="left")
-            .select(
-                "user_id",
-                pl.col("items").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
-                pl.col("scores").fill_null(pl.lit([], dtype=pl.List(pl.Float32))),
-            )
-        )
-        out = Path(out_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        frame.write_ndjson(tmp)
-        tmp.replace(out)
-        return frame.height
-
-    def product_index(self, product_id: str) -> int:
-        index = self.product_ids.indices([product_id], strict=False)[0]
-        if index < 0:
-            raise UnknownProductError(
-                f"Product {product_id!r} is not in model {self.model_id} ({len(self.model.product_ids):,} products)."
-            )
-        return int(index)
-
-
-def dumps(result: Recommendations) -> str:
-    return json.dumps(result.to_dict(), ensure_ascii=False, indent=2)
+    return out

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Batch ranking speed: ``kgrec recommend --all-users`` against a naive per-user loop.
 
-Both rank from the same warm :class:`~kgrec.service.RecommendationService` (no database:
+Both rank from the same warm :class:`~kgrec.service.LoadedModel` (no database:
 histories from the model's snapshot, as ``--all-users`` does), with the configured
 weights, MMR and exploration bonus, top-``k``. The batched path ranks every user; the
 naive loop calls the single-user path for ``--naive-users`` users, and the ratio is per
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kgrec.config import load_config  # noqa: E402
-from kgrec.service import RecommendationService  # noqa: E402
+from kgrec import pipeline  # noqa: E402
 
 
 def main() -> None:
@@ -43,25 +43,25 @@ def main() -> None:
 
     config = load_config(None, args.overrides)
     started = time.perf_counter()
-    service = RecommendationService(config, args.model, store=None)
+    loaded = pipeline.load_model(config, args.model, None)
     load_s = time.perf_counter() - started
-    users = service.model.user_ids.ids.to_list()
+    users = loaded.recommender.user_ids.ids.to_list()
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
         for _ in range(args.repeats):
             started = time.perf_counter()
-            n = service.recommend_all(Path(tmp) / "recs.jsonl", k=args.k)
+            n = pipeline.recommend_all(config, loaded, Path(tmp) / "recs.jsonl", k=args.k)
             runs.append(time.perf_counter() - started)
     batch_s = min(runs)
     sample = random.Random(0).sample(users, min(args.naive_users, len(users)))
     started = time.perf_counter()
     for user in sample:
-        service.recommend(user, k=args.k)
+        pipeline.recommend(config, loaded, user, k=args.k)
     naive_s = time.perf_counter() - started
     figures = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
         "users": n,
-        "products": len(service.product_ids),
+        "products": loaded.num_products,
         "k": args.k,
         "load_model_s": round(load_s, 2),
         "all_users_s": round(batch_s, 2),

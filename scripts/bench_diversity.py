@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """The diversity trade-off: how the explorative weight γ moves NDCG, ILD and coverage.
 
-For each γ the whole user base is ranked by the product's own batch ranker
-(``rank_all_users``: relevance + popularity + MMR and the knowledge-graph exploration
-bonus, exactly as ``kgrec recommend --all-users``), and the top-10 lists are scored by the
-evaluator every accuracy figure uses, on the model's test split:
+For each γ the whole user base is ranked by the product's own ranker
+(:func:`kgrec.rank.ranking.rank`: relevance + popularity + MMR and the knowledge-graph
+exploration bonus, exactly as ``kgrec recommend --all-users``), and the top-10 lists are
+scored by the evaluator every accuracy figure uses, on the model's test split. This is an
+in-process figure (a trade-off curve, not an accuracy claim):
 
-- the model directory comes from ``kgrec train`` (refit on train + valid, test held out);
+- the model directory comes from ``kgrec train --no-final-fit`` (refit on train + valid,
+  test held out; a model fitted on everything is refused);
 - its snapshot is split again with ``leave_last_out``; seen = train + valid products;
 - popularity counts the train + valid pairs only, so the test item gets no help from it;
 - α = 1 - β - γ with β fixed (``--popularity``), so every point spends the same total weight.
@@ -14,7 +16,7 @@ evaluator every accuracy figure uses, on the model's test split:
 Usage:
     kgrec build-graph --products /tmp/beauty/products.csv --interactions /tmp/beauty/interactions.csv \\
         --relations /tmp/beauty/relations.csv
-    kgrec train --set train.patience=2
+    kgrec train --no-final-fit --set train.patience=2
     python scripts/bench_diversity.py --model runs/models/latest --title 'Amazon Beauty' \\
         --plot docs/img/diversity_tradeoff_beauty.png
 """
@@ -33,7 +35,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kgrec.config import load_config  # noqa: E402
-from kgrec.rank.scoring import ExplorationGraph, rank_all_users  # noqa: E402
+from kgrec.rank.exploration import ExplorationGraph  # noqa: E402
+from kgrec.rank.params import RankParams, Weights  # noqa: E402
+from kgrec.rank.ranking import Catalog, rank  # noqa: E402
+from kgrec.train.recommender import pair_histories  # noqa: E402
 from kgrec.service import MODEL_SNAPSHOT_DIR  # noqa: E402
 from kgrec.snapshot.snapshot import load_snapshot  # noqa: E402
 from kgrec.train.artifacts import load_model_dir  # noqa: E402
@@ -97,25 +102,30 @@ def main() -> None:
 
     config = load_config(None, args.overrides)
     model = load_model_dir(args.model)
+    if "train + valid" not in model.metrics.get("deployed", {}).get("fit", ""):
+        raise SystemExit(f"{model.path} was fitted on every interaction, test included; train with --no-final-fit.")
     snapshot = load_snapshot(model.path / MODEL_SNAPSHOT_DIR)
     split = leave_last_out(snapshot).merge_valid_into_train()
-    seen = split.train_matrix()
-    popularity = split.product_popularity().float()
-    exploration = ExplorationGraph.from_snapshot(snapshot, levels=config.rank.exploration)
+    histories = pair_histories(split.train, split.num_users)
+    catalog = Catalog(
+        split.product_popularity().float(),
+        ExplorationGraph.from_snapshot(snapshot, levels=config.rank.exploration),
+        model.product_embedding,
+    )
     categories = primary_category_index(snapshot)
-    rank = config.rank
+    rank_cfg = config.rank
     print(f"{model.path.name}: {snapshot.num_users:,} users, {snapshot.num_products:,} products, {len(split.test):,} test pairs")
 
     points = []
     for gamma in (float(g) for g in args.gammas.split(",")):
         weights = (1.0 - args.popularity - gamma, args.popularity, gamma)
         started = time.perf_counter()
-        top_index, _ = rank_all_users(
-            model.user_embedding, model.product_embedding, seen, popularity, K, weights,
-            batch_size=rank.batch_size, exploration=exploration, similarity=rank.similarity,
-            num_candidates=rank.all_users_candidates, exploration_share=rank.exploration_share,
-            normalisation=rank.normalisation,
-        )
+        params = RankParams.from_config(config.rank, Weights.of(weights), K)
+        parts = []
+        for start_row in range(0, len(histories), rank_cfg.batch_size):
+            batch = histories.select(torch.arange(start_row, min(start_row + rank_cfg.batch_size, len(histories))))
+            parts.append(rank(model.score(batch), catalog, params, batch).product_index)
+        top_index = torch.cat(parts)
         seconds = time.perf_counter() - started
         metrics = evaluate(lists_as_scores(top_index, snapshot.num_products), split, "test", ks=(K,), product_category=categories)
         point = {"gamma": gamma, "weights": weights, "rank_seconds": round(seconds, 2),

@@ -72,7 +72,7 @@ def main() -> None:
     from kgrec.config import load_config
     from kgrec.ingest.synthetic import write_sample_shop
     from kgrec.pipeline import build_graph, train
-    from kgrec.service import RecommendationService
+    from kgrec import pipeline
     from kgrec.store.server import free_port, start_server, stop_server
 
     work = Path(tempfile.mkdtemp(prefix="kgrec-bench-serving-"))
@@ -125,14 +125,14 @@ def main() -> None:
             )
             figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[20:])  # first 20 warm up
 
-        service = RecommendationService(config, run.model_dir, store=None)
+        loaded = pipeline.load_model(config, run.model_dir, None)
         t0 = time.perf_counter()
-        n_all = service.recommend_all(work / "recs.jsonl", k=10)
+        n_all = pipeline.recommend_all(config, loaded, work / "recs.jsonl", k=10)
         batch_s = time.perf_counter() - t0
         naive_users = user_ids[: args.naive_users]
         t0 = time.perf_counter()
         for user in naive_users:
-            service.recommend(user, k=10)
+            pipeline.recommend(config, loaded, user, k=10)
         naive_s = time.perf_counter() - t0
         figures["all_users"] = {
             "users": n_all,

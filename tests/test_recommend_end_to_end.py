@@ -14,9 +14,10 @@ from kgrec.cli import cli
 from kgrec.config import load_config
 from kgrec.errors import ConfigError, UnknownUserError
 from kgrec.ingest.synthetic import write_sample_shop
-from kgrec.pipeline import add_event, build_graph, train
+from kgrec import pipeline
+from kgrec.pipeline import add_event, build_graph, load_model, recommend, train
+from kgrec.rank.params import Weights
 from kgrec.serve import create_app
-from kgrec.service import RecommendationService
 from kgrec.store.connection import GraphStore
 
 
@@ -44,8 +45,8 @@ def test_train_writes_a_model_dir_and_embeddings_with_a_vector_index(trained, gr
 
 def test_recommend_splits_each_score_into_its_parts(trained, graph_store: GraphStore):
     config, run, user_id = trained
-    service = RecommendationService(config, run.model_dir, store=graph_store)
-    result = service.recommend(user_id, k=5, weights=(0.6, 0.2, 0.2))
+    loaded = load_model(config, run.model_dir, graph_store)
+    result = recommend(config, loaded, user_id, k=5, weights=Weights.of((0.6, 0.2, 0.2)))
     assert len(result.items) == 5
     seen = {r["id"] for r in graph_store.read("MATCH (:User {id: $u})-[:INTERACTED]->(p) RETURN p.id AS id", {"u": user_id})}
     for item in result.items:
@@ -56,20 +57,24 @@ def test_recommend_splits_each_score_into_its_parts(trained, graph_store: GraphS
 
 def test_recommend_rejects_bad_requests_with_clear_errors(trained, graph_store: GraphStore):
     config, run, user_id = trained
-    service = RecommendationService(config, run.model_dir, store=graph_store)
+    loaded = load_model(config, run.model_dir, graph_store)
     with pytest.raises(UnknownUserError, match="not in the graph"):
-        service.recommend("no-such-user")
+        recommend(config, loaded, "no-such-user")
     with pytest.raises(ConfigError, match="k must be between"):
-        service.recommend(user_id, k=0)
+        recommend(config, loaded, user_id, k=0)
     with pytest.raises(ConfigError, match="query is empty"):
-        service.recommend(user_id, query_text="   ")
+        recommend(config, loaded, user_id, query="   ")
 
 
 def test_explain_stores_reasons_and_rerunning_replaces_them(trained, graph_store: GraphStore):
     config, run, user_id = trained
-    service = RecommendationService(config, run.model_dir, store=graph_store)
+    loaded = load_model(config, run.model_dir, graph_store)
+    assert not graph_store.read("MATCH ()-[r:RECOMMENDED]->() RETURN r LIMIT 1")
+    explained = recommend(config, loaded, user_id, k=4, explain=True)
+    assert explained.explained and not explained.stored  # reading reasons writes nothing
+    assert not graph_store.read("MATCH ()-[r:RECOMMENDED]->() RETURN r LIMIT 1")
     for _ in range(2):
-        service.recommend(user_id, k=4, explain=True)
+        pipeline.store_reasons(config, loaded, recommend(config, loaded, user_id, k=4))
     rows = graph_store.read(
         "MATCH (:User {id: $u})-[r:RECOMMENDED {model: $m}]->(p) RETURN r.rank AS rank, r.reasons AS reasons",
         {"u": user_id, "m": run.model_dir.name},
@@ -78,21 +83,31 @@ def test_explain_stores_reasons_and_rerunning_replaces_them(trained, graph_store
     assert any(r["reasons"] for r in rows)
 
 
-def test_a_new_event_changes_the_next_recommendations_without_retraining(trained, graph_store: GraphStore):
+def batch_lists(config, loaded, out: Path, **options) -> dict[str, list[str]]:
+    pipeline.recommend_all(config, loaded, out, **options)
+    return {line["user_id"]: line["items"] for line in map(json.loads, out.read_text().splitlines())}
+
+
+def test_a_new_event_changes_the_next_recommendations_without_retraining(trained, graph_store: GraphStore, tmp_path: Path):
     config, run, user_id = trained
-    service = RecommendationService(config, run.model_dir, store=graph_store)
-    before = service.recommend(user_id, k=5)
+    loaded = load_model(config, run.model_dir, graph_store)
+    before = recommend(config, loaded, user_id, k=5)
+    batch_before = batch_lists(config, loaded, tmp_path / "before.jsonl", k=5)[user_id]
+    assert batch_before == [item["product_id"] for item in before.items]
     target = before.items[0]["product_id"]
     add_event(config, user_id, target, "purchase")
-    after = service.recommend(user_id, k=5)
+    after = recommend(config, loaded, user_id, k=5)
     assert after.history_size == before.history_size + 1
     assert target not in [item["product_id"] for item in after.items]
+    batch_after = batch_lists(config, loaded, tmp_path / "after.jsonl", k=5)[user_id]
+    assert batch_after == [item["product_id"] for item in after.items] != batch_before
 
 
 def test_http_api_answers_and_maps_user_errors_to_4xx(trained, graph_store: GraphStore):
     config, run, user_id = trained
-    client = TestClient(create_app(RecommendationService(config, run.model_dir, store=graph_store)))
-    assert client.get("/health").json()["status"] == "ok"
+    client = TestClient(create_app(config, load_model(config, run.model_dir, graph_store)))
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and "database" not in health and "bolt" not in json.dumps(health)
     body = client.get("/recommend", params={"user": user_id, "k": 3}).json()
     assert len(body["items"]) == 3 and {"relevance", "popularity", "diversity"} <= set(body["items"][0])
     assert client.get("/recommend", params={"user": "nobody"}).status_code == 404
@@ -127,19 +142,85 @@ def test_products_added_after_training_are_ranked_through_their_graph_neighbours
         'NEW-1,Nevria Rugged Action Camera,"A rugged action camera.",Nevria,Electronics > Cameras > Action Camera,30.0\n'
     )
     events = tmp_path / "new_events.csv"
-    events.write_text("user_id,product_id,event,timestamp\nnewcomer,NEW-1,view,2030-01-01T00:00:00\n")
+    events.write_text("user_id,product_id,event,timestamp\nnewcomer,NEW-1,view,2025-01-01T00:00:00\n")
     build_graph(config, twin, events)
 
-    service = RecommendationService(config, run.model_dir, store=graph_store)
-    assert "NEW-1" in service.product_ids and len(service.product_ids) == 121
-    embedding = service.model.product_embedding
-    similarity = embedding @ embedding[service.product_index("NEW-1")]
-    twin_rank = int((similarity[:120] > similarity[service.product_index("P001")]).sum())
+    loaded = load_model(config, run.model_dir, graph_store)
+    assert "NEW-1" in loaded.product_ids and len(loaded.product_ids) == 121
+    embedding = loaded.recommender.product_embedding
+    similarity = embedding @ embedding[loaded.product_index("NEW-1")]
+    twin_rank = int((similarity[:120] > similarity[loaded.product_index("P001")]).sum())
     assert twin_rank < 12  # among the 10% of catalog products closest to the new one
 
-    everything = service.recommend(user_id, k=121 - service.history(user_id).product_index.unique().numel())
+    _, histories = loaded.histories([user_id])
+    everything = recommend(config, loaded, user_id, k=121 - int(histories.lengths[0]))
     assert "NEW-1" in [item["product_id"] for item in everything.items]
-    assert service.recommend("newcomer", k=3).history_size == 1  # its event counts in real time
+    assert recommend(config, loaded, "newcomer", k=3).history_size == 1  # its event counts in real time
 
-    offline = RecommendationService(config, run.model_dir, store=None)
+    offline = load_model(config, run.model_dir, None)
     assert "NEW-1" not in offline.product_ids
+
+
+def test_one_user_batch_and_http_give_identical_lists(trained, graph_store: GraphStore, tmp_path: Path):
+    """recommend --user, recommend --all-users and GET /recommend agree for 50 random users,
+    under the configured weights (diversity on) and under explicit ones."""
+    import random
+
+    config, run, _ = trained
+    runner = CliRunner()
+    model = ["--model", str(run.model_dir)]
+    loaded = load_model(config, run.model_dir, graph_store)
+    client = TestClient(create_app(config, loaded))
+    users = sorted(batch_lists(config, loaded, tmp_path / "all.jsonl", k=10))
+    sample = random.Random(0).sample(users, 50)
+    for weights in (None, "relevance=0.5,popularity=0.2,diversity=0.3"):
+        flags = ["--weights", weights] if weights else []
+        out = tmp_path / "cli.jsonl"
+        result = runner.invoke(cli, ["recommend", "--all-users", "-k", "10", "--out", str(out), *flags, *model])
+        assert result.exit_code == 0, result.output
+        batch = {line["user_id"]: line["items"] for line in map(json.loads, out.read_text().splitlines())}
+        for user_id in sample:
+            one = runner.invoke(cli, ["recommend", "--user", user_id, "-k", "10", "--format", "json", *flags, *model])
+            assert one.exit_code == 0, one.output
+            single = [item["product_id"] for item in json.loads(one.stdout)["items"]]
+            params = {"user": user_id, "k": 10, **({"weights": weights} if weights else {})}
+            http = [item["product_id"] for item in client.get("/recommend", params=params).json()["items"]]
+            assert single == batch[user_id] == http, user_id
+
+
+def test_all_users_honours_query_and_include_seen_and_rejects_explain(trained, graph_store: GraphStore, tmp_path: Path):
+    config, run, user_id = trained
+    loaded = load_model(config, run.model_dir, graph_store)
+    query = "rugged action camera"
+    batch = batch_lists(config, loaded, tmp_path / "q.jsonl", k=5, query=query)
+    assert batch[user_id] == [item["product_id"] for item in recommend(config, loaded, user_id, k=5, query=query).items]
+    plain = batch_lists(config, loaded, tmp_path / "p.jsonl", k=5)
+    assert batch != plain  # the query changed the lists
+    _, histories = loaded.histories([user_id])
+    seen = set(loaded.product_ids.ids.gather(histories.product_index.tolist()).to_list())
+    with_seen = batch_lists(config, loaded, tmp_path / "s.jsonl", k=40, include_seen=True)[user_id]
+    assert seen & set(with_seen) and not seen & set(plain[user_id])
+    result = CliRunner().invoke(cli, ["recommend", "--all-users", "--explain", "--out", str(tmp_path / "x.jsonl"),
+                                      "--model", str(run.model_dir)])
+    assert result.exit_code != 0 and "--explain" in result.output and not (tmp_path / "x.jsonl").exists()
+
+
+def test_get_never_writes_and_post_stores(trained, graph_store: GraphStore):
+    config, run, user_id = trained
+    client = TestClient(create_app(config, load_model(config, run.model_dir, graph_store)))
+    count = "MATCH ()-[r:RECOMMENDED]->() RETURN count(r) AS n"
+    body = client.get("/recommend", params={"user": user_id, "k": 3, "explain": "true"}).json()
+    assert body["explained"] and "reasons" in body["items"][0]
+    assert graph_store.read(count)[0]["n"] == 0
+    stored = client.post("/recommend", params={"user": user_id, "k": 3}).json()
+    assert stored["stored"] and graph_store.read(count)[0]["n"] == 3
+
+
+def test_api_key_guards_every_endpoint_but_health(trained, graph_store: GraphStore):
+    config, run, user_id = trained
+    client = TestClient(create_app(config, load_model(config, run.model_dir, graph_store), api_key="s3cret"))
+    assert client.get("/health").status_code == 200
+    assert client.get("/recommend", params={"user": user_id}).status_code == 401
+    assert client.get("/recommend", params={"user": user_id}, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.get("/recommend", params={"user": user_id}, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert client.post("/recommend", params={"user": user_id}).status_code == 401

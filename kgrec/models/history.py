@@ -1,61 +1,124 @@
-"""A user as the recency-weighted mean of their latest products' embeddings.
+"""A user as the products of their events, and the rule that turns those into a vector.
 
-Pure tensor functions, shared by training (:mod:`kgrec.models.kgrec_model`) and ranking
-(:mod:`kgrec.train.artifacts`, the real-time rule). They need only torch, so loading a
-trained model for ranking does not import PyTorch Geometric.
+:class:`Histories` is the one representation of users' current events, for one user
+(a served request) or many (a batch, an evaluation): each product once, at its latest
+event with its heaviest weight, oldest first. :func:`history_embedding` is the one
+rule that turns the latest ``history_length`` of them into a vector: the mean of their
+embeddings, the product ``k`` steps back weighted ``decay ** k`` times its event weight.
+
+Pure tensor code: it needs only torch, so ranking does not import PyTorch Geometric.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Users' products in CSR form: row ``i`` holds ``product_index[indptr[i]:indptr[i + 1]]``.
+
+    Attributes:
+        indptr: ``[b + 1]`` long.
+        product_index: ``[nnz]`` long, each user's products oldest first, each once.
+        weight: ``[nnz]`` float, the heaviest event weight of the (user, product) pair.
+        user_index: ``[b]`` long, the user's row in a model's user embeddings (``-1``: a
+            user the model was not trained on).
+    """
+
+    indptr: Tensor
+    product_index: Tensor
+    weight: Tensor
+    user_index: Tensor
+
+    def __len__(self) -> int:
+        return int(self.indptr.numel() - 1)
+
+    @property
+    def lengths(self) -> Tensor:
+        """``[b]`` products per user."""
+        return self.indptr[1:] - self.indptr[:-1]
+
+    @property
+    def row_of_entry(self) -> Tensor:
+        """``[nnz]`` the row each entry belongs to."""
+        return torch.repeat_interleave(torch.arange(len(self)), self.lengths)
+
+    @classmethod
+    def from_events(
+        cls,
+        row: Tensor,
+        product_index: Tensor,
+        timestamp: Tensor,
+        weight: Tensor,
+        num_rows: int,
+        user_index: Tensor | None = None,
+    ) -> Histories:
+        """Aggregate events into histories: one entry per (row, product), at its latest
+        event with its heaviest weight, ordered by ``(timestamp, product_index)``.
+
+        Args:
+            row, product_index, timestamp, weight: ``[n]`` events (any order, repeats allowed).
+            num_rows: ``b``; rows without events are empty.
+            user_index: ``[b]`` (default ``arange(b)``).
+        """
+        row, product_index = row.long().reshape(-1), product_index.long().reshape(-1)
+        timestamp, weight = timestamp.long().reshape(-1), weight.float().reshape(-1)
+        if row.numel():
+            # Distinct (row, product) pairs; per pair the latest timestamp and heaviest weight.
+            key = row * (int(product_index.max()) + 1) + product_index
+            unique, inverse = torch.unique(key, return_inverse=True)
+            latest = torch.full((unique.numel(),), torch.iinfo(torch.long).min).scatter_reduce(
+                0, inverse, timestamp, reduce="amax"
+            )
+            heaviest = torch.full((unique.numel(),), -torch.inf).scatter_reduce(0, inverse, weight, reduce="amax")
+            first = torch.full((unique.numel(),), row.numel(), dtype=torch.long).scatter_reduce(
+                0, inverse, torch.arange(row.numel()), reduce="amin"
+            )
+            pair_row, pair_product = row[first], product_index[first]
+            order = torch.from_numpy(np.lexsort((pair_product.numpy(), latest.numpy(), pair_row.numpy())))
+            row, product_index, weight = pair_row[order], pair_product[order], heaviest[order]
+        counts = torch.bincount(row, minlength=num_rows)
+        indptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        users = torch.arange(num_rows) if user_index is None else user_index.long().reshape(-1)
+        return cls(indptr, product_index, weight, users)
+
+    def select(self, rows: Tensor) -> Histories:
+        """The histories of ``rows`` (``[m]`` long), in that order."""
+        rows = rows.long().reshape(-1)
+        start, lengths = self.indptr[rows], self.lengths[rows]
+        entry = torch.repeat_interleave(start - (lengths.cumsum(0) - lengths), lengths) + torch.arange(int(lengths.sum()))
+        indptr = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+        return Histories(indptr, self.product_index[entry], self.weight[entry], self.user_index[rows])
+
+    def latest(self, length: int, decay: float) -> tuple[Tensor, Tensor]:
+        """Each user's latest ``length`` products with their weights, for :func:`history_embedding`.
+
+        Returns:
+            ``(index [b, length], weight [b, length])``, chronological left to right and
+            right-aligned (the latest product in the last column). The product ``k`` steps
+            before the latest weighs ``decay ** k`` times its event weight; padding has
+            index 0 and weight 0.
+        """
+        b = len(self)
+        index = torch.zeros(b, length, dtype=torch.long)
+        weights = torch.zeros(b, length)
+        rows = self.row_of_entry
+        from_end = self.indptr[1:][rows] - 1 - torch.arange(rows.numel())  # 0 for a user's latest
+        keep = from_end < length
+        column = length - 1 - from_end[keep]
+        index[rows[keep], column] = self.product_index[keep]
+        weights[rows[keep], column] = self.weight[keep] * decay ** from_end[keep].float()
+        return index, weights
 
 
 def recency_weights(length: int, decay: float) -> Tensor:
     """``[length]`` weights for a chronological list: the last item 1, the one before ``decay``, ..."""
     return decay ** torch.arange(length - 1, -1, -1, dtype=torch.float32)
-
-
-def build_histories(
-    user_index: Tensor,
-    product_index: Tensor,
-    order: Tensor,
-    num_users: int,
-    history_length: int,
-    decay: float,
-    weight: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Every user's latest ``history_length`` products with their recency weights.
-
-    Args:
-        user_index, product_index: ``[n]`` interactions.
-        order: ``[n]`` sort key (timestamp or position); ties keep input order.
-        weight: ``[n]`` event weights multiplied into the recency weight (None: 1).
-
-    Returns:
-        ``(history_index [num_users, L], history_weight [num_users, L])``, chronological
-        left to right, right-aligned (the latest product is in the last column);
-        padding has index 0 and weight 0.
-    """
-    length = history_length
-    index = torch.zeros(num_users, length, dtype=torch.long)
-    hist_w = torch.zeros(num_users, length)
-    if user_index.numel() == 0:
-        return index, hist_w
-    w = torch.ones(user_index.numel()) if weight is None else weight.float()
-    # Sort by (user, order), stable, then take each user's last `length` rows.
-    perm = torch.argsort(order.double(), stable=True)
-    perm = perm[torch.argsort(user_index[perm], stable=True)]
-    users, prods, ws = user_index[perm], product_index[perm], w[perm]
-    counts = torch.bincount(users, minlength=num_users)
-    ends = torch.cumsum(counts, 0)
-    # Position from the end of each user's list: 0 for the latest.
-    from_end = ends[users] - 1 - torch.arange(users.numel())
-    keep = from_end < length
-    col = length - 1 - from_end[keep]
-    index[users[keep], col] = prods[keep]
-    hist_w[users[keep], col] = ws[keep] * decay ** from_end[keep].float()
-    return index, hist_w
 
 
 def history_embedding(product_emb: Tensor, history_index: Tensor, history_weight: Tensor) -> Tensor:
@@ -64,34 +127,5 @@ def history_embedding(product_emb: Tensor, history_index: Tensor, history_weight
     A row whose weights are all zero (no history) gives a zero vector.
     """
     emb = product_emb[history_index]  # [B, L, dim]
-    w = history_weight.unsqueeze(-1)
+    w = history_weight.unsqueeze(-1).to(emb.dtype)
     return (emb * w).sum(1) / w.sum(1).clamp(min=1e-12)
-
-
-def user_embedding_from_history(
-    product_emb: Tensor,
-    product_index: Tensor,
-    weights: Tensor | None = None,
-    decay: float = 0.7,
-    history_length: int = 20,
-) -> Tensor:
-    """A user's vector from their products, the rule the model was trained with.
-
-    Args:
-        product_emb: ``[num_products, dim]`` final product embeddings, L2-normalised
-            (as :meth:`KgrecModel.get_embedding` returns them).
-        product_index: ``[n]`` the user's products, oldest first (repeats allowed).
-        weights: ``[n]`` event weights (None: all 1).
-        decay, history_length: ``model.recency_decay`` and ``model.history_length``.
-
-    Returns:
-        ``[dim]``; zeros for an empty history.
-    """
-    product_index = product_index[-history_length:]
-    n = product_index.numel()
-    if n == 0:
-        return product_emb.new_zeros(product_emb.size(1))
-    w = recency_weights(n, decay).to(product_emb.device)
-    if weights is not None:
-        w = w * weights[-history_length:].to(w)
-    return history_embedding(product_emb, product_index.view(1, -1), w.view(1, -1))[0]

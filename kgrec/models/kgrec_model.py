@@ -11,7 +11,7 @@ the final embedding is the mean over layers ``0..K``.
 
 A user is the recency-weighted mean of the final embeddings of their latest products
 (``user_mode="history"``), their propagated ID embedding (``"id"``) or a mix
-(``"hybrid"``). The history rule is a pure function (:func:`kgrec.models.history.user_embedding_from_history`),
+(``"hybrid"``). The history rule is a pure function (:func:`kgrec.models.history.history_embedding`),
 so ranking can update a user from fresh events without retraining.
 
 Scores are cosine similarities; training divides them by a temperature. The losses
@@ -111,7 +111,7 @@ class KgrecModel(nn.Module):
         return self._adj
 
     def set_histories(self, history_index: Tensor, history_weight: Tensor) -> None:
-        """Store every user's ``[num_users, L]`` history (from :func:`kgrec.models.history.build_histories`)."""
+        """Store every user's ``[num_users, L]`` history (from :meth:`kgrec.models.history.Histories.latest`)."""
         self.history_index = history_index.to(self.history_index.device)
         self.history_weight = history_weight.to(self.history_weight.device)
 
@@ -160,17 +160,13 @@ class KgrecModel(nn.Module):
         a = self.config.history_weight
         return a * F.normalize(hist, dim=-1) + (1 - a) * F.normalize(nodes["user"][user_index], dim=-1)
 
-    def get_embedding(self) -> tuple[Tensor, Tensor]:
-        """Final ``(users [num_users, dim], products [num_products, dim])``, L2-normalised."""
-        nodes = self.propagate()
+    def get_embedding(self, nodes: dict[NodeType, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Final ``(users [num_users, dim], products [num_products, dim])``, L2-normalised.
+
+        Users come from their stored training histories (:meth:`set_histories`)."""
+        nodes = self.propagate() if nodes is None else nodes
         users = torch.arange(self.num_nodes["user"], device=nodes["product"].device)
         return F.normalize(self.user_vectors(nodes, users), dim=-1), F.normalize(nodes["product"], dim=-1)
-
-    @torch.no_grad()
-    def score(self, user_index: Tensor, embeddings: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """``[B, num_products]`` cosine scores of the users in ``user_index``."""
-        users, products = embeddings if embeddings is not None else self.get_embedding()
-        return users[user_index] @ products.t()
 
 
 # --------------------------------------------------------------------------- losses

@@ -1,7 +1,7 @@
 """Settings of the final scoring: the weights of its three parts and how each is built.
 
 ``score = relevance·r + popularity·p + diversity·d`` where ``r``, ``p`` and ``d`` are
-the normalised parts (see :mod:`kgrec.rank.scoring` and docs/RANKING.md).
+the normalised parts (see :mod:`kgrec.rank.ranking` and docs/RANKING.md).
 """
 
 from __future__ import annotations
@@ -49,15 +49,12 @@ class ExplorationLevels(BaseModel):
 class RankConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    relevance: float = Field(0.7, ge=0, description="Weight of the personal relevance part.")
+    relevance: float = Field(0.7, ge=0, description="Weight of the personal relevance part (the three weights are rescaled to sum to 1).")
     popularity: float = Field(0.1, ge=0, description="Weight of the time-decayed popularity part.")
     diversity: float = Field(0.2, ge=0, description="Weight of the explorative diversity part.")
     popularity_half_life_days: float = Field(30.0, gt=0, description="Half-life of an event's weight in popularity.")
 
     k: int = Field(10, ge=1, description="How many products to recommend per user.")
-    similarity: Literal["cosine", "dot"] = Field(
-        "cosine", description="How a user vector is compared with product embeddings for personal relevance."
-    )
     query_mix: float = Field(
         0.5,
         ge=0,
@@ -75,7 +72,7 @@ class RankConfig(BaseModel):
         ),
     )
     num_candidates: int = Field(
-        200, ge=1, description="Top products by relevance and popularity that the diversity re-ranking (MMR) looks at."
+        200, ge=1, description="Top products by relevance and popularity that the diversity re-ranking (MMR) looks at, per user (one user or all)."
     )
     exploration_share: float = Field(
         0.5,
@@ -90,9 +87,6 @@ class RankConfig(BaseModel):
         default_factory=ExplorationLevels, description="Exploration bonus per kind of closeness to the user's history."
     )
     batch_size: int = Field(256, ge=1, description="Users ranked at once when ranking every user (memory ~ 3 × batch × products floats).")
-    all_users_candidates: int = Field(
-        50, ge=1, description="MMR pool per user when ranking every user at once (num_candidates is for one user)."
-    )
     num_threads: int | None = Field(
         None,
         ge=1,

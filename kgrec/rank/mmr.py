@@ -1,7 +1,7 @@
 """Greedy MMR-style re-ranking, vectorised over a batch of users.
 
 Pure tensor code, no I/O. :func:`mmr_select` is the engine under
-:func:`kgrec.rank.scoring.rank_batch`; it works on a *pool* of ``M`` candidates per user
+:func:`kgrec.rank.engine.rank_rows`; it works on a *pool* of ``M`` candidates per user
 (the best ones by relevance, popularity and exploration) and picks ``k`` of them one
 at a time.
 

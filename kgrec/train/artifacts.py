@@ -3,7 +3,7 @@
 Layout of a model directory::
 
     embeddings.safetensors   user, product, brand, category embeddings (L2-normalised),
-                             product_text (when text was used), history_index/_weight
+                             product_text (when text was used)
     ids/{user,product,brand,category}.parquet   one column ``id``; row = index
     config.yaml              the resolved run config
     seed                     the seed, as text
@@ -24,21 +24,19 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
 from kgrec.atomic import replace_dir
-from kgrec.errors import ModelNotFoundError
-from kgrec.models.history import user_embedding_from_history
+from kgrec.errors import ConfigError, ModelNotFoundError, TrainingError
+from kgrec.models.history import Histories, history_embedding
 from kgrec.snapshot.idmap import IdMap, read_id_maps, write_id_maps
-
-if TYPE_CHECKING:
-    from kgrec.train.loop import TrainResult
+from kgrec.train.recommender import Recommender, known_users
 
 EMBEDDINGS_FILE = "embeddings.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -55,115 +53,220 @@ REQUIRED_FILES = (EMBEDDINGS_FILE, CONFIG_FILE, SEED_FILE, HASH_FILE, METRICS_FI
 )
 
 
-@dataclass
-class TrainedModel:
-    """A model directory loaded back. Embeddings are L2-normalised, on the CPU.
+class KgrecRecommender(Recommender):
+    """kgrec behind the recommender contract: fitted by training, or loaded from a model directory.
+
+    Unfitted, it holds the run config; :meth:`fit` trains the graph model
+    (:mod:`kgrec.train.loop`) and keeps its final embeddings, which is all ranking needs.
+    Embeddings are L2-normalised and on the CPU.
+
+    A user's vector always comes from their current events (:meth:`user_vectors`) by
+    the trained rule, ``model.user_mode``:
+
+    - ``history``: the recency-weighted mean of their latest ``model.history_length``
+      product embeddings (:func:`~kgrec.models.history.history_embedding`);
+    - ``id``: the propagated user embedding of training (events after training only
+      change which products are excluded); a user unknown to the model gets the history rule;
+    - ``hybrid``: ``history_weight``·history + (1 - ``history_weight``)·id.
 
     Attributes:
-        user_embedding: ``[num_users, dim]``; product_embedding ``[num_products, dim]``;
-            brand_embedding ``[num_brands, dim]``; category_embedding ``[num_categories, dim]``.
+        user_embedding: ``[num_users, dim]`` the users of the fit (id mode; written to Neo4j).
+        product_embedding: ``[num_products, dim]``; brand_embedding ``[num_brands, dim]``;
+            category_embedding ``[num_categories, dim]``.
         product_text: ``[num_products, text_dim]`` or None.
-        history_index, history_weight: ``[num_users, L]`` the histories behind ``user_embedding``.
         user_ids, product_ids, brand_ids, category_ids: the id maps (index = row).
-        config: the resolved run config as a plain dict (``config["model"]["recency_decay"]``, ...).
+        config: the resolved run config as a plain dict.
+        history: the training records (loss and valid NDCG@10 per epoch, best epoch).
     """
 
-    path: Path
-    user_embedding: Tensor
-    product_embedding: Tensor
-    brand_embedding: Tensor
-    category_embedding: Tensor
-    product_text: Tensor | None
-    history_index: Tensor
-    history_weight: Tensor
-    user_ids: IdMap
-    product_ids: IdMap
-    brand_ids: IdMap
-    category_ids: IdMap
-    config: dict[str, Any]
-    seed: int
-    snapshot_hash: str
-    metrics: dict[str, Any]
-    history: dict[str, Any] = field(default_factory=dict)
+    name = "kgrec"
+    trainable = True
 
-    def score(self, user_index: Tensor) -> Tensor:
-        """``[b, num_products]`` cosine scores of the users in ``user_index``."""
-        return self.user_embedding[user_index] @ self.product_embedding.t()
+    def __init__(self, config: Any, seed: int = 42, epochs: int | None = None, progress: bool = False) -> None:
+        self.config: dict[str, Any] = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+        self.seed = int(seed)
+        self.epochs = epochs
+        self.progress = progress
+        self.path: Path | None = None
+        self.snapshot_hash = ""
+        self.metrics: dict[str, Any] = {}
+        self.history: dict[str, Any] = {}
+        self.user_embedding: Tensor | None = None
+        self._product_embedding: Tensor | None = None
+        self.brand_embedding: Tensor | None = None
+        self.category_embedding: Tensor | None = None
+        self.product_text: Tensor | None = None
+        self.user_ids: IdMap | None = None
+        self.product_ids: IdMap | None = None
+        self.brand_ids: IdMap | None = None
+        self.category_ids: IdMap | None = None
 
-    def user_vector(self, product_index: Tensor, weights: Tensor | None = None) -> Tensor:
-        """``[dim]`` a user's vector from their products (oldest first), for real-time updates.
+    # --- the contract ---------------------------------------------------------------
 
-        Uses the trained rule (recency decay, history length) from the saved config.
-        """
-        model = self.config.get("model", {})
-        vec = user_embedding_from_history(
-            self.product_embedding,
-            product_index,
-            weights,
-            decay=float(model.get("recency_decay", 0.7)),
-            history_length=int(model.get("history_length", 20)),
+    def fit(self, split: Any, snapshot: Any = None, device: str | None = None) -> KgrecRecommender:
+        """Train on ``split.train`` over ``snapshot``'s graph; early stopping on valid NDCG@10
+        unless ``epochs`` was given (then exactly that many epochs)."""
+        from kgrec.train.loop import train_model
+
+        if snapshot is None:
+            raise TrainingError("kgrec trains over the knowledge graph: pass the snapshot to fit().")
+        from kgrec.config import KgrecConfig
+
+        cfg = KgrecConfig.model_validate(self.config)
+        if device is not None:
+            cfg.train.device = device  # type: ignore[assignment]
+        model, product_text, records = train_model(
+            snapshot, split, cfg.model, cfg.train, cfg.features, self.seed, self.progress, self.epochs
         )
-        return torch.nn.functional.normalize(vec, dim=-1)
+        self.set_state(model, product_text)
+        self.history = records
+        self.snapshot_hash = snapshot.content_hash
+        self.user_ids, self.product_ids = snapshot.user_ids, snapshot.product_ids
+        self.brand_ids, self.category_ids = snapshot.brand_ids, snapshot.category_ids
+        return self
+
+    @property
+    def product_embedding(self) -> Tensor | None:
+        return self._product_embedding
+
+    @product_embedding.setter
+    def product_embedding(self, value: Tensor) -> None:
+        self._product_embedding = value
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.history.get("best_epoch", 0))
+
+    @property
+    def best_valid_ndcg(self) -> float | None:
+        return self.valid_metrics.get("ndcg@10")
+
+    @property
+    def valid_metrics(self) -> dict[str, float]:
+        """The evaluator's valid figures at the kept epoch ({} without a valid part)."""
+        return dict(self.history.get("valid", {}))
+
+    def user_vectors(self, histories: Histories) -> Tensor:
+        """``[b, dim]`` unit vectors of the users from their events (see the class docstring)."""
+        self._check_fitted("_product_embedding")
+        model = self.config.get("model", {})
+        mode = model.get("user_mode", "history")
+        index, weight = histories.latest(int(model.get("history_length", 20)), float(model.get("recency_decay", 0.7)))
+        vectors = F.normalize(history_embedding(self.product_embedding, index, weight), dim=-1)
+        if mode == "history" or self.user_embedding is None:
+            return vectors
+        rows, users = known_users(histories, self.user_embedding.shape[0])
+        trained = F.normalize(self.user_embedding[users], dim=-1)
+        if mode == "id":
+            vectors[rows] = trained
+        else:
+            share = float(model.get("history_weight", 0.8))
+            vectors[rows] = F.normalize(share * vectors[rows] + (1 - share) * trained, dim=-1)
+        return vectors
+
+    # --- state ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def set_state(self, model: Any, product_text: Tensor | None) -> None:
+        """Keep the final embeddings of a trained :class:`~kgrec.models.kgrec_model.KgrecModel`."""
+        model.eval()
+        nodes = model.propagate()
+        users, products = model.get_embedding(nodes)
+        self.user_embedding = users.detach().cpu()
+        self._product_embedding = products.detach().cpu()
+        self.brand_embedding = F.normalize(nodes["brand"], dim=-1).detach().cpu()
+        self.category_embedding = F.normalize(nodes["category"], dim=-1).detach().cpu()
+        self.product_text = None if product_text is None else product_text.detach().cpu()
+
+    def with_products(self, product_ids: IdMap, embedding: Tensor, text: Tensor | None) -> KgrecRecommender:
+        """A copy that also ranks products placed after training (rows appended)."""
+        import copy
+
+        out = copy.copy(self)
+        out.product_ids = product_ids
+        out._product_embedding = torch.cat([self.product_embedding, embedding])
+        if self.product_text is not None and text is not None:
+            out.product_text = torch.cat([self.product_text, text.to(self.product_text)])
+        return out
+
+
+def check_model_out(out_dir: str | Path) -> Path:
+    """Refuse an ``out_dir`` that kgrec must not replace, before any training starts.
+
+    ``out_dir`` may be new, empty, or an earlier kgrec model directory (replaced as a
+    whole); anything else holds the user's files and is refused. Its parent must be
+    writable.
+
+    Raises:
+        ConfigError: naming the folder, what is in it and the fix.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder. Pass a new or empty folder for the model.")
+    if out.is_dir() and any(out.iterdir()) and not is_model_dir(out):
+        found = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise ConfigError(
+            f"--out {out} is not empty and is not a kgrec model directory (it holds {found}…); kgrec will not "
+            "replace it. Pass a new or empty folder, or an earlier model directory to replace."
+        )
+    parent = out.parent if not out.exists() else out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is a file, so no folder can be made below it. Pass another path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {parent} is not writable. Pass a folder you can write to.")
+    return out
+
+
+def is_model_dir(path: Path) -> bool:
+    """Whether ``path`` looks like a model directory that :func:`save_model_dir` wrote."""
+    return (path / EMBEDDINGS_FILE).is_file() and (path / CONFIG_FILE).is_file() and (path / IDS_DIR).is_dir()
 
 
 def save_model_dir(
-    result: TrainResult,
+    model: KgrecRecommender,
     out_dir: str | Path,
-    config: Any,
-    seed: int,
-    snapshot_hash: str,
     metrics: dict[str, Any],
-    id_maps: dict[str, IdMap] | None = None,
     update_latest: bool = True,
     snapshot: Any = None,
 ) -> Path:
-    """Write ``result`` as a model directory at ``out_dir`` (replacing an earlier one).
+    """Write a fitted ``model`` as a model directory at ``out_dir`` (replacing an earlier one).
 
     Args:
-        result: from :func:`kgrec.train.loop.train_model`.
-        config: the resolved run config (a pydantic model, e.g. ``KgrecConfig``, or a dict).
-        seed, snapshot_hash: stored beside the weights.
-        metrics: any JSON-able metrics (valid/test NDCG, ...).
-        id_maps: ``{"user": IdMap, "product": ..., "brand": ..., "category": ...}``
-            (default: ``result.extra["id_maps"]``, set by ``train_model``).
+        model: fitted (:meth:`KgrecRecommender.fit`).
+        metrics: any JSON-able metrics (valid/test NDCG, which fit is deployed, ...).
         update_latest: point ``<parent>/latest`` at the new directory.
+        snapshot: the snapshot it was trained on, copied in so the directory stands alone.
 
     Returns:
         The model directory.
     """
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    maps = id_maps or result.extra.get("id_maps")
-    if not maps or any(t not in maps for t in NODE_TYPES):
-        raise ValueError(f"save_model_dir needs id maps for {list(NODE_TYPES)}; pass id_maps=... from the snapshot.")
+    out = check_model_out(out_dir)
+    if model.product_embedding is None or model.user_ids is None:
+        raise TrainingError("save_model_dir needs a fitted model; call fit() first.")
+    maps = {"user": model.user_ids, "product": model.product_ids, "brand": model.brand_ids, "category": model.category_ids}
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         tensors = {
-            "user_embedding": result.user_embedding,
-            "product_embedding": result.product_embedding,
-            "brand_embedding": result.brand_embedding,
-            "category_embedding": result.category_embedding,
-            "history_index": result.history_index,
-            "history_weight": result.history_weight,
+            "user_embedding": model.user_embedding,
+            "product_embedding": model.product_embedding,
+            "brand_embedding": model.brand_embedding,
+            "category_embedding": model.category_embedding,
         }
-        if result.product_text is not None:
-            tensors["product_text"] = result.product_text
+        if model.product_text is not None:
+            tensors["product_text"] = model.product_text
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(staging / EMBEDDINGS_FILE))
-        write_id_maps({t: maps[t] for t in NODE_TYPES}, staging / IDS_DIR)
-        data = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
-        (staging / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        (staging / SEED_FILE).write_text(f"{int(seed)}\n", encoding="utf-8")
-        (staging / HASH_FILE).write_text(f"{snapshot_hash}\n", encoding="utf-8")
+        write_id_maps(maps, staging / IDS_DIR)  # type: ignore[arg-type]
+        (staging / CONFIG_FILE).write_text(yaml.safe_dump(model.config, sort_keys=False), encoding="utf-8")
+        (staging / SEED_FILE).write_text(f"{model.seed}\n", encoding="utf-8")
+        (staging / HASH_FILE).write_text(f"{model.snapshot_hash}\n", encoding="utf-8")
         (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=float) + "\n", encoding="utf-8")
-        history = {
-            "best_epoch": result.best_epoch,
-            "seconds": result.seconds,
-            "epochs": [asdict(r) for r in result.history],
-        }
-        (staging / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
-        plot_curves(result, staging / CURVES_FILE)
+        (staging / HISTORY_FILE).write_text(json.dumps(model.history, indent=2) + "\n", encoding="utf-8")
+        plot_curves(model.history, staging / CURVES_FILE)
         if snapshot is not None:
             # The model directory carries its graph, so evaluate and recommend need nothing else.
             from kgrec.snapshot.snapshot import write_snapshot
@@ -178,25 +281,26 @@ def save_model_dir(
     return out
 
 
-def plot_curves(result: TrainResult, path: Path) -> None:
+def plot_curves(history: dict[str, Any], path: Path) -> None:
     """Loss and valid NDCG@10 per epoch, side by side (matplotlib, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r.epoch for r in result.history]
+    records = history.get("epochs", [])
+    best_epoch = history.get("best_epoch", 0)
     fig, (ax_loss, ax_ndcg) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax_loss.plot(epochs, [r.loss for r in result.history], marker="o")
+    ax_loss.plot([r["epoch"] for r in records], [r["loss"] for r in records], marker="o")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss")
-    evaluated = [(r.epoch, r.valid_ndcg) for r in result.history if r.valid_ndcg is not None]
+    evaluated = [(r["epoch"], r["valid_ndcg"]) for r in records if r.get("valid_ndcg") is not None]
     if evaluated:
         ax_ndcg.plot([e for e, _ in evaluated], [v for _, v in evaluated], marker="o", color="tab:green")
-        ax_ndcg.axvline(result.best_epoch, color="grey", linestyle="--", label=f"best epoch {result.best_epoch}")
+        ax_ndcg.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
         ax_ndcg.legend()
     else:
-        ax_ndcg.text(0.5, 0.5, "no valid part\n(trained on train + valid)", ha="center", va="center")
+        ax_ndcg.text(0.5, 0.5, "no valid part\n(epochs fixed by the selection run)", ha="center", va="center")
     ax_ndcg.set_xlabel("epoch")
     ax_ndcg.set_ylabel("valid NDCG@10")
     fig.tight_layout()
@@ -208,6 +312,11 @@ def point_latest(model_dir: Path) -> Path:
     """Make ``<parent>/latest`` name ``model_dir`` (atomic symlink swap; a text file as fallback)."""
     parent = model_dir.parent
     link = parent / LATEST
+    if link.exists() and not link.is_symlink() and not _is_pointer_file(link):
+        raise ConfigError(
+            f"{link} exists and is not kgrec's pointer to a model directory; kgrec will not replace it. "
+            f"Move it away, or write models into another folder. The model itself is in {model_dir}."
+        )
     tmp = parent / f".{LATEST}.tmp-{os.getpid()}"
     try:
         if tmp.is_symlink() or tmp.exists():
@@ -224,6 +333,14 @@ def point_latest(model_dir: Path) -> Path:
     return link
 
 
+def _is_pointer_file(link: Path) -> bool:
+    """A one-line file naming a sibling model directory, as :func:`point_latest` writes."""
+    if not link.is_file() or link.stat().st_size > 4096:
+        return False
+    name = link.read_text(encoding="utf-8", errors="replace").strip()
+    return bool(name) and "/" not in name and is_model_dir(link.parent / name)
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """``path`` itself, or what its ``latest`` pointer names (for a parent dir or the pointer)."""
     p = Path(path)
@@ -234,7 +351,7 @@ def resolve_model_dir(path: str | Path) -> Path:
     return p.resolve() if p.exists() else p
 
 
-def load_model_dir(path: str | Path) -> TrainedModel:
+def load_model_dir(path: str | Path) -> KgrecRecommender:
     """Read a model directory written by :func:`save_model_dir`.
 
     ``path`` may be the model directory, its parent (the ``latest`` one is taken) or
@@ -267,7 +384,7 @@ def load_model_dir(path: str | Path) -> TrainedModel:
         raise
     except Exception as e:  # safetensors, parquet, yaml and json raise many types
         raise ModelNotFoundError(f"Model directory {root} cannot be read ({e}). {hint}") from e
-    needed = ("user_embedding", "product_embedding", "brand_embedding", "category_embedding", "history_index", "history_weight")
+    needed = ("user_embedding", "product_embedding", "brand_embedding", "category_embedding")
     absent = [k for k in needed if k not in tensors]
     if absent:
         raise ModelNotFoundError(f"{root / EMBEDDINGS_FILE} lacks {absent}. {hint}")
@@ -277,23 +394,14 @@ def load_model_dir(path: str | Path) -> TrainedModel:
             raise ModelNotFoundError(
                 f"Model directory {root} is inconsistent: {rows} {t} embeddings but {ids} {t} ids. {hint}"
             )
-    return TrainedModel(
-        path=root,
-        user_embedding=tensors["user_embedding"],
-        product_embedding=tensors["product_embedding"],
-        brand_embedding=tensors["brand_embedding"],
-        category_embedding=tensors["category_embedding"],
-        product_text=tensors.get("product_text"),
-        history_index=tensors["history_index"],
-        history_weight=tensors["history_weight"],
-        user_ids=maps["user"],
-        product_ids=maps["product"],
-        brand_ids=maps["brand"],
-        category_ids=maps["category"],
-        config=config if isinstance(config, dict) else {},
-        seed=seed,
-        snapshot_hash=snapshot_hash,
-        metrics=metrics,
-        history=history,
-    )
-
+    model = KgrecRecommender(config if isinstance(config, dict) else {}, seed=seed)
+    model.path = root
+    model.user_embedding = tensors["user_embedding"]
+    model.product_embedding = tensors["product_embedding"]
+    model.brand_embedding = tensors["brand_embedding"]
+    model.category_embedding = tensors["category_embedding"]
+    model.product_text = tensors.get("product_text")
+    model.user_ids, model.product_ids = maps["user"], maps["product"]
+    model.brand_ids, model.category_ids = maps["brand"], maps["category"]
+    model.snapshot_hash, model.metrics, model.history = snapshot_hash, metrics, history
+    return model

@@ -1,6 +1,7 @@
 """Baseline recommenders, trained and scored through the same split and evaluator as kgrec.
 
-Every baseline implements :class:`Recommender` (``fit`` then ``score``); constructor
+Every baseline implements :class:`~kgrec.train.recommender.Recommender` (``fit``, then
+``score`` from the users' events); constructor
 keyword arguments are its hyperparameters. :func:`make_baseline` builds one by name and
 :func:`fit_and_evaluate` runs the reporting protocol:
 
@@ -15,9 +16,10 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, Literal, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,30 +31,14 @@ from kgrec.errors import ConfigError, TrainingError
 from kgrec.models.lightgcn import LightGCN, normalized_adjacency
 from kgrec.models.mf import MatrixFactorization
 from kgrec.snapshot.snapshot import Snapshot
-from kgrec.train.evaluate import ScoreFn, evaluate
+from kgrec.models.history import Histories
+from kgrec.train.evaluate import evaluate
+from kgrec.train.recommender import Recommender, known_users, sparse_rows
 from kgrec.train.split import InteractionSplit, NegativeSampler
 
 logger = logging.getLogger(__name__)
 
 BaselineName = Literal["pop", "itemknn", "bpr", "lightgcn"]
-
-
-class Recommender(ABC):
-    """A model that scores every product for a user. ``fit`` returns ``self``."""
-
-    name: ClassVar[str]
-
-    @abstractmethod
-    def fit(self, split: InteractionSplit, snapshot: Snapshot | None = None, device: str = "cpu") -> Recommender:
-        """Learn from ``split.train`` (trainable models early-stop on ``split.valid``)."""
-
-    @abstractmethod
-    def score(self, user_index: Tensor) -> Tensor:
-        """``[b, num_products]`` float scores for the ``[b]`` long ``user_index``; higher is better."""
-
-    def _check_fitted(self, attribute: str) -> None:
-        if getattr(self, attribute, None) is None:
-            raise TrainingError(f"{type(self).__name__} is not fitted yet; call fit(split) before score().")
 
 
 class PopularityRecommender(Recommender):
@@ -67,10 +53,10 @@ class PopularityRecommender(Recommender):
         self.popularity = split.product_popularity().float().to(device)
         return self
 
-    def score(self, user_index: Tensor) -> Tensor:
+    def score(self, histories: Histories) -> Tensor:
         self._check_fitted("popularity")
         assert self.popularity is not None
-        return self.popularity.unsqueeze(0).expand(user_index.numel(), -1)
+        return self.popularity.unsqueeze(0).expand(len(histories), -1)
 
 
 class ItemKNNRecommender(Recommender):
@@ -106,10 +92,11 @@ class ItemKNNRecommender(Recommender):
         self.similarity = item_similarity(self.user_items, self.neighbours, self.shrink).T.tocsr()
         return self
 
-    def score(self, user_index: Tensor) -> Tensor:
+    def score(self, histories: Histories) -> Tensor:
+        """``[b, P]``: the users' current products (not their train rows) times the similarities."""
         self._check_fitted("similarity")
-        assert self.user_items is not None and self.similarity is not None
-        scores = (self.user_items[user_index.cpu().numpy()] @ self.similarity).toarray()
+        assert self.similarity is not None
+        scores = (sparse_rows(histories, self.similarity.shape[0]) @ self.similarity).toarray()
         return torch.from_numpy(scores).to(self.device)
 
 
@@ -239,7 +226,8 @@ class _BPRRecommender(Recommender):
                 total += loss.item() * batch.numel()
             if not early_stopping or epoch % self.eval_every:
                 continue
-            ndcg = evaluate(self._score_now(), split, "valid", ks=(10,), batch_size=self.eval_batch_size)["ndcg@10"]
+            self._cache_embeddings()
+            ndcg = evaluate(self, split, "valid", ks=(10,), batch_size=self.eval_batch_size)["ndcg@10"]
             self.history.valid_ndcg[epoch] = ndcg
             logger.info("%s epoch %d: loss %.4f, valid ndcg@10 %.4f", self.name, epoch, total / len(split.train), ndcg)
             if ndcg > self.history.best_ndcg:
@@ -254,22 +242,40 @@ class _BPRRecommender(Recommender):
         else:
             self.history.best_epoch = self.epochs
         self.history.seconds = time.perf_counter() - started
-        self._score_now()
+        self._cache_embeddings()
         return self
 
-    def score(self, user_index: Tensor) -> Tensor:
-        self._check_fitted("_user_emb")
-        assert self._user_emb is not None and self._product_emb is not None
-        return self._user_emb[user_index.to(self.device)] @ self._product_emb.T
+    @property
+    def product_embedding(self) -> Tensor | None:
+        return self._product_emb
 
-    def _score_now(self) -> ScoreFn:
-        """Cache the current final embeddings (no grad) and return the scoring function."""
+    def user_vectors(self, histories: Histories) -> Tensor:
+        """The trained user embeddings (events after training do not move them); zeros for
+        users the model was not trained on."""
+        self._check_fitted("_user_emb")
+        assert self._user_emb is not None
+        rows, users = known_users(histories, self._user_emb.shape[0])
+        out = self._user_emb.new_zeros(len(histories), self._user_emb.shape[1])
+        out[rows.to(out.device)] = self._user_emb[users.to(out.device)]
+        return out
+
+    trainable = True
+
+    @property
+    def best_epoch(self) -> int:
+        return self.history.best_epoch
+
+    @property
+    def best_valid_ndcg(self) -> float:
+        return self.history.best_ndcg
+
+    def _cache_embeddings(self) -> None:
+        """Keep the current final embeddings (no grad) for scoring."""
         assert self.model is not None
         self.model.eval()
         with torch.no_grad():
             user_emb, product_emb, _, _ = self._embeddings()
         self._user_emb, self._product_emb = user_emb.detach(), product_emb.detach()
-        return self.score
 
     def _loss(self, user: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
         user_emb, product_emb, user_ego, product_ego = self._embeddings()
@@ -362,17 +368,23 @@ def make_baseline(name: BaselineName, **kwargs: object) -> Recommender:
 
 @dataclass
 class BaselineResult:
-    """One row of the comparison table."""
+    """One row of the comparison table, and the model that produced it."""
 
     name: str
     test: dict[str, float]
     epochs: int | None  # trained epochs of the final fit (None: not trainable)
     valid_ndcg: float | None  # best valid NDCG@10 during epoch selection
     seconds: float  # wall time of both fits and the test evaluation
+    model: Recommender | None = None  # fitted on train + valid
+    valid_metrics: dict[str, float] = field(default_factory=dict)  # the selection run's valid figures
+
+
+ModelFactory = Callable[[Optional[int]], Recommender]
+"""``make(epochs)``: a fresh model; ``epochs`` None = early stopping on valid, else exactly that many."""
 
 
 def fit_and_evaluate(
-    name: BaselineName,
+    make: BaselineName | ModelFactory,
     split: InteractionSplit,
     snapshot: Snapshot | None = None,
     device: str = "cpu",
@@ -380,23 +392,40 @@ def fit_and_evaluate(
     product_category: Tensor | None = None,
     **kwargs: object,
 ) -> BaselineResult:
-    """The test figure of one baseline: pick epochs on valid, refit on train + valid, test.
+    """The reporting protocol, the same for kgrec and every baseline.
 
-    Without valid pairs in ``split`` a trainable baseline runs its ``epochs`` setting.
+    1. A trainable model trains on train with early stopping on valid NDCG@10, which
+       picks the number of epochs (without valid pairs it runs its ``epochs`` setting);
+    2. it is fitted again on train + valid for exactly that many epochs (a model that
+       does not train is simply fitted on train + valid);
+    3. it is scored on test.
+
+    Args:
+        make: a baseline name (``kwargs`` are its settings) or a factory ``make(epochs)``.
     """
+    if isinstance(make, str):
+        name = make
+
+        def make(epochs: int | None) -> Recommender:  # noqa: F811 - the name's factory
+            return make_baseline(name, **({**kwargs, "epochs": epochs} if epochs is not None else kwargs))
+
     started = time.perf_counter()
-    model = make_baseline(name, **kwargs)
+    model = make(None)
     epochs: int | None = None
     valid_ndcg: float | None = None
+    valid_metrics: dict[str, float] = {}
     final_split = split.merge_valid_into_train() if len(split.valid) else split
-    if isinstance(model, _BPRRecommender):
+    if model.trainable:
         if len(split.valid):
             model.fit(split, snapshot, device)
-            epochs, valid_ndcg = model.history.best_epoch, model.history.best_ndcg
-            logger.info("%s: best valid ndcg@10 %.4f at epoch %d; refitting on train+valid", name, valid_ndcg, epochs)
-            model = make_baseline(name, **{**kwargs, "epochs": epochs})
+            epochs, valid_ndcg = max(model.best_epoch, 1), model.best_valid_ndcg
+            valid_metrics = dict(getattr(model, "valid_metrics", {}))
+            logger.info("%s: best valid ndcg@10 %.4f at epoch %d; refitting on train+valid", model.name, valid_ndcg, epochs)
+            model = make(epochs)
         else:
-            epochs = model.epochs
+            epochs = getattr(model, "epochs", None)
     model.fit(final_split, snapshot, device)
-    test = evaluate(model.score, final_split, "test", ks=ks, product_category=product_category)
-    return BaselineResult(name, test, epochs, valid_ndcg, time.perf_counter() - started)
+    test = evaluate(model, final_split, "test", ks=ks, product_category=product_category)
+    if valid_ndcg is not None and not valid_metrics:
+        valid_metrics = {"ndcg@10": valid_ndcg}
+    return BaselineResult(model.name, test, epochs, valid_ndcg, time.perf_counter() - started, model, valid_metrics)

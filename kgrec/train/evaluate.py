@@ -32,6 +32,7 @@ from torch import Tensor
 from kgrec.errors import TrainingError
 from kgrec.snapshot.snapshot import Snapshot
 from kgrec.train import metrics
+from kgrec.train.recommender import Recommender, split_scorer
 from kgrec.train.split import InteractionSplit
 
 ScoreFn = Callable[[Tensor], Tensor]
@@ -40,7 +41,7 @@ ScoreFn = Callable[[Tensor], Tensor]
 
 @torch.no_grad()
 def evaluate(
-    score_fn: ScoreFn,
+    score_fn: ScoreFn | Recommender,
     split: InteractionSplit,
     part: Literal["valid", "test"] = "valid",
     ks: Sequence[int] = (10, 20),
@@ -52,7 +53,9 @@ def evaluate(
     """Rank all products for every user of ``part`` and average the metrics.
 
     Args:
-        score_fn: ``user_index [b] -> scores [b, num_products]``; higher is better.
+        score_fn: a :class:`Recommender` (each user scored from the pairs before ``part``,
+            see :func:`~kgrec.train.recommender.split_scorer`), or any
+            ``user_index [b] -> scores [b, num_products]``; higher is better.
         split: the split; its train (and, for test, valid) pairs are excluded.
         part: which pairs are the positives.
         ks: cut-offs; each metric is reported at each.
@@ -74,6 +77,8 @@ def evaluate(
     """
     if part not in ("valid", "test"):
         raise TrainingError(f"evaluate: part must be 'valid' or 'test', found {part!r}.")
+    if isinstance(score_fn, Recommender):
+        score_fn = split_scorer(score_fn, split, part)
     ks = sorted(set(int(k) for k in ks))
     num_products = split.num_products
     if not ks or ks[0] < 1 or ks[-1] > num_products:

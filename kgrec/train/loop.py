@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from kgrec.errors import TrainingError
 from kgrec.features.config import FeaturesConfig
 from kgrec.models.config import ModelConfig
 from kgrec.models.hetero_graph import graph_from_snapshot
-from kgrec.models.history import build_histories
+from kgrec.models.history import Histories
 from kgrec.models.kgrec_model import KgrecModel, bpr_loss, softmax_loss
 from kgrec.snapshot.snapshot import Snapshot
 from kgrec.train.config import TrainConfig
@@ -45,48 +45,6 @@ class EpochRecord:
     loss: float
     valid_ndcg: float | None
     seconds: float
-
-
-@dataclass
-class TrainResult:
-    """What training produced. Embeddings are on the CPU and L2-normalised.
-
-    Attributes:
-        model: the trained module (best epoch's weights), on the CPU.
-        user_embedding: ``[num_users, dim]``.
-        product_embedding: ``[num_products, dim]``.
-        brand_embedding: ``[num_brands, dim]``.
-        category_embedding: ``[num_categories, dim]``.
-        product_text: ``[num_products, text_dim]`` text embeddings (None without text).
-        history_index, history_weight: ``[num_users, L]`` the users' histories the user
-            embeddings were built from (see :func:`~kgrec.models.history.build_histories`).
-        history: one :class:`EpochRecord` per epoch run.
-        best_epoch: 1-based epoch whose weights were kept.
-        valid_metrics: the evaluator's output for the best epoch ({} without a valid part).
-        model_config, train_config, features_config: the settings used.
-        seconds: wall time of the whole call.
-    """
-
-    model: KgrecModel
-    user_embedding: Tensor
-    product_embedding: Tensor
-    brand_embedding: Tensor
-    category_embedding: Tensor
-    product_text: Tensor | None
-    history_index: Tensor
-    history_weight: Tensor
-    history: list[EpochRecord]
-    best_epoch: int
-    valid_metrics: dict[str, float]
-    model_config: ModelConfig
-    train_config: TrainConfig
-    features_config: FeaturesConfig
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def score(self, user_index: Tensor) -> Tensor:
-        """``[b, num_products]`` cosine scores (the evaluator's ``score_fn``)."""
-        return self.user_embedding[user_index.cpu()] @ self.product_embedding.t()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -165,16 +123,10 @@ def build_model(
                 category_text = encode_names(snapshot.category_ids.ids.to_list(), features_cfg, progress=progress)
     has_id = torch.bincount(train.product_index, minlength=snapshot.num_products) > 0
     model = KgrecModel(graph, model_cfg, product_text, brand_text, category_text, product_has_id=has_id)
-    history_index, history_weight = build_histories(
-        train.user_index,
-        train.product_index,
-        train.timestamp,
-        snapshot.num_users,
-        model_cfg.history_length,
-        model_cfg.recency_decay,
-        train.weight,
+    histories = Histories.from_events(
+        train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users
     )
-    model.set_histories(history_index, history_weight)
+    model.set_histories(*histories.latest(model_cfg.history_length, model_cfg.recency_decay))
     return model, product_text
 
 
@@ -187,8 +139,10 @@ def train_model(
     seed: int = 42,
     progress: bool = True,
     epochs: int | None = None,
-) -> TrainResult:
+) -> tuple[KgrecModel, Tensor | None, dict[str, Any]]:
     """Train kgrec on ``split.train`` (the graph sees train edges only).
+
+    :meth:`kgrec.train.artifacts.KgrecRecommender.fit` calls this; use that.
 
     Args:
         snapshot: the graph (products, brands, categories, relations, id maps).
@@ -199,6 +153,11 @@ def train_model(
         epochs: run exactly this many epochs, no early stopping (default ``train_cfg.epochs``
             with early stopping when valid pairs exist).
         progress: show a progress bar over epochs (loss, valid NDCG@10).
+
+    Returns:
+        ``(model, product_text, records)``: the module with the kept epoch's weights (on the
+        CPU), the text embeddings (None without text) and the training records
+        (``{"best_epoch", "seconds", "epochs": [...], "valid": {...}}``).
 
     Raises:
         TrainingError: no usable device, or no user has two train products.
@@ -285,59 +244,13 @@ def train_model(
             best_metrics = _evaluate_model(model, split, "valid")
     model.eval()
     model.to("cpu")
-    with torch.no_grad():
-        nodes = model.propagate()
-        user_emb, product_emb = model.get_embedding()
-    norm = torch.nn.functional.normalize
-    return TrainResult(
-        model=model,
-        user_embedding=user_emb,
-        product_embedding=product_emb,
-        brand_embedding=norm(nodes["brand"], dim=-1),
-        category_embedding=norm(nodes["category"], dim=-1),
-        product_text=product_text,
-        history_index=model.history_index.clone(),
-        history_weight=model.history_weight.clone(),
-        history=history,
-        best_epoch=best_epoch,
-        valid_metrics=best_metrics,
-        model_config=model_cfg,
-        train_config=train_cfg,
-        features_config=features_cfg,
-        seconds=time.perf_counter() - started,
-        extra={
-            "id_maps": {
-                "user": snapshot.user_ids,
-                "product": snapshot.product_ids,
-                "brand": snapshot.brand_ids,
-                "category": snapshot.category_ids,
-            }
-        },
-    )
-
-
-def train_and_refit(
-    snapshot: Snapshot,
-    split: InteractionSplit,
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
-    features_cfg: FeaturesConfig,
-    seed: int = 42,
-    progress: bool = True,
-) -> tuple[TrainResult, TrainResult]:
-    """Pick the epoch count on valid, then retrain on train + valid for that many epochs.
-
-    Returns ``(selection_run, final_run)``; evaluate ``final_run`` on ``test`` with the
-    merged split (``split.merge_valid_into_train()``).
-    """
-    selection = train_model(snapshot, split, model_cfg, train_cfg, features_cfg, seed, progress)
-    final = train_model(
-        snapshot, split.merge_valid_into_train(), model_cfg, train_cfg, features_cfg, seed, progress,
-        epochs=max(selection.best_epoch, 1),
-    )
-    final.valid_metrics = selection.valid_metrics
-    final.extra["selection_history"] = selection.history
-    return selection, final
+    records = {
+        "best_epoch": best_epoch,
+        "seconds": time.perf_counter() - started,
+        "epochs": [asdict(record) for record in history],
+        "valid": best_metrics,
+    }
+    return model, product_text, records
 
 
 # --------------------------------------------------------------------------- helpers
@@ -368,13 +281,13 @@ def _step_loss(
 
 @torch.no_grad()
 def _evaluate_model(model: KgrecModel, split: InteractionSplit, part: str) -> dict[str, float]:
-    model.eval()
-    user_emb, product_emb = model.get_embedding()
+    """The model as it is now, through the recommender contract and the one evaluator."""
+    from kgrec.train.artifacts import KgrecRecommender
 
-    def score(user_index: Tensor) -> Tensor:
-        return user_emb[user_index.to(user_emb.device)] @ product_emb.t()
-
-    return evaluate(score, split, part, ks=(10, 20))  # type: ignore[arg-type]
+    recommender = KgrecRecommender({"model": model.config.model_dump(mode="json")})
+    recommender.set_state(model, None)
+    model.train()
+    return evaluate(recommender, split, part, ks=(10, 20))
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

@@ -137,6 +137,10 @@ class InteractionSplit:
         """The split with valid moved into train (valid becomes empty): for the final test figure."""
         return replace(self, train=self.train.concat(self.valid), valid=Pairs.empty())
 
+    def merge_test_into_train(self) -> InteractionSplit:
+        """The split with test moved into train too: every pair is training input (the deployed fit)."""
+        return replace(self, train=self.train.concat(self.valid).concat(self.test), valid=Pairs.empty(), test=Pairs.empty())
+
     def holdout_products(self, fraction: float = 0.1, seed: int = 0) -> InteractionSplit:
         """A cold-start variant: a random ``fraction`` of the catalog loses all its train pairs.
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from kgrec.models.config import ModelConfig
 from kgrec.models.hetero_graph import INTERACTS, build_hetero_graph, normalized_adjacency
-from kgrec.models.history import build_histories, history_embedding, user_embedding_from_history
+from kgrec.models.history import Histories, history_embedding
 from kgrec.models.kgrec_model import KgrecModel, bpr_loss, softmax_loss
 
 # 3 users, 5 products (p4 has no interactions: cold), 2 brands, 2 categories.
@@ -80,7 +80,6 @@ def test_model_get_embedding_shapes():
     model = KgrecModel(planted_graph(), ModelConfig(dim=4, history_length=3), product_text=id_text())
     users, products = model.get_embedding()
     assert users.shape == (3, 4) and products.shape == (5, 4)
-    assert model.score(torch.tensor([0, 2])).shape == (2, 5)
     nodes = model.propagate()
     assert {t: v.shape[0] for t, v in nodes.items()} == NUM_NODES
 
@@ -108,27 +107,37 @@ def test_model_use_text_flag_controls_text_projection():
     assert KgrecModel(planted_graph(), ModelConfig(dim=4, use_text=False), product_text=id_text()).text_proj is None
 
 
-def test_build_histories_keeps_latest_right_aligned_with_decay():
-    user = torch.tensor([0, 0, 0, 1])
-    product = torch.tensor([2, 0, 1, 3])
-    order = torch.tensor([5, 1, 3, 0])  # user 0 in time order: 0, 1, 2
-    index, weight = build_histories(user, product, order, num_users=3, history_length=2, decay=0.5)
+def test_histories_keep_each_product_once_latest_right_aligned_with_decay():
+    user = torch.tensor([0, 0, 0, 1, 0])
+    product = torch.tensor([2, 0, 1, 3, 0])
+    timestamp = torch.tensor([5, 1, 3, 0, 0])  # user 0 in time order: 0 (twice), 1, 2
+    weight = torch.tensor([1.0, 2.0, 1.0, 1.0, 5.0])
+    histories = Histories.from_events(user, product, timestamp, weight, num_rows=3)
+    assert histories.indptr.tolist() == [0, 3, 4, 4]
+    assert histories.product_index.tolist() == [0, 1, 2, 3]  # product 0 once, at its latest event
+    assert histories.weight.tolist() == [5.0, 1.0, 1.0, 1.0]  # with its heaviest weight
+    index, latest_weight = histories.latest(length=2, decay=0.5)
     assert index.tolist() == [[1, 2], [0, 3], [0, 0]]
-    assert weight.tolist() == [[0.5, 1.0], [0.0, 1.0], [0.0, 0.0]]
+    assert latest_weight.tolist() == [[0.5, 1.0], [0.0, 1.0], [0.0, 0.0]]
+    picked = histories.select(torch.tensor([1, 0]))
+    assert picked.indptr.tolist() == [0, 1, 4] and picked.product_index.tolist() == [3, 0, 1, 2]
 
 
-def test_user_embedding_from_history_matches_model_users():
+def test_model_users_follow_the_one_history_rule():
     cfg = ModelConfig(dim=4, history_length=2, recency_decay=0.5)
     model = KgrecModel(planted_graph(), cfg, product_text=id_text())
-    index, weight = build_histories(INTERACTIONS[0], INTERACTIONS[1], torch.arange(6), 3, 2, 0.5)
-    model.set_histories(index, weight)
+    histories = Histories.from_events(INTERACTIONS[0], INTERACTIONS[1], torch.arange(6), torch.ones(6), 3)
+    model.set_histories(*histories.latest(2, 0.5))
     users, products = model.get_embedding()
-    fresh = user_embedding_from_history(products, torch.tensor([1, 2]), decay=0.5, history_length=2)
-    assert torch.allclose(F.normalize(fresh, dim=0), users[1], atol=1e-6)
+    fresh = history_embedding(products, *Histories.from_events(
+        torch.zeros(2, dtype=torch.long), torch.tensor([1, 2]), torch.arange(2), torch.ones(2), 1).latest(2, 0.5))
+    assert torch.allclose(F.normalize(fresh[0], dim=0), users[1], atol=1e-6)
     # Only the last history_length products count.
-    longer = user_embedding_from_history(products, torch.tensor([4, 1, 2]), decay=0.5, history_length=2)
+    longer = history_embedding(products, *Histories.from_events(
+        torch.zeros(3, dtype=torch.long), torch.tensor([4, 1, 2]), torch.arange(3), torch.ones(3), 1).latest(2, 0.5))
     assert torch.allclose(longer, fresh)
-    assert user_embedding_from_history(products, torch.tensor([], dtype=torch.long)).abs().sum() == 0
+    empty = Histories.from_events(torch.zeros(0), torch.zeros(0), torch.zeros(0), torch.zeros(0), 1)
+    assert history_embedding(products, *empty.latest(2, 0.5)).abs().sum() == 0
 
 
 def test_history_embedding_weighted_mean():

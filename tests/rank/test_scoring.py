@@ -1,25 +1,70 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
 from kgrec.errors import ConfigError
 from kgrec.rank.config import ExplorationLevels, RankConfig
-from kgrec.rank.scoring import (
-    ExplorationGraph,
-    decayed_popularity,
-    exploration_bonus,
-    normalise,
-    parse_weights,
-    rank_all_users,
-    rank_batch,
-    rank_products,
-    relevance,
-    similarity_scores,
-)
+from kgrec.models.history import Histories
+from kgrec.rank.engine import RankedList, SortedValues
+from kgrec.rank.exploration import ExplorationGraph, exploration_bonus
+from kgrec.rank.params import RankParams, Weights
+from kgrec.rank.parts import decayed_popularity, mix_query, normalise, similarity_scores
+from kgrec.rank.ranking import Catalog, rank
+
+
+def parse_weights(text):
+    return Weights.parse(text).as_tuple()
+
+
+def relevance(user, products, query_vector=None, texts=None, query_mix=0.5):
+    """The personal part, mixed with a query as the serving path mixes it."""
+    personal = similarity_scores(user, products).reshape(1, -1)
+    if query_vector is None:
+        return normalise(personal)[0]
+    if texts is None:
+        raise ValueError("a query_vector needs product_text_embeddings [P, d_text]")
+    return mix_query(personal, similarity_scores(query_vector, texts), query_mix)[0]
+
+
+def seen_histories(seen_lists, num_users):
+    """Histories whose products are the given seen lists (what ranking excludes)."""
+    rows = torch.cat([torch.full((len(s),), i) for i, s in enumerate(seen_lists)]) if seen_lists else torch.zeros(0)
+    products = torch.cat([torch.as_tensor(s, dtype=torch.long).reshape(-1) for s in seen_lists]) if seen_lists else torch.zeros(0)
+    n = rows.numel()
+    return Histories.from_events(rows.long(), products.long(), torch.zeros(n), torch.ones(n), num_users)
+
+
+def rank_batch(rel, pop, exploration, weights, k, candidate_mask=None, product_embeddings=None,
+               num_candidates=200, exploration_share=0.5, normalisation="minmax", histories=None):
+    b, num_products = rel.shape
+    if candidate_mask is not None:
+        mask = candidate_mask.reshape(-1, num_products).expand(b, num_products)
+        histories = seen_histories([(~mask[i]).nonzero().reshape(-1) for i in range(b)], b)
+    params = RankParams(Weights.of(weights), k, num_candidates, exploration_share, normalisation)
+    return rank(rel, Catalog(pop, exploration, product_embeddings), params, histories)
+
+
+def rank_products(rel, pop, exploration, weights, k, candidate_mask=None, product_embeddings=None, exclude=None, **params):
+    histories = None if exclude is None else seen_histories([exclude], 1)
+    mask = None if candidate_mask is None else candidate_mask.reshape(1, -1)
+    return rank_batch(rel.reshape(1, -1), pop, exploration, weights, k, mask, product_embeddings,
+                      histories=histories, **params).user(0)
+
+
+def rank_all_users(users, products, seen, popularity, k, weights, batch_size=256, exploration=None, **params):
+    """Every user in batches, through the one public rank(), as the batch path does."""
+    histories = seen_histories(seen, users.shape[0])
+    catalog = Catalog(popularity, exploration, products)
+    rank_params = RankParams(Weights.of(weights), k, **params)
+    parts = []
+    for start in range(0, users.shape[0], batch_size):
+        rows = torch.arange(start, min(start + batch_size, users.shape[0]))
+        batch = histories.select(rows)
+        parts.append(rank(similarity_scores(users[rows], products), catalog, rank_params, batch))
+    ranked = RankedList(*(torch.cat([getattr(p, f) for p in parts]) for f in RankedList.__dataclass_fields__))
+    return ranked.product_index, ranked.score
 
 DAY = 86_400
 
@@ -230,25 +275,10 @@ def test_rank_all_users_equals_rank_products_for_each_user(weights, normalisatio
 
 def test_rank_all_users_pads_users_with_too_few_unseen_products():
     users, products = torch.randn(2, 3), torch.randn(5, 3)
-    seen = (torch.tensor([0, 3, 3]), torch.tensor([0, 1, 2]))
+    seen = [torch.tensor([0, 1, 2]), torch.tensor([], dtype=torch.long)]
     top_index, top_score = rank_all_users(users, products, seen, torch.zeros(5), 4, (0.7, 0.1, 0.2))
     assert sorted(top_index[0, :2].tolist()) == [3, 4] and top_index[0, 2:].tolist() == [-1, -1]
     assert torch.isinf(top_score[0, 2:]).all() and (top_index[1] >= 0).all()
-
-
-@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
-def test_rank_all_users_takes_scipy_torch_and_list_forms_of_seen():
-    users, products, seen, popularity = random_users(num_users=6, num_products=20)
-    rows = np.repeat(np.arange(6), [len(s) for s in seen])
-    cols = torch.cat(seen).numpy()
-    matrix = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(6, 20))
-    results = [
-        rank_all_users(users, products, form, popularity, 3, (0.7, 0.1, 0.2))[0]
-        for form in (seen, matrix, torch.from_numpy(matrix.toarray()).to_sparse_csr())
-    ]
-    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
-    for user, items in enumerate(seen):
-        assert not set(results[0][user].tolist()) & set(items.tolist())
 
 
 def test_rank_batch_returns_one_row_per_user():
@@ -333,18 +363,9 @@ def test_exploration_graph_from_snapshot_uses_the_snapshot_indices():
     assert by_id == {"a": 0.0, "b": 1.0, "c": 0.75, "d": 0.5}
 
 
-def test_rank_all_users_restores_the_thread_count():
-    users, products, seen, popularity = random_users(num_users=4, num_products=10)
-    before = torch.get_num_threads()
-    rank_all_users(users, products, seen, popularity, 2, (0.7, 0.1, 0.2), num_threads=1)
-    assert torch.get_num_threads() == before
-
-
 def test_pool_only_exploration_and_presorted_popularity_give_the_same_ranking() -> None:
     # The serving path computes the exploration bonus for the re-ranked pool only and
     # sorts popularity once; both must rank exactly as the full-catalog inputs do.
-    from kgrec.rank.scoring import SortedValues
-
     torch.manual_seed(3)
     num_products = 500
     embeddings = torch.nn.functional.normalize(torch.randn(num_products, 8), dim=-1)
@@ -359,18 +380,15 @@ def test_pool_only_exploration_and_presorted_popularity_give_the_same_ranking() 
     common = dict(candidate_mask=mask, product_embeddings=embeddings, num_candidates=60)
 
     full = rank_products(relevance_scores, popularity, graph.bonus(indptr, seen)[0], (0.6, 0.1, 0.3), 10, **common)
-    pooled = rank_products(
-        relevance_scores, popularity, lambda pool: graph.bonus(indptr, seen, pool), (0.6, 0.1, 0.3), 10,
-        sorted_popularity=SortedValues(popularity), **common,
-    )
+    histories = seen_histories([seen], 1)
+    params = RankParams(Weights.of((0.6, 0.1, 0.3)), 10, num_candidates=60)
+    pooled = rank(relevance_scores, Catalog(popularity, graph, embeddings), params, histories).user(0)
     assert full.product_index.tolist() == pooled.product_index.tolist()
     assert torch.allclose(full.score, pooled.score) and torch.allclose(full.diversity, pooled.diversity)
     assert full.diversity.abs().sum() > 0  # the bonus did take part
 
 
 def test_sorted_values_extremes_match_a_brute_force_for_one_and_many_users() -> None:
-    from kgrec.rank.scoring import SortedValues
-
     torch.manual_seed(4)
     values = torch.randint(0, 6, (40,)).float()  # many ties
     values[7], values[11] = -3.0, 9.0  # a single minimum and maximum, excluded below
@@ -403,12 +421,10 @@ def test_rank_products_exclude_list_ranks_like_a_candidate_mask() -> None:
 
 
 def test_rank_batch_never_recommends_non_finite_scores_or_popularity() -> None:
-    from kgrec.rank.scoring import SortedValues
-
     rel = torch.tensor([[0.9, float("nan"), float("inf"), 0.1, 0.5, -float("inf")]])
     pop = torch.tensor([1.0, 2.0, 3.0, float("nan"), 0.0, 1.0])
-    for sorted_popularity in (None, SortedValues(pop)):
-        ranked = rank_batch(rel, pop, None, (0.8, 0.2, 0.0), 6, sorted_popularity=sorted_popularity)
+    for popularity in (pop, pop.clone()):
+        ranked = rank_batch(rel, popularity, None, (0.8, 0.2, 0.0), 6)
         assert ranked.product_index[0].tolist() == [0, 4, -1, -1, -1, -1]  # 1, 2, 3, 5 are not candidates
         assert ranked.relevance[0, :2].tolist() == [1.0, 0.0] and ranked.popularity[0, :2].tolist() == [1.0, 0.0]
 

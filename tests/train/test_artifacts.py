@@ -9,13 +9,12 @@ import torch
 
 import kgrec.train.artifacts as artifacts
 from kgrec.config import KgrecConfig
-from kgrec.errors import ModelNotFoundError
-from kgrec.features.config import FeaturesConfig
+from kgrec.errors import ConfigError, ModelNotFoundError
 from kgrec.models.config import ModelConfig
 from kgrec.snapshot import snapshot_from_tables
-from kgrec.train.artifacts import load_model_dir, save_model_dir
+from kgrec.models.history import Histories
+from kgrec.train.artifacts import KgrecRecommender, load_model_dir, save_model_dir
 from kgrec.train.config import TrainConfig
-from kgrec.train.loop import train_model
 from kgrec.train.split import leave_last_out
 from tests.train.test_loop import planted_tables
 
@@ -26,14 +25,23 @@ def trained():
     split = leave_last_out(snapshot)
     config = KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, history_length=3),
                          train=TrainConfig(epochs=2, device="cpu"))
-    result = train_model(snapshot, split, config.model, config.train, FeaturesConfig(), seed=7, progress=False)
+    result = KgrecRecommender(config, seed=7).fit(split, snapshot)
     return snapshot, config, result
+
+
+def save(result, out, metrics, seed=None):
+    """save_model_dir with another seed recorded (the weights are the same)."""
+    import copy
+
+    model = copy.copy(result)
+    if seed is not None:
+        model.seed = seed
+    return save_model_dir(model, out, metrics)
 
 
 def test_save_and_load_model_dir_round_trip(trained, tmp_path):
     snapshot, config, result = trained
-    out = save_model_dir(result, tmp_path / "runs" / "m1", config, seed=7,
-                         snapshot_hash=snapshot.content_hash, metrics={"test": {"ndcg@10": 0.5}})
+    out = save_model_dir(result, tmp_path / "runs" / "m1", metrics={"test": {"ndcg@10": 0.5}})
     for name in ("embeddings.safetensors", "config.yaml", "seed", "metrics.json", "curves.png",
                  "snapshot_hash", "history.json", "ids/user.parquet", "ids/product.parquet"):
         assert (out / name).is_file(), name
@@ -44,38 +52,41 @@ def test_save_and_load_model_dir_round_trip(trained, tmp_path):
     assert loaded.seed == 7 and loaded.snapshot_hash == snapshot.content_hash
     assert loaded.metrics == {"test": {"ndcg@10": 0.5}}
     assert loaded.config["model"]["dim"] == 8
-    assert torch.allclose(loaded.score(torch.tensor([0, 1])), result.score(torch.tensor([0, 1])))
-    # The real-time rule rebuilds a stored user from their history.
-    u = 0
-    mask = loaded.history_weight[u] > 0
-    vec = loaded.user_vector(loaded.history_index[u][mask], torch.ones(int(mask.sum())))
-    assert torch.allclose(vec, loaded.user_embedding[u], atol=1e-5)
+    histories = Histories.from_events(torch.tensor([0, 0, 1]), torch.tensor([3, 5, 2]), torch.tensor([1, 2, 1]),
+                                      torch.ones(3), 2)
+    assert torch.allclose(loaded.score(histories), result.score(histories))
+    # The real-time rule rebuilds a user from their events: the one user of the fit whose
+    # whole train history is given gets exactly their stored (training-time) vector.
+    train = leave_last_out(snapshot).train
+    mine = train.select(train.user_index == 0)
+    own = Histories.from_events(torch.zeros(len(mine), dtype=torch.long), mine.product_index, mine.timestamp, mine.weight, 1)
+    assert torch.allclose(loaded.user_vectors(own)[0], loaded.user_embedding[0], atol=1e-5)
 
 
 def test_latest_pointer_follows_the_newest_model(trained, tmp_path):
     snapshot, config, result = trained
     runs = tmp_path / "runs"
-    save_model_dir(result, runs / "a", config, 1, snapshot.content_hash, {"run": "a"})
-    save_model_dir(result, runs / "b", config, 2, snapshot.content_hash, {"run": "b"})
+    save(result, runs / "a", {"run": "a"}, seed=1)
+    save(result, runs / "b", {"run": "b"}, seed=2)
     assert load_model_dir(runs).metrics == {"run": "b"}
     assert load_model_dir(runs / "latest").seed == 2
-    save_model_dir(result, runs / "a", config, 3, snapshot.content_hash, {"run": "a2"})  # replace a
+    save(result, runs / "a", {"run": "a2"}, seed=3)  # replace a
     assert load_model_dir(runs).metrics == {"run": "a2"}
 
 
 def test_model_dir_never_half_written(trained, tmp_path, monkeypatch):
     snapshot, config, result = trained
     runs = tmp_path / "runs"
-    save_model_dir(result, runs / "m", config, 1, snapshot.content_hash, {"run": 1})
+    save(result, runs / "m", {"run": 1}, seed=1)
 
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(artifacts, "plot_curves", crash)  # fails after most files are written
     with pytest.raises(RuntimeError, match="disk full"):
-        save_model_dir(result, runs / "m", config, 2, snapshot.content_hash, {"run": 2})
+        save(result, runs / "m", {"run": 2}, seed=2)
     with pytest.raises(RuntimeError):
-        save_model_dir(result, runs / "new", config, 2, snapshot.content_hash, {"run": 2})
+        save(result, runs / "new", {"run": 2}, seed=2)
     assert not (runs / "new").exists()
     assert sorted(p.name for p in runs.iterdir()) == ["latest", "m"]  # no temp dirs left behind
     assert load_model_dir(runs).metrics == {"run": 1}  # the earlier model is intact
@@ -85,7 +96,7 @@ def test_load_model_dir_missing_or_incomplete_raises(trained, tmp_path):
     snapshot, config, result = trained
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         load_model_dir(tmp_path / "nothing")
-    out = save_model_dir(result, tmp_path / "m", config, 1, snapshot.content_hash, {})
+    out = save(result, tmp_path / "m", {}, seed=1)
     (out / "embeddings.safetensors").unlink()
     with pytest.raises(ModelNotFoundError, match="incomplete.*embeddings.safetensors"):
         load_model_dir(out)
@@ -102,5 +113,36 @@ def test_load_model_dir_missing_or_incomplete_raises(trained, tmp_path):
 
 def test_metrics_json_is_valid_json(trained, tmp_path):
     snapshot, config, result = trained
-    out = save_model_dir(result, tmp_path / "m", config, 1, snapshot.content_hash, {"ndcg@10": torch.tensor(0.25).item()})
+    out = save(result, tmp_path / "m", {"ndcg@10": torch.tensor(0.25).item()}, seed=1)
     assert json.loads((out / "metrics.json").read_text()) == {"ndcg@10": 0.25}
+
+
+def test_save_model_dir_refuses_a_folder_of_the_users_files(trained, tmp_path):
+    _, _, result = trained
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a kgrec model directory.*notes.txt"):
+        save_model_dir(result, folder, {})
+    assert (folder / "notes.txt").read_text() == "x" and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_save_model_dir_never_replaces_a_users_own_latest_file(trained, tmp_path):
+    _, _, result = trained
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "latest").write_text("my shopping list\n")
+    with pytest.raises(ConfigError, match="not kgrec's pointer"):
+        save_model_dir(result, runs / "m", {})
+    assert (runs / "latest").read_text() == "my shopping list\n"
+
+
+def test_check_model_out_refuses_an_unwritable_place_before_training(tmp_path):
+    from kgrec.train.artifacts import check_model_out
+
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        check_model_out(tmp_path / "a-file" / "models" / "m")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        check_model_out(tmp_path / "a-file")
+    assert check_model_out(tmp_path / "new" / "m") == tmp_path / "new" / "m"

@@ -9,6 +9,12 @@ import torch
 
 from kgrec.errors import ConfigError, TrainingError
 from kgrec.train.baselines import BASELINES, fit_and_evaluate, item_similarity, make_baseline
+from kgrec.train.recommender import pair_histories
+
+
+def users_of(split: InteractionSplit, users: list[int]):
+    """The histories of ``users`` as the split's train pairs give them."""
+    return pair_histories(split.train, split.num_users).select(torch.tensor(users))
 from kgrec.train.evaluate import evaluate
 from kgrec.train.split import InteractionSplit, Pairs
 
@@ -56,9 +62,9 @@ def test_baseline_contract_fit_returns_self_and_scores_every_product(name: str) 
     model = make_baseline(name, **FAST.get(name, {}))
 
     with pytest.raises(TrainingError, match="not fitted"):
-        model.score(torch.tensor([0]))
+        model.score(users_of(split, [0]))
     assert model.fit(split) is model
-    scores = model.score(torch.tensor([0, 5, 39]))
+    scores = model.score(users_of(split, [0, 5, 39]))
 
     assert model.name == name
     assert scores.shape == (3, 20)
@@ -71,7 +77,7 @@ def test_baseline_learns_planted_communities(name: str) -> None:
     split = block_split()
     model = make_baseline(name, **FAST.get(name, {})).fit(split)
 
-    result = evaluate(model.score, split, "test", ks=(5,))
+    result = evaluate(model, split, "test", ks=(5,))
 
     assert result["hit@5"] >= 0.9  # random ranking: 5/15 ≈ 0.33
 
@@ -82,7 +88,7 @@ def test_popularity_ranks_products_by_train_pairs() -> None:
     )
     model = make_baseline("pop").fit(split)
 
-    assert model.score(torch.tensor([1])).argsort(descending=True)[0].tolist() == [2, 0, 3, 1]
+    assert model.score(users_of(split, [1])).argsort(descending=True)[0].tolist() == [2, 0, 3, 1]
 
 
 def test_item_similarity_is_cosine_without_self_and_keeps_top_neighbours() -> None:
@@ -109,7 +115,7 @@ def test_itemknn_scores_each_candidate_from_its_own_neighbours() -> None:
     split = InteractionSplit(5, 3, Pairs.from_indices(users, products), Pairs.empty(), Pairs.empty())
     model = make_baseline("itemknn", neighbours=1).fit(split)
 
-    scores = model.score(torch.tensor([4]))[0]
+    scores = model.score(users_of(split, [4]))[0]
     assert scores[1].item() == pytest.approx(2 / (2 * np.sqrt(2)))
     assert scores[2].item() == pytest.approx(1 / (2 * np.sqrt(2)))
 
@@ -121,7 +127,7 @@ def test_early_stopping_restores_the_best_valid_state() -> None:
     history = model.history
     assert max(history.valid_ndcg) < 200  # stopped early
     assert history.best_ndcg == max(history.valid_ndcg.values())
-    assert evaluate(model.score, split, "valid", ks=(10,))["ndcg@10"] == pytest.approx(history.best_ndcg)
+    assert evaluate(model, split, "valid", ks=(10,))["ndcg@10"] == pytest.approx(history.best_ndcg)
 
 
 def test_training_without_valid_runs_the_given_epochs() -> None:
@@ -143,8 +149,8 @@ def test_fit_and_evaluate_picks_epochs_on_valid_then_tests() -> None:
 
 def test_trainable_baselines_are_reproducible_with_a_seed() -> None:
     split = block_split()
-    first = make_baseline("lightgcn", seed=3, **FAST["lightgcn"]).fit(split).score(torch.tensor([0, 1]))
-    second = make_baseline("lightgcn", seed=3, **FAST["lightgcn"]).fit(split).score(torch.tensor([0, 1]))
+    first = make_baseline("lightgcn", seed=3, **FAST["lightgcn"]).fit(split).score(users_of(split, [0, 1]))
+    second = make_baseline("lightgcn", seed=3, **FAST["lightgcn"]).fit(split).score(users_of(split, [0, 1]))
     assert torch.equal(first, second)
 
 
@@ -164,5 +170,5 @@ def test_baselines_train_and_score_on_cuda() -> None:
     split = block_split()
     for name in sorted(BASELINES):
         model = make_baseline(name, **FAST.get(name, {})).fit(split, device="cuda")
-        assert model.score(torch.tensor([0, 1])).device.type == "cuda"
-        assert evaluate(model.score, split, "test", ks=(5,))["users"] == 40
+        assert model.score(users_of(split, [0, 1])).device.type == "cuda"
+        assert evaluate(model, split, "test", ks=(5,))["users"] == 40

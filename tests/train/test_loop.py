@@ -13,7 +13,9 @@ from kgrec.models.config import ModelConfig
 from kgrec.snapshot import snapshot_from_tables
 from kgrec.train.config import TrainConfig
 from kgrec.train.evaluate import evaluate
-from kgrec.train.loop import next_item_pairs, resolve_device, train_model
+from kgrec.config import KgrecConfig
+from kgrec.train.artifacts import KgrecRecommender
+from kgrec.train.loop import next_item_pairs, resolve_device
 from kgrec.train.split import Pairs, leave_last_out
 
 NUM_CHAINS, CHAIN_LENGTH = 6, 10
@@ -71,15 +73,19 @@ def planted():
 FAST_MODEL = ModelConfig(dim=16, layers=1, use_text=False, history_length=3, recency_decay=0.3)
 
 
+def fit(snapshot, split, model_cfg, train_cfg, features=None, seed=0, epochs=None) -> KgrecRecommender:
+    config = KgrecConfig(model=model_cfg, train=train_cfg, features=features or FeaturesConfig())
+    return KgrecRecommender(config, seed=seed, epochs=epochs).fit(split, snapshot)
+
+
 def test_train_model_beats_random_and_stops_early(planted):
     snapshot, split = planted
     cfg = TrainConfig(epochs=200, batch_size=256, lr=0.02, patience=2, device="cpu")
-    result = train_model(snapshot, split, FAST_MODEL, cfg, FeaturesConfig(), seed=0, progress=False)
-    assert len(result.history) < 200  # early stopping kicked in
-    assert result.best_epoch == max(
-        (r for r in result.history if r.valid_ndcg is not None), key=lambda r: r.valid_ndcg
-    ).epoch
-    test = evaluate(result.score, split, "test", ks=(10,))
+    result = fit(snapshot, split, FAST_MODEL, cfg)
+    records = result.history["epochs"]
+    assert len(records) < 200  # early stopping kicked in
+    assert result.best_epoch == max((r for r in records if r["valid_ndcg"] is not None), key=lambda r: r["valid_ndcg"])["epoch"]
+    test = evaluate(result, split, "test", ks=(10,))
     random = evaluate(lambda u: torch.rand(u.numel(), split.num_products, generator=torch.Generator().manual_seed(0)),
                       split, "test", ks=(10,))
     assert test["ndcg@10"] > 0.5
@@ -91,8 +97,8 @@ def test_train_model_beats_random_and_stops_early(planted):
 def test_train_model_is_deterministic_for_a_seed(planted):
     snapshot, split = planted
     cfg = TrainConfig(epochs=2, batch_size=256, device="cpu")
-    a = train_model(snapshot, split, FAST_MODEL, cfg, FeaturesConfig(), seed=3, progress=False)
-    b = train_model(snapshot, split, FAST_MODEL, cfg, FeaturesConfig(), seed=3, progress=False)
+    a = fit(snapshot, split, FAST_MODEL, cfg, seed=3)
+    b = fit(snapshot, split, FAST_MODEL, cfg, seed=3)
     assert torch.equal(a.product_embedding, b.product_embedding)
 
 
@@ -100,9 +106,9 @@ def test_train_model_fixed_epochs_without_valid(planted):
     snapshot, split = planted
     merged = split.merge_valid_into_train()
     cfg = TrainConfig(epochs=50, batch_size=256, device="cpu", loss="bpr")
-    result = train_model(snapshot, merged, FAST_MODEL, cfg, FeaturesConfig(), seed=0, progress=False, epochs=3)
-    assert [r.epoch for r in result.history] == [1, 2, 3]
-    assert all(r.valid_ndcg is None for r in result.history)
+    result = fit(snapshot, merged, FAST_MODEL, cfg, epochs=3)
+    assert [r["epoch"] for r in result.history["epochs"]] == [1, 2, 3]
+    assert all(r["valid_ndcg"] is None for r in result.history["epochs"])
     assert result.best_epoch == 3
 
 
@@ -110,7 +116,7 @@ def test_train_model_cuda_without_gpu_raises(planted, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     snapshot, split = planted
     with pytest.raises(TrainingError, match="no CUDA GPU is visible"):
-        train_model(snapshot, split, FAST_MODEL, TrainConfig(device="cuda"), FeaturesConfig(), progress=False)
+        fit(snapshot, split, FAST_MODEL, TrainConfig(device="cuda"))
     assert resolve_device("auto").type == "cpu"
 
 
@@ -141,6 +147,5 @@ def test_train_model_with_text_uses_the_encoder(planted, tmp_path, monkeypatch):
     monkeypatch.setattr(text, "resolve_text_model", lambda name: (tmp_path, "fake"))
     snapshot, split = planted
     model_cfg = ModelConfig(dim=8, layers=1, history_length=3)
-    result = train_model(snapshot, split, model_cfg, TrainConfig(epochs=1, device="cpu"),
-                         FeaturesConfig(cache_dir=str(tmp_path)), progress=False)
+    result = fit(snapshot, split, model_cfg, TrainConfig(epochs=1, device="cpu"), FeaturesConfig(cache_dir=str(tmp_path)))
     assert result.product_text is not None and result.product_text.shape == (snapshot.num_products, 12)
