@@ -20,7 +20,9 @@ import polars as pl
 from kgrec.errors import GraphStoreError
 from kgrec.ingest.tables import (
     INTERACTION_SCHEMA,
+    KGREC_RELATIONSHIP_TYPES,
     PRODUCT_SCHEMA,
+    RELATION_NAME_PATTERN,
     RELATION_SCHEMA,
     GraphTables,
 )
@@ -37,8 +39,12 @@ RELATION_PROCEDURE = "kgrec.mergeProductRelations"
 """The managed server's bulk writers (``store/java/KgrecNeo4j.java``): the same rows and the same
 result as the Cypher in ``write_interactions.cypher`` and ``write_relations.cypher``."""
 
-RELATION_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-NON_RELATION_TYPES = ("INTERACTED", "MADE_BY", "IN_CATEGORY", "SUBCATEGORY_OF", "RECOMMENDED")
+# Ingest checks relation names against the same rule before anything is written; this is the last guard.
+RELATION_TYPE_PATTERN = re.compile(RELATION_NAME_PATTERN)
+NON_RELATION_TYPES = KGREC_RELATIONSHIP_TYPES
+
+PRODUCT_PROPERTIES = ("title", "description", "price")
+"""Product fields stored as properties of the Product node (brand and categories are edges)."""
 
 
 @dataclass
