@@ -459,6 +459,44 @@ def test_build_graph_with_new_events_adds_exactly_those(
     assert after == {**before, "User": before["User"] + 1, "INTERACTED": before["INTERACTED"] + 4}
 
 
+def _stored_product(store: GraphStore, product_id: str) -> dict:
+    return store.read("MATCH (p:Product {id: $id}) RETURN properties(p) AS props", {"id": product_id})[0]["props"]
+
+
+def _one_event_of(shop: dict[str, Path], tmp_path: Path) -> tuple[str, Path]:
+    """A product of the shop with every field filled, and an events file with one of its stored events."""
+    complete = pl.read_csv(shop["products"], infer_schema=False).drop_nulls(["description", "price"])
+    events = pl.read_csv(shop["interactions"], infer_schema=False).filter(pl.col("product_id").is_in(complete["product_id"].implode()))
+    events = events.head(1)
+    product_id = events["product_id"][0]
+    return product_id, write_rows(tmp_path / "one_event.csv", [events.columns, *events.rows()])
+
+
+def test_build_graph_partial_products_file_keeps_the_fields_it_lacks(
+    graph_store: GraphStore, loaded_shop: dict[str, Path], tmp_path: Path
+):
+    product_id, events = _one_event_of(loaded_shop, tmp_path)
+    before = _stored_product(graph_store, product_id)
+    assert before["description"] and before["price"] is not None
+
+    products = write_rows(tmp_path / "titles.csv", [["product_id", "title"], [product_id, "A New Title"]])
+    assert_success(build("--products", products, "--interactions", events))
+
+    assert _stored_product(graph_store, product_id) == {**before, "title": "A New Title"}
+
+
+def test_build_graph_empty_cells_clear_the_product_fields_they_give(
+    graph_store: GraphStore, loaded_shop: dict[str, Path], tmp_path: Path
+):
+    product_id, events = _one_event_of(loaded_shop, tmp_path)
+    before = _stored_product(graph_store, product_id)
+
+    products = write_rows(tmp_path / "cleared.csv", [["product_id", "description", "price"], [product_id, "", ""]])
+    assert_success(build("--products", products, "--interactions", events))
+
+    assert _stored_product(graph_store, product_id) == {"id": product_id, "title": before["title"]}
+
+
 # ----------------------------------------------------------------------- no server
 
 

@@ -99,9 +99,12 @@ def write_graph(store: GraphStore, tables: GraphTables, batch_size: int = 10_000
     def step(name: str, cypher: str, rows: list) -> None:
         count(store.write_batches(cypher, rows, batch_size, on_batch=on_batch(name)))
 
-    products = tables.products.select(
-        pl.col("product_id").alias("id"), "title", "description", "price"
-    ).to_dicts()
+    # Only the fields the products file gave: a field it lacks keeps its stored value.
+    given = [name for name in PRODUCT_PROPERTIES if name in tables.product_columns]
+    if given:
+        products = tables.products.select(pl.col("product_id").alias("id"), pl.struct(given).alias("fields")).to_dicts()
+    else:
+        products = [{"id": product_id, "fields": {}} for product_id in tables.products.get_column("product_id")]
     step("products", query("write_products"), products)
     step("brands", query("write_brands"), tables.brands().get_column("name").to_list())
     step("categories", query("write_categories"), tables.categories().to_dicts())
