@@ -632,8 +632,7 @@ def _require_flat(frame: pl.DataFrame, source: str | Path, lists_allowed: tuple[
     for name, dtype in frame.schema.items():
         if name in ignored:
             continue
-        is_list = isinstance(dtype, (pl.List, pl.Array))
-        if is_list and name in lists_allowed and not dtype.inner.is_nested():
+        if isinstance(dtype, pl.List) and name in lists_allowed and not dtype.inner.is_nested():
             continue
         if dtype.is_nested() or dtype in (pl.Binary, pl.Object):
             expected = "text or numbers" + (", or a list of text" if name in lists_allowed else "")
