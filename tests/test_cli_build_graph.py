@@ -239,6 +239,102 @@ def test_build_graph_rejects_bad_input_and_leaves_the_graph_unchanged(
     assert graph_state(shop_graph) == before
 
 
+LONG_ID = "u" * 40_000
+
+
+def _parquet_with_struct_title(path: Path) -> None:
+    pl.DataFrame({"product_id": ["n1", "n2", "n3"], "title": [{"en": "Pen"}, {"en": "Pad"}, {"en": "Ink"}]}).write_parquet(path)
+
+
+def _jsonl_with_a_broken_line(path: Path) -> None:
+    path.write_text('{"product_id": "n1"}\n{"product_id": "n2"}\n{"product_id": "n3", "title": }\n', encoding="utf-8")
+
+
+# (case id, {kind: (file name, CSV rows or a writer)}, what the message must name). The other
+# files are NEW_PRODUCTS and NEW_INTERACTIONS, so each case passes every check but its own.
+BAD_SHOPS = [
+    (
+        "relation_starting_with_a_digit",
+        {"relations": ("rel_digit.csv", [["product_id", "relation", "related_product_id"], ["n1", "also_bought", "n2"], ["n1", "2nd_choice", "n3"]])},
+        ["rel_digit.csv", "'relation'", "data row 2", "'2nd_choice'"],
+    ),
+    (
+        "relation_named_like_kgrec_type",
+        {"relations": ("rel_own.csv", [["product_id", "relation", "related_product_id"], ["n1", "interacted", "n2"]])},
+        ["rel_own.csv", "'relation'", "data row 1", "'interacted'"],
+    ),
+    (
+        "relation_not_ascii",
+        {"relations": ("rel_umlaut.csv", [["product_id", "relation", "related_product_id"], ["n1", "ähnlich", "n3"]])},
+        ["rel_umlaut.csv", "'relation'", "data row 1", "'ähnlich'"],
+    ),
+    (
+        "user_id_too_long_for_the_index",
+        {"interactions": ("events_long.csv", [*NEW_INTERACTIONS, [LONG_ID, "n2", "view", "2024-05-03T00:00:00Z"]])},
+        ["events_long.csv", "'user_id'", "data row 4", "40,000 bytes", "4,000 bytes"],
+    ),
+    (
+        "users_file_id_too_long_for_the_index",
+        {"users": ("users_long.csv", [["user_id", "country"], ["nu1", "DE"], [LONG_ID, "FR"]])},
+        ["users_long.csv", "'user_id'", "data row 2", "40,000 bytes"],
+    ),
+    (
+        "brand_too_long_for_the_index",
+        {"products": ("products_brand.csv", [*NEW_PRODUCTS, ["n4", "Pen", "B" * 9_000, "Stationery", "1"]])},
+        ["products_brand.csv", "'brand'", "data row 4", "9,000 bytes"],
+    ),
+    (
+        "users_file_id_column",
+        {"users": ("users_id.csv", [["user_id", "id"], ["nu1", "RENAMED"]])},
+        ["users_id.csv", "'id'", "reserved"],
+    ),
+    (
+        "users_file_unnamed_column",
+        {"users": ("users_unnamed.csv", [["user_id", ""], ["nu1", "x"]])},
+        ["users_unnamed.csv", "no name"],
+    ),
+    (
+        "timestamp_before_1970",
+        {"interactions": ("events_1969.csv", [*NEW_INTERACTIONS, ["nu2", "n2", "view", "1969-07-20T20:17:00Z"]])},
+        ["events_1969.csv", "'timestamp'", "data row 4", "'1969-07-20T20:17:00Z'", "1970"],
+    ),
+    (
+        "timestamp_in_the_future",
+        {"interactions": ("events_future.csv", [*NEW_INTERACTIONS, ["nu2", "n2", "view", "2999-01-01T00:00:00Z"]])},
+        ["events_future.csv", "'timestamp'", "data row 4", "'2999-01-01T00:00:00Z'", "future_timestamp_margin_s"],
+    ),
+    (
+        "parquet_struct_as_title",
+        {"products": ("products_struct.parquet", _parquet_with_struct_title)},
+        ["products_struct.parquet", "'title'", "Struct"],
+    ),
+    (
+        "jsonl_broken_line",
+        {"products": ("products_broken.jsonl", _jsonl_with_a_broken_line)},
+        ["products_broken.jsonl", "line 3"],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("files", "expected"), [pytest.param(*case[1:], id=case[0]) for case in BAD_SHOPS])
+def test_build_graph_rejects_what_the_graph_cannot_hold_and_leaves_it_unchanged(
+    shop_graph: GraphStore, tmp_path: Path, files: dict, expected: list[str]
+):
+    before = graph_state(shop_graph)
+    paths = {
+        "products": write_rows(tmp_path / "new_products.csv", NEW_PRODUCTS),
+        "interactions": write_rows(tmp_path / "new_interactions.csv", NEW_INTERACTIONS),
+    }
+    for kind, (name, content) in files.items():
+        paths[kind] = tmp_path / name
+        content(paths[kind]) if callable(content) else write_rows(paths[kind], content)
+
+    result = build(*(arg for kind, path in paths.items() for arg in (f"--{kind}", path)))
+
+    assert_user_error(result, *expected)
+    assert graph_state(shop_graph) == before
+
+
 def test_build_graph_with_the_same_good_files_would_have_changed_the_graph(
     graph_store: GraphStore, loaded_shop: dict[str, Path], tmp_path: Path
 ):
@@ -347,10 +443,10 @@ def test_build_graph_with_new_events_adds_exactly_those(
     old = pl.read_csv(loaded_shop["interactions"], infer_schema=False)
     (user_a, product_a), (user_b, product_b) = old.unique("user_id", maintain_order=True).select("user_id", "product_id").head(2).rows()
     new_events = [
-        [user_a, product_b, "view", "2030-01-01T00:00:01Z"],
-        [user_b, product_a, "purchase", "2030-01-01T00:00:02Z"],
-        [user_a, product_a, "rating", "2030-01-01T00:00:03Z"],
-        ["brand-new-user", product_b, "cart", "2030-01-01T00:00:04Z"],
+        [user_a, product_b, "view", "2025-06-01T00:00:01Z"],
+        [user_b, product_a, "purchase", "2025-06-01T00:00:02Z"],
+        [user_a, product_a, "rating", "2025-06-01T00:00:03Z"],
+        ["brand-new-user", product_b, "cart", "2025-06-01T00:00:04Z"],
     ]
     # Two events already in the graph ride along; they must not be added again.
     events = write_rows(tmp_path / "more_events.csv", [old.columns, *old.head(2).rows(), *new_events])
@@ -361,6 +457,44 @@ def test_build_graph_with_new_events_adds_exactly_those(
     assert "Created 1 nodes and 4 relationships." in result.output
     after = count_graph(graph_store)
     assert after == {**before, "User": before["User"] + 1, "INTERACTED": before["INTERACTED"] + 4}
+
+
+def _stored_product(store: GraphStore, product_id: str) -> dict:
+    return store.read("MATCH (p:Product {id: $id}) RETURN properties(p) AS props", {"id": product_id})[0]["props"]
+
+
+def _one_event_of(shop: dict[str, Path], tmp_path: Path) -> tuple[str, Path]:
+    """A product of the shop with every field filled, and an events file with one of its stored events."""
+    complete = pl.read_csv(shop["products"], infer_schema=False).drop_nulls(["description", "price"])
+    events = pl.read_csv(shop["interactions"], infer_schema=False).filter(pl.col("product_id").is_in(complete["product_id"].implode()))
+    events = events.head(1)
+    product_id = events["product_id"][0]
+    return product_id, write_rows(tmp_path / "one_event.csv", [events.columns, *events.rows()])
+
+
+def test_build_graph_partial_products_file_keeps_the_fields_it_lacks(
+    graph_store: GraphStore, loaded_shop: dict[str, Path], tmp_path: Path
+):
+    product_id, events = _one_event_of(loaded_shop, tmp_path)
+    before = _stored_product(graph_store, product_id)
+    assert before["description"] and before["price"] is not None
+
+    products = write_rows(tmp_path / "titles.csv", [["product_id", "title"], [product_id, "A New Title"]])
+    assert_success(build("--products", products, "--interactions", events))
+
+    assert _stored_product(graph_store, product_id) == {**before, "title": "A New Title"}
+
+
+def test_build_graph_empty_cells_clear_the_product_fields_they_give(
+    graph_store: GraphStore, loaded_shop: dict[str, Path], tmp_path: Path
+):
+    product_id, events = _one_event_of(loaded_shop, tmp_path)
+    before = _stored_product(graph_store, product_id)
+
+    products = write_rows(tmp_path / "cleared.csv", [["product_id", "description", "price"], [product_id, "", ""]])
+    assert_success(build("--products", products, "--interactions", events))
+
+    assert _stored_product(graph_store, product_id) == {"id": product_id, "title": before["title"]}
 
 
 # ----------------------------------------------------------------------- no server

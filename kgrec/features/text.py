@@ -42,13 +42,24 @@ class SentenceTransformerEncoder:
     """A sentence-transformers model loaded from a local directory, offline."""
 
     def __init__(self, path: Path, model_id: str, batch_size: int, device: str) -> None:
+        _check_model_folder(path)
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         from sentence_transformers import SentenceTransformer
 
         self.model_id = model_id
         self.batch_size = batch_size
-        self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        try:
+            self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+            # transformers raises several types for a folder that holds something else
+            # (a bad config.json, missing weights, an unknown model type).
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"The text model folder {path} cannot be loaded as a sentence-transformers model: {reason}. "
+                f"Point features.text_model at a folder saved with SentenceTransformer.save() "
+                f"(it holds modules.json and config.json), or use the bundled '{BUNDLED_TEXT_MODEL}'."
+            ) from e
 
     @property
     def dim(self) -> int:
@@ -86,6 +97,25 @@ def resolve_text_model(text_model: str) -> tuple[Path, str]:
     return path, str(path.resolve())
 
 
+def _check_model_folder(path: Path) -> None:
+    """A model is a folder with a config: say so before the loader's own, much less clear, errors."""
+    fix = (
+        f"Point features.text_model at a folder saved with SentenceTransformer.save() (it holds modules.json "
+        f"and config.json), or use the bundled '{BUNDLED_TEXT_MODEL}'."
+    )
+    if not path.is_dir():
+        raise ConfigError(f"The text model {path} is a file, not a sentence-transformers model folder. {fix}")
+    found = sorted(child.name for child in path.iterdir())
+    if not found:
+        raise ConfigError(f"The text model folder {path} is empty, so it is no sentence-transformers model. {fix}")
+    if "modules.json" not in found and "config.json" not in found:
+        listed = ", ".join(found[:8]) + (", ..." if len(found) > 8 else "")
+        raise ConfigError(
+            f"The text model folder {path} is no sentence-transformers model: it has no modules.json or "
+            f"config.json (found {listed}). {fix}"
+        )
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -95,7 +125,7 @@ def resolve_device(device: str) -> str:
 
 
 def load_text_encoder(config: FeaturesConfig) -> SentenceTransformerEncoder:
-    """Load ``config.text_model`` offline. Raises ConfigError for a path that does not exist."""
+    """Load ``config.text_model`` offline. Raises ConfigError for a path that is missing or holds no model."""
     path, model_id = resolve_text_model(config.text_model)
     return SentenceTransformerEncoder(path, model_id, config.batch_size, resolve_device(config.device))
 

@@ -42,6 +42,14 @@ class IngestConfig(BaseModel):
             "in the ingest report, 'reject' refuses the whole interactions file."
         ),
     )
+    future_timestamp_margin_s: int = Field(
+        86_400,
+        ge=0,
+        description=(
+            "How many seconds after the load time an interaction's timestamp may lie (clocks of other "
+            "systems run ahead a little); later timestamps, and any before 1970, are refused."
+        ),
+    )
 
     @field_validator("event_weights")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -134,6 +135,15 @@ def _diagnose_read_failure(path: Path, kind: str, file_format: FileFormat, error
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             return _not_utf8_error(path, kind, data, e)
+        if file_format == "jsonl":
+            bad_line = _find_bad_json_line(text)
+            if bad_line is not None:
+                number, line, reason = bad_line
+                return InputFileError(
+                    f"Cannot read the {kind} file {path}: line {number} is not a JSON object ({reason}); "
+                    f"found {_show_line(line)}. Each line must be one JSON object, e.g. "
+                    '{"product_id": "p1", "title": "..."}: fix or delete that line.'
+                )
         if file_format in ("csv", "tsv"):
             ragged = _find_ragged_row(text, "," if file_format == "csv" else "\t")
             if ragged is not None:
@@ -150,6 +160,29 @@ def _diagnose_read_failure(path: Path, kind: str, file_format: FileFormat, error
     }[file_format]
     reason = str(error).strip().splitlines()[0].rstrip(".")  # polars' first line; its hints name polars options
     return InputFileError(f"Cannot read the {kind} file {path} as {file_format}: {reason}. {hint}")
+
+
+def _find_bad_json_line(text: str) -> tuple[int, str, str] | None:
+    """The first non-blank line that is not a JSON object: ``(line number, line, reason)``.
+
+    Polars names only a character position; a Python loop on the error path finds the line.
+    """
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            return number, line, f"{e.msg} at character {e.colno}"
+        if not isinstance(value, dict):
+            kind = {list: "an array", str: "a string", bool: "true or false"}.get(type(value), "a number or null")
+            return number, line, f"it is {kind}"
+    return None
+
+
+def _show_line(line: str, limit: int = 80) -> str:
+    text = repr(line)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _find_ragged_row(text: str, separator: str) -> tuple[int, int, int] | None:

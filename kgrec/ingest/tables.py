@@ -21,6 +21,12 @@ Columns (polars dtypes):
 ``users``
     ``user_id`` Utf8 (unique) plus optional Utf8 attribute columns. Every user that
     appears in ``interactions`` has a row.
+
+``product_columns`` says which product fields the products file gave: a write leaves the
+fields it lacks as the graph stores them (a null in a given field clears it).
+
+The constants below are the graph store's limits, checked by ingest before anything is
+written (see ``docs/RELIABILITY.md``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,25 @@ import polars as pl
 
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "purchase", "rating")
 CATEGORY_SEPARATOR = " > "
+
+MAX_KEY_BYTES = 4_000
+"""Longest id, brand name or category path, in UTF-8 bytes. Each is a uniquely constrained key
+(``store/schema.cypher``), and Neo4j 5's range index refuses keys over about 8 kB; half that
+leaves room for the index's own overhead in every Neo4j version."""
+
+KGREC_RELATIONSHIP_TYPES: tuple[str, ...] = ("INTERACTED", "MADE_BY", "IN_CATEGORY", "SUBCATEGORY_OF", "RECOMMENDED")
+"""The relationship types kgrec writes itself; no product relation may take one of these names."""
+
+RELATION_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+"""A relation name (after normalisation) that can become a relationship type: ASCII, so the
+type can be matched and written back safely, and starting with a letter as Cypher names do."""
+
+RESERVED_USER_PROPERTIES: tuple[str, ...] = ("id", "embedding", "embedding_model")
+"""Properties kgrec sets on User nodes itself (``write_users``, ``write_embeddings_users``):
+a users-file attribute column with one of these names would overwrite them."""
+
+PRODUCT_FIELDS: frozenset[str] = frozenset({"title", "description", "price", "brand", "categories"})
+"""The product columns besides ``product_id``."""
 
 PRODUCT_SCHEMA: dict[str, pl.DataType] = {
     "product_id": pl.Utf8,
@@ -63,6 +88,8 @@ class GraphTables:
     interactions: pl.DataFrame
     relations: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RELATION_SCHEMA))
     users: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={"user_id": pl.Utf8}))
+    product_columns: frozenset[str] = PRODUCT_FIELDS
+    """The product fields the products file gave; only these are written (the others stay as stored)."""
 
     @property
     def num_products(self) -> int:

@@ -20,12 +20,25 @@ Policies (see also :class:`~kgrec.ingest.config.IngestConfig`):
   timestamp) count once.
 - Relations whose either end is not in the catalog, self-loops and repeats are skipped and counted.
 
+Limits of the graph store, checked here so that a load that would fail half-way never starts
+(constants in :mod:`kgrec.ingest.tables`, reasons in ``docs/RELIABILITY.md``):
+
+- Every id, brand name and category path is at most ``MAX_KEY_BYTES`` of UTF-8 (an index key).
+- A relation name, once normalised, is a letter then letters, digits or underscores, and not
+  one of kgrec's own relationship types (``interacted``, ``made_by``, ...).
+- A users-file attribute column has a name, and not one kgrec sets on users itself (``id``, ...).
+- A timestamp lies between 1970 and the load time plus ``future_timestamp_margin_s``.
+- A column that becomes text holds text or numbers (a Parquet struct or list is refused, except
+  lists of text where a list is meant: ``categories``, user attributes).
+
 Everything is vectorised polars; row numbers for messages come from ``with_row_index``.
 """
 
 from __future__ import annotations
 
 import difflib
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -37,8 +50,13 @@ from kgrec.ingest.tables import (
     CATEGORY_SEPARATOR,
     EVENT_TYPES,
     INTERACTION_SCHEMA,
+    KGREC_RELATIONSHIP_TYPES,
+    MAX_KEY_BYTES,
+    PRODUCT_FIELDS,
     PRODUCT_SCHEMA,
+    RELATION_NAME_PATTERN,
     RELATION_SCHEMA,
+    RESERVED_USER_PROPERTIES,
     GraphTables,
     IngestReport,
 )
@@ -74,11 +92,13 @@ def load_tables(
     """
     config = config or IngestConfig()
     report = IngestReport()
+    now = time.time()  # one load time for every file
 
-    product_table = validate_products(read_table(products, "products"), products, report)
+    product_frame = read_table(products, "products")
+    product_table = validate_products(product_frame, products, report)
     catalog = product_table.get_column("product_id")
     interaction_table = validate_interactions(
-        read_table(interactions, "interactions"), interactions, catalog, config, report, products_source=products
+        read_table(interactions, "interactions"), interactions, catalog, config, report, products_source=products, now=now
     )
     relation_table = (
         validate_relations(read_table(relations, "relations"), relations, catalog, report)
@@ -97,6 +117,7 @@ def load_tables(
         interactions=interaction_table,
         relations=relation_table,
         users=user_table,
+        product_columns=given_product_fields(product_frame.columns),
     )
     return tables, report
 
@@ -120,8 +141,10 @@ def validate_products(frame: pl.DataFrame, source: str | Path, report: IngestRep
     report.rows_read["products"] = frame.height
     if extra:
         report.notes.append(f"{source}: ignored column(s) {', '.join(extra)} (not used for products).")
+    _require_flat(frame, source, lists_allowed=("category", "categories"), ignored=extra)
     frame = frame.with_row_index(ROW, offset=1)
     _require_ids(frame, source, "product_id", "product")
+    _require_short_keys(frame, source, "product_id", "product id")
 
     price: pl.Series | pl.Expr = (
         _parse_numbers(frame, source, "price", expected="a price such as 9.99 (no currency sign)", minimum=0.0)
@@ -137,9 +160,22 @@ def validate_products(frame: pl.DataFrame, source: str | Path, report: IngestRep
         _stripped_text(frame, "brand"),
         _categories(frame).alias("categories"),
     )
+    _require_short_keys(clean, source, "brand", "brand name")
+    _require_short_category_paths(clean, source, [c for c in ("category", "categories") if c in frame.columns])
     clean, collapsed = _collapse_duplicates(clean, source, "product_id", "product")
     report.skipped["products_duplicate"] = collapsed
     return _conform(clean, PRODUCT_SCHEMA)
+
+
+def given_product_fields(columns: list[str]) -> frozenset[str]:
+    """The product fields (:data:`PRODUCT_FIELDS`) a products file with these columns gives.
+
+    A field the file lacks is left as the graph stores it; ``category`` gives ``categories``.
+    """
+    names = {name.lower() for name in columns}
+    if "category" in names:
+        names.add("categories")
+    return PRODUCT_FIELDS & names
 
 
 def normalise_category_path(path: pl.Expr) -> pl.Expr:
@@ -182,8 +218,13 @@ def validate_interactions(
     config: IngestConfig,
     report: IngestReport,
     products_source: str | Path = "the products file",
+    now: float | None = None,
 ) -> pl.DataFrame:
-    """Check a raw interactions frame against ``catalog`` (product ids); return :data:`INTERACTION_SCHEMA`."""
+    """Check a raw interactions frame against ``catalog`` (product ids); return :data:`INTERACTION_SCHEMA`.
+
+    ``now`` is the load time in epoch seconds (default: the current time): timestamps after it
+    by more than ``config.future_timestamp_margin_s`` are refused, as are those before 1970.
+    """
     frame, extra = _resolve_columns(
         frame,
         source,
@@ -194,9 +235,12 @@ def validate_interactions(
     report.rows_read["interactions"] = frame.height
     if extra:
         report.notes.append(f"{source}: ignored column(s) {', '.join(extra)} (not used for interactions).")
+    _require_flat(frame, source, lists_allowed=(), ignored=extra)
     frame = frame.with_row_index(ROW, offset=1)
     _require_ids(frame, source, "user_id", "interaction")
     _require_ids(frame, source, "product_id", "interaction")
+    _require_short_keys(frame, source, "user_id", "user id")
+    _require_short_keys(frame, source, "product_id", "product id")
 
     if "event" in frame.columns:
         event: pl.Series | pl.Expr = _parse_events(frame, source, config)
@@ -205,6 +249,7 @@ def validate_interactions(
         report.notes.append(f"{source}: no 'event' column; every interaction is a {config.default_event!r} (ingest.default_event).")
     if "timestamp" in frame.columns:
         timestamp: pl.Series | pl.Expr = _parse_timestamps(frame, source)
+        _require_possible_times(frame, source, timestamp, config, time.time() if now is None else now)
     else:
         timestamp = (pl.col(ROW) - 1).cast(pl.Int64)
         report.notes.append(
@@ -321,6 +366,43 @@ def _check_timestamp_text(frame: pl.DataFrame, source: str | Path, text: pl.Seri
         )
 
 
+def _require_possible_times(
+    frame: pl.DataFrame, source: str | Path, timestamp: pl.Series, config: IngestConfig, now: float
+) -> None:
+    """Refuse times before 1970 (placeholders such as 1900-01-01) and times in the future.
+
+    A future event would rank first in every recency-weighted history until that date comes.
+    """
+    latest = int(now) + config.future_timestamp_margin_s
+    for bad_rows, expected, fix in (
+        (
+            timestamp < 0,
+            "a time from 1970-01-01T00:00:00Z on (epoch seconds >= 0)",
+            "Fill in the real time or delete the row; a date before 1970 is usually a placeholder.",
+        ),
+        (
+            timestamp > latest,
+            f"a time no later than {_iso(latest)}, the load time plus ingest.future_timestamp_margin_s "
+            f"({config.future_timestamp_margin_s:,} s)",
+            "A time in the future is usually a wrong clock or unit: fix the value, or raise "
+            "ingest.future_timestamp_margin_s if the source's clock runs ahead.",
+        ),
+    ):
+        bad = frame.with_columns(timestamp.alias("__parsed")).filter(bad_rows)
+        if bad.height:
+            first = bad.row(0, named=True)
+            found = f"{_show(first['timestamp'])} ({_iso(first['__parsed'])})"
+            raise _value_error(source, "timestamp", bad, expected=expected, fix=fix, found=found)
+
+
+def _iso(epoch_seconds: int) -> str:
+    """Epoch seconds as ISO-8601 UTC, for messages (also for years before 1970)."""
+    try:
+        return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"epoch second {epoch_seconds}"
+
+
 def _drop_unknown_products(
     frame: pl.DataFrame,
     source: str | Path,
@@ -367,10 +449,13 @@ def validate_relations(
     report.rows_read["relations"] = frame.height
     if extra:
         report.notes.append(f"{source}: ignored column(s) {', '.join(extra)} (not used for relations).")
+    _require_flat(frame, source, lists_allowed=(), ignored=extra)
     frame = frame.with_row_index(ROW, offset=1)
     _require_ids(frame, source, "product_id", "relation")
     _require_ids(frame, source, "related_product_id", "relation")
     _require_ids(frame, source, "relation", "relation")
+    _require_short_keys(frame, source, "product_id", "product id")
+    _require_short_keys(frame, source, "related_product_id", "product id")
 
     # Few distinct names, many rows: normalise each name once.
     names = frame.get_column("relation").cast(pl.Utf8).unique()
@@ -385,6 +470,25 @@ def validate_relations(
             unnamed,
             expected="a name with letters or digits, such as also_bought",
             fix="Name the relation.",
+        )
+    # The name becomes a relationship type: it must be one that reads back unambiguously.
+    own_types = ", ".join(t.lower() for t in KGREC_RELATIONSHIP_TYPES)
+    unusable = frame.filter(
+        ~pl.col("__relation").str.contains(RELATION_NAME_PATTERN)
+        | pl.col("__relation").str.to_uppercase().is_in(KGREC_RELATIONSHIP_TYPES)
+    )
+    if unusable.height:
+        normalised_name = unusable["__relation"][0]
+        raise _value_error(
+            source,
+            "relation",
+            unusable,
+            expected=(
+                "a name that, once lower snake-cased, starts with a letter a-z and has only letters a-z, digits "
+                f"and underscores (e.g. also_bought), and is none of kgrec's own relationship types ({own_types})"
+            ),
+            fix=f"Rename the relation (it reads as {normalised_name!r}), e.g. 2nd_choice → second_choice, "
+            "ähnlich → similar, interacted → co_interacted.",
         )
     clean = frame.select(
         ROW,
@@ -420,8 +524,11 @@ def validate_users(frame: pl.DataFrame, source: str | Path, report: IngestReport
     """Check a raw users frame: ``user_id`` plus attribute columns, all ``Utf8``."""
     frame, attributes = _resolve_columns(frame, source, "users", required=("user_id",), optional=())
     report.rows_read["users"] = frame.height
+    _require_attribute_names(source, attributes)
+    _require_flat(frame, source, lists_allowed=tuple(attributes), ignored=[])
     frame = frame.with_row_index(ROW, offset=1)
     _require_ids(frame, source, "user_id", "user")
+    _require_short_keys(frame, source, "user_id", "user id")
     columns = [ROW, _text(frame, "user_id")]
     for name in attributes:
         if isinstance(frame.schema[name], pl.List):
@@ -431,6 +538,24 @@ def validate_users(frame: pl.DataFrame, source: str | Path, report: IngestReport
     clean, collapsed = _collapse_duplicates(frame.select(columns), source, "user_id", "user")
     report.skipped["users_duplicate"] = collapsed
     return clean.drop(ROW)
+
+
+def _require_attribute_names(source: str | Path, attributes: list[str]) -> None:
+    """Attribute columns become User properties: a name must be a valid property key that kgrec does not set itself."""
+    for name in attributes:
+        if name == "" or "\x00" in name:
+            position = "has no name" if name == "" else f"name {name!r} contains a NUL character, which Neo4j refuses,"
+            raise SchemaError(
+                f"{source}: an attribute column {position}; every users-file column becomes a property of the "
+                "User nodes and needs a name. Name the column in the header, or delete it."
+            )
+        if name.lower() in RESERVED_USER_PROPERTIES:
+            raise SchemaError(
+                f"{source}: column {name!r} is reserved: kgrec sets the {name.lower()!r} property of User nodes "
+                f"itself ({', '.join(RESERVED_USER_PROPERTIES)}), and an attribute of that name would overwrite it "
+                "(for 'id': move the user and its events to another id). The user id is the 'user_id' column. "
+                f"Rename the column (e.g. to 'external_{name.lower()}') or drop it."
+            )
 
 
 def _add_interaction_users(
@@ -495,6 +620,61 @@ def _require_ids(frame: pl.DataFrame, source: str | Path, column: str, noun: str
             bad,
             expected=f"a non-empty {column}",
             fix=f"Every {noun} needs one: fill it in or delete the row.",
+        )
+
+
+def _require_flat(frame: pl.DataFrame, source: str | Path, lists_allowed: tuple[str, ...], ignored: list[str]) -> None:
+    """Refuse nested columns (Parquet structs, lists of lists) where kgrec stores text or numbers.
+
+    Cast to text, a struct would be stored as "{1}", silently. Lists of scalars are fine
+    in ``lists_allowed`` (category lists, user attributes joined with '|').
+    """
+    for name, dtype in frame.schema.items():
+        if name in ignored:
+            continue
+        if isinstance(dtype, pl.List) and name in lists_allowed and not dtype.inner.is_nested():
+            continue
+        if dtype.is_nested() or dtype in (pl.Binary, pl.Object):
+            expected = "text or numbers" + (", or a list of text" if name in lists_allowed else "")
+            raise SchemaError(
+                f"{source}: column {name!r} has type {dtype}; expected {expected}. Convert the column to text "
+                "before ingest (e.g. one field of the struct, or the value as a JSON string), or drop it."
+            )
+
+
+def _require_short_keys(frame: pl.DataFrame, source: str | Path, column: str, noun: str) -> None:
+    """A key of a unique constraint must fit Neo4j's index: at most :data:`MAX_KEY_BYTES` of UTF-8."""
+    size = pl.col(column).cast(pl.Utf8).str.len_bytes()
+    bad = frame.filter(size > MAX_KEY_BYTES)
+    if bad.height:
+        value = bad[column][0]
+        raise _value_error(
+            source,
+            column,
+            bad,
+            expected=f"a {noun} of at most {MAX_KEY_BYTES:,} bytes in UTF-8 (Neo4j's index cannot hold longer keys)",
+            fix=f"Shorten the {noun}, e.g. replace long values by a hash of them.",
+            found=f"a value of {len(value.encode('utf-8')):,} bytes, {_show(value)}",
+        )
+
+
+def _require_short_category_paths(frame: pl.DataFrame, source: str | Path, columns: list[str]) -> None:
+    """Every (normalised) category path is a key too; the longest one per row decides."""
+    if not columns:
+        return
+    too_long = pl.element().filter(pl.element().str.len_bytes() > MAX_KEY_BYTES)
+    bad = frame.with_columns(pl.col("categories").list.eval(too_long).list.first().alias("__path")).filter(
+        pl.col("__path").is_not_null()
+    )
+    if bad.height:
+        path = bad["__path"][0]
+        raise _value_error(
+            source,
+            "/".join(columns),
+            bad.with_columns(pl.col("__path").alias("/".join(columns))),
+            expected=f"a category path of at most {MAX_KEY_BYTES:,} bytes in UTF-8 (Neo4j's index cannot hold longer keys)",
+            fix="Shorten the category names or use fewer levels.",
+            found=f"a path of {len(path.encode('utf-8')):,} bytes, {_show(path)}",
         )
 
 
@@ -569,11 +749,16 @@ def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFram
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
 
 
-def _value_error(source: str | Path, column: str, bad: pl.DataFrame, expected: str, fix: str) -> SchemaError:
-    """One message for all offending rows of ``column``: the first in full, then a few row numbers."""
+def _value_error(
+    source: str | Path, column: str, bad: pl.DataFrame, expected: str, fix: str, found: str | None = None
+) -> SchemaError:
+    """One message for all offending rows of ``column``: the first in full, then a few row numbers.
+
+    ``found`` describes the first value when its plain display would not say enough.
+    """
     first = bad.row(0, named=True)
     message = (
-        f"{source}: column {column!r}, data row {first[ROW]}: found {_show(first[column])}; "
+        f"{source}: column {column!r}, data row {first[ROW]}: found {found or _show(first[column])}; "
         f"expected {expected}. {fix}"
     )
     if bad.height > 1:

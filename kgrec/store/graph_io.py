@@ -20,7 +20,9 @@ import polars as pl
 from kgrec.errors import GraphStoreError
 from kgrec.ingest.tables import (
     INTERACTION_SCHEMA,
+    KGREC_RELATIONSHIP_TYPES,
     PRODUCT_SCHEMA,
+    RELATION_NAME_PATTERN,
     RELATION_SCHEMA,
     GraphTables,
 )
@@ -37,8 +39,12 @@ RELATION_PROCEDURE = "kgrec.mergeProductRelations"
 """The managed server's bulk writers (``store/java/KgrecNeo4j.java``): the same rows and the same
 result as the Cypher in ``write_interactions.cypher`` and ``write_relations.cypher``."""
 
-RELATION_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-NON_RELATION_TYPES = ("INTERACTED", "MADE_BY", "IN_CATEGORY", "SUBCATEGORY_OF", "RECOMMENDED")
+# Ingest checks relation names against the same rule before anything is written; this is the last guard.
+RELATION_TYPE_PATTERN = re.compile(RELATION_NAME_PATTERN)
+NON_RELATION_TYPES = KGREC_RELATIONSHIP_TYPES
+
+PRODUCT_PROPERTIES = ("title", "description", "price")
+"""Product fields stored as properties of the Product node (brand and categories are edges)."""
 
 
 @dataclass
@@ -93,9 +99,12 @@ def write_graph(store: GraphStore, tables: GraphTables, batch_size: int = 10_000
     def step(name: str, cypher: str, rows: list) -> None:
         count(store.write_batches(cypher, rows, batch_size, on_batch=on_batch(name)))
 
-    products = tables.products.select(
-        pl.col("product_id").alias("id"), "title", "description", "price"
-    ).to_dicts()
+    # Only the fields the products file gave: a field it lacks keeps its stored value.
+    given = [name for name in PRODUCT_PROPERTIES if name in tables.product_columns]
+    if given:
+        products = tables.products.select(pl.col("product_id").alias("id"), pl.struct(given).alias("fields")).to_dicts()
+    else:
+        products = [{"id": product_id, "fields": {}} for product_id in tables.products.get_column("product_id")]
     step("products", query("write_products"), products)
     step("brands", query("write_brands"), tables.brands().get_column("name").to_list())
     step("categories", query("write_categories"), tables.categories().to_dicts())

@@ -103,3 +103,32 @@ def test_product_texts_joins_title_brand_categories_description():
     texts = product_texts(products, description_chars=20)
     assert texts[0] == "Gel Pen. Brand: Inkco. Category: Office > Writing. A smooth pen xxxxxxx"
     assert texts[1] == "p2"  # nothing known: the id keeps the text non-empty
+
+
+def test_load_text_encoder_empty_folder_is_a_config_error_naming_the_path(tmp_path):
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    with pytest.raises(ConfigError) as error:
+        load_text_encoder(FeaturesConfig(text_model=str(folder), device="cpu"))
+    message = str(error.value)
+    assert str(folder) in message and "sentence-transformers" in message and "empty" in message
+    assert "features.text_model" in message and "all-MiniLM-L6-v2" in message
+
+
+def test_load_text_encoder_folder_without_a_model_is_a_config_error_naming_the_path(tmp_path):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError) as error:
+        load_text_encoder(FeaturesConfig(text_model=str(folder), device="cpu"))
+    message = str(error.value)
+    assert str(folder) in message and "cannot be loaded" in message and "features.text_model" in message
+    assert isinstance(error.value.__cause__, Exception)  # the loader's own error stays attached
+
+
+def test_load_text_encoder_file_instead_of_folder_is_a_config_error(tmp_path):
+    file = tmp_path / "model.bin"
+    file.write_bytes(b"\x00\x01")
+    with pytest.raises(ConfigError, match=r"model\.bin is a file"):
+        load_text_encoder(FeaturesConfig(text_model=str(file), device="cpu"))

@@ -121,3 +121,21 @@ def test_read_table_corrupt_parquet_and_gzip(tmp_path: Path) -> None:
     fake_gzip.write_bytes(b"\x1f\x8bnot really gzip")
     with pytest.raises(InputFileError, match=r"p\.csv\.gz"):
         read_table(fake_gzip, "products")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "line", "found"),
+    [
+        ("p.jsonl", b'{"product_id": "p1"}\n{"product_id": "p2"}\n{"product_id": "p3", "title": }\n', 3, "'{\"product_id\": \"p3\""),
+        ("p.jsonl.gz", b'{"product_id": "p1"}\nnot json\n', 2, "'not json'"),
+        ("p.jsonl", b'{"product_id": "p1"}\n\n{"product_id": "p2",}\n', 3, "'{\"product_id\": \"p2\",}'"),
+        ("p.jsonl", b'{"product_id": "p1"}\n["p2", "Pen"]\n', 2, "'[\"p2\", \"Pen\"]'"),
+    ],
+)
+def test_read_table_malformed_jsonl_names_file_and_line(tmp_path: Path, name: str, data: bytes, line: int, found: str) -> None:
+    path = write_bytes(tmp_path / name, data)
+    with pytest.raises(InputFileError) as error:
+        read_table(path, "products")
+    message = str(error.value)
+    assert name in message and f"line {line}" in message and found in message
+    assert "one JSON object" in message

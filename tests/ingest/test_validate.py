@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 
 from kgrec.errors import SchemaError
 from kgrec.ingest.config import IngestConfig
-from kgrec.ingest.tables import INTERACTION_SCHEMA, PRODUCT_SCHEMA, RELATION_SCHEMA
-from kgrec.ingest.validate import load_tables
+from kgrec.ingest.tables import INTERACTION_SCHEMA, PRODUCT_SCHEMA, RELATION_SCHEMA, IngestReport
+from kgrec.ingest.validate import load_tables, validate_interactions
 
 PRODUCTS = "product_id,title,brand,category,price\np1,Red Pen,Inko,Office > Writing,1.50\np2,Blue Pen,Inko,Office > Writing,2\np3,Notebook,Papyr,Office > Paper,\n"
 INTERACTIONS = "user_id,product_id,event,timestamp\nu1,p1,view,2024-01-01T00:00:00Z\nu1,p1,purchase,2024-01-01T00:05:00Z\nu2,p3,cart,2024-01-02T10:00:00Z\n"
@@ -355,3 +356,165 @@ def test_load_tables_keeps_tricky_strings_literally_in_jsonl(tmp_path: Path) -> 
     tables, _ = load_tables(products, interactions)
     assert tables.products["title"].to_list() == TRICKY
     assert tables.interactions["product_id"].to_list() == TRICKY
+
+
+# ------------------------------------------------------------- limits of the graph store
+
+LONG = "x" * 40_000
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("2nd_choice", "data row 2"),  # a type must start with a letter
+        ("interacted", "data row 2"),  # kgrec's own type: the events would mix with the relation
+        ("Made By", "data row 2"),  # also kgrec's own, once normalised to made_by
+        ("ähnlich", "data row 2"),  # not ASCII
+    ],
+)
+def test_validate_relations_refuses_names_that_cannot_be_relationship_types(tmp_path: Path, name: str, where: str) -> None:
+    message = error_of(tmp_path, relations=f"product_id,relation,related_product_id\np1,also_bought,p2\np1,{name},p3\n")
+    assert "relations.csv" in message and "'relation'" in message and where in message and repr(name) in message
+    assert "a letter" in message and "interacted" in message
+
+
+def test_validate_relations_accepts_letters_digits_and_underscores(tmp_path: Path) -> None:
+    tables, _ = load(tmp_path, relations="product_id,relation,related_product_id\np1,Top 10 Pick,p2\np1,b2b,p3\n")
+    assert tables.relations["relation"].to_list() == ["top_10_pick", "b2b"]
+
+
+@pytest.mark.parametrize(
+    ("files", "file", "column", "row"),
+    [
+        ({"products": PRODUCTS + f"{LONG},Long,Inko,Office,1\n"}, "products.csv", "'product_id'", "data row 4"),
+        ({"products": PRODUCTS + f"p4,Long,{LONG},Office,1\n"}, "products.csv", "'brand'", "data row 4"),
+        ({"products": PRODUCTS + f"p4,Long,Inko,{LONG[:20_000]} > {LONG[:19_997]},1\n"}, "products.csv", "'category'", "data row 4"),
+        ({"interactions": INTERACTIONS + f"{LONG},p1,view,2024-01-03T00:00:00Z\n"}, "interactions.csv", "'user_id'", "data row 4"),
+        # An unknown product would be skipped, but its id is still no id the graph could hold.
+        ({"interactions": INTERACTIONS + f"u1,{LONG},view,2024-01-03T00:00:00Z\n"}, "interactions.csv", "'product_id'", "data row 4"),
+        ({"relations": f"product_id,relation,related_product_id\np1,also_bought,{LONG}\n"}, "relations.csv", "'related_product_id'", "data row 1"),
+        ({"users": f"user_id,country\nu1,DE\n{LONG},FR\n"}, "users.csv", "'user_id'", "data row 2"),
+    ],
+)
+def test_load_tables_refuses_ids_the_index_cannot_hold(
+    tmp_path: Path, files: dict[str, str], file: str, column: str, row: str
+) -> None:
+    message = error_of(tmp_path, **files)
+    assert file in message and column in message and row in message
+    assert "40,000 bytes" in message and "4,000 bytes" in message and "'xxxxxxxx" in message
+
+
+def test_load_tables_accepts_ids_up_to_the_limit_in_utf8_bytes(tmp_path: Path) -> None:
+    at_limit = "é" * 2_000  # 2,000 characters, 4,000 bytes
+    tables, _ = load(tmp_path, interactions=INTERACTIONS + f"{at_limit},p1,view,2024-01-03T00:00:00Z\n")
+    assert at_limit in tables.users["user_id"].to_list()
+    message = error_of(tmp_path, interactions=INTERACTIONS + f"{at_limit}é,p1,view,2024-01-03T00:00:00Z\n")
+    assert "4,002 bytes" in message
+
+
+# ------------------------------------------------------------------ user attribute names
+
+
+@pytest.mark.parametrize("column", ["id", "ID", "embedding", "embedding_model"])
+def test_validate_users_refuses_attribute_columns_kgrec_sets_itself(tmp_path: Path, column: str) -> None:
+    message = error_of(tmp_path, users=f"user_id,{column}\nu1,RENAMED\n")
+    assert "users.csv" in message and repr(column) in message and "reserved" in message
+    assert "rename" in message.lower()
+
+
+def test_validate_users_refuses_an_unnamed_attribute_column(tmp_path: Path) -> None:
+    message = error_of(tmp_path, users="user_id,,country\nu1,x,DE\n")
+    assert "users.csv" in message and "no name" in message
+
+
+# --------------------------------------------------------------- partial products files
+
+
+def test_load_tables_records_which_product_fields_the_file_gives(tmp_path: Path) -> None:
+    tables, _ = load(tmp_path, products="product_id,title\np1,Red Pen\np2,\np3,Notebook\n")
+    assert tables.product_columns == frozenset({"title"})
+    assert tables.products["title"].to_list() == ["Red Pen", None, "Notebook"]  # the empty cell: an explicit null
+    full, _ = load(tmp_path)
+    assert full.product_columns == frozenset({"title", "brand", "categories", "price"})
+
+
+# ------------------------------------------------------------------------- timestamps
+
+
+@pytest.mark.parametrize("text", ["1969-12-31T23:59:59Z", "-1", "1900-01-01"])
+def test_validate_interactions_refuses_timestamps_before_1970(tmp_path: Path, text: str) -> None:
+    message = error_of(tmp_path, interactions=INTERACTIONS + f"u2,p2,view,{text}\n")
+    assert "interactions.csv" in message and "'timestamp'" in message and "data row 4" in message
+    assert repr(text) in message and "1970" in message
+
+
+def test_validate_interactions_refuses_timestamps_after_the_margin(tmp_path: Path) -> None:
+    soon = datetime.fromtimestamp(time.time() + 2 * 86_400, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = error_of(tmp_path, interactions=INTERACTIONS + f"u2,p2,view,{soon}\n")
+    assert "data row 4" in message and repr(soon) in message and "ingest.future_timestamp_margin_s" in message
+    wider = IngestConfig(future_timestamp_margin_s=3 * 86_400)
+    tables, _ = load(tmp_path, interactions=INTERACTIONS + f"u2,p2,view,{soon}\n", config=wider)
+    assert tables.num_interactions == 4
+
+
+def add_event_row(timestamp: str) -> pl.DataFrame:
+    """The one-row frame ``kgrec add-event`` validates (see ``kgrec.pipeline.add_event``)."""
+    return pl.DataFrame(
+        {"user_id": ["u1"], "product_id": ["p1"], "event": ["cart"], "timestamp": [timestamp], "value": [None]},
+        schema={name: pl.Utf8 for name in ("user_id", "product_id", "event", "timestamp", "value")},
+    )
+
+
+@pytest.mark.parametrize(("timestamp", "fragment"), [("1960-05-01", "1970"), ("2999-01-01T00:00:00Z", "future")])
+def test_validate_interactions_single_event_refuses_impossible_timestamps(timestamp: str, fragment: str) -> None:
+    with pytest.raises(SchemaError) as error:
+        validate_interactions(add_event_row(timestamp), "add-event", pl.Series(["p1"]), IngestConfig(), IngestReport())
+    message = str(error.value)
+    assert "add-event" in message and "'timestamp'" in message and "data row 1" in message
+    assert repr(timestamp) in message and fragment in message
+
+
+def test_validate_interactions_single_event_now_is_accepted() -> None:
+    now = str(int(time.time()))
+    rows = validate_interactions(add_event_row(now), "add-event", pl.Series(["p1"]), IngestConfig(), IngestReport())
+    assert rows["timestamp"].to_list() == [int(now)]
+
+
+# ------------------------------------------------------------------ nested Parquet values
+
+
+@pytest.mark.parametrize(
+    ("kind", "frame", "column", "dtype"),
+    [
+        ("products", pl.DataFrame({"product_id": ["p1"], "title": [{"en": "Pen"}]}), "'title'", "Struct"),
+        ("products", pl.DataFrame({"product_id": [["p1"]], "title": ["Pen"]}), "'product_id'", "List"),
+        ("products", pl.DataFrame({"product_id": ["p1"], "categories": [[{"a": 1}]]}), "'categories'", "List(Struct"),
+        ("interactions", pl.DataFrame({"user_id": [{"id": 1}], "product_id": ["p1"]}), "'user_id'", "Struct"),
+        ("relations", pl.DataFrame({"product_id": ["p1"], "relation": [["also"]], "related_product_id": ["p2"]}), "'relation'", "List"),
+        ("users", pl.DataFrame({"user_id": ["u1"], "address": [{"city": "Paris"}]}), "'address'", "Struct"),
+    ],
+)
+def test_load_tables_refuses_nested_parquet_columns_where_text_is_expected(
+    tmp_path: Path, kind: str, frame: pl.DataFrame, column: str, dtype: str
+) -> None:
+    paths = {
+        "products": write(tmp_path, "products.csv", PRODUCTS),
+        "interactions": write(tmp_path, "interactions.csv", INTERACTIONS),
+    }
+    paths[kind] = tmp_path / f"{kind}.parquet"
+    frame.write_parquet(paths[kind])
+    with pytest.raises(SchemaError) as error:
+        load_tables(**paths)
+    message = str(error.value)
+    assert f"{kind}.parquet" in message and column in message and dtype in message
+    assert "text" in message
+
+
+def test_load_tables_keeps_parquet_lists_of_text_for_categories_and_attributes(tmp_path: Path) -> None:
+    products = tmp_path / "products.parquet"
+    pl.DataFrame({"product_id": ["p1", "p2", "p3"], "categories": [["A > B"], [], None]}).write_parquet(products)
+    users = tmp_path / "users.parquet"
+    pl.DataFrame({"user_id": ["u1"], "tags": [["new", "vip"]]}).write_parquet(users)
+    tables, _ = load_tables(products, write(tmp_path, "interactions.csv", INTERACTIONS), users=users)
+    assert tables.products["categories"].to_list() == [["A > B"], [], []]
+    assert tables.users.filter(pl.col("user_id") == "u1")["tags"].to_list() == ["new|vip"]

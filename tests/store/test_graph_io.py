@@ -111,6 +111,32 @@ def test_write_graph_replaces_a_changed_brand(graph_store: GraphStore):
     assert rows == [{"brand": "Aster"}]
 
 
+def _product(store: GraphStore, product_id: str) -> dict:
+    return store.read("MATCH (p:Product {id: $id}) RETURN properties(p) AS props", {"id": product_id})[0]["props"]
+
+
+def test_write_graph_leaves_product_fields_the_tables_do_not_give(graph_store: GraphStore):
+    tables = make_tables()
+    write_graph(graph_store, tables)
+    # A products file with only product_id and title: its other fields are null in the table.
+    retitled = tables.products.head(1).with_columns(
+        pl.lit("Matte Eyeliner 2").alias("title"), pl.lit(None, pl.Utf8).alias("description"), pl.lit(None, pl.Float64).alias("price")
+    )
+    write_graph(graph_store, GraphTables(retitled, tables.interactions.head(0), product_columns=frozenset({"title"})))
+    assert _product(graph_store, "p1") == {"id": "p1", "title": "Matte Eyeliner 2", "description": "long lasting", "price": 9.5}
+    untouched = GraphTables(tables.products.head(1), tables.interactions.head(0), product_columns=frozenset())
+    write_graph(graph_store, untouched)
+    assert _product(graph_store, "p1")["title"] == "Matte Eyeliner 2"
+
+
+def test_write_graph_clears_a_product_field_given_as_null(graph_store: GraphStore):
+    tables = make_tables()
+    write_graph(graph_store, tables)
+    cleared = tables.products.head(1).with_columns(pl.lit(None, pl.Utf8).alias("description"), pl.lit(None, pl.Float64).alias("price"))
+    write_graph(graph_store, GraphTables(cleared, tables.interactions.head(0)))  # every field given
+    assert _product(graph_store, "p1") == {"id": "p1", "title": "Matte Eyeliner"}
+
+
 @pytest.mark.parametrize("name", ["Also Bought", "x`]->(n) DELETE n //", "made_by", ""])
 def test_relation_type_rejects_names_that_are_not_plain_snake_case(name: str):
     with pytest.raises(GraphStoreError, match="lower snake case"):
