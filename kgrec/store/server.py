@@ -145,7 +145,8 @@ def start_server(
     if _port_in_use(LOCAL_HOST, port):
         raise GraphStoreUnavailable(
             f"Port {port} on {LOCAL_HOST} is already in use by another program. "
-            f"Stop it, or pick another port with --port (and store.port in the config)."
+            f"Stop it, or start kgrec's Neo4j on another port with `kgrec db start --set store.port={port + 1}` "
+            f"and pass the same --set store.port={port + 1} to later commands (or set store.port in your config)."
         )
     _require_tool("java", "Java 17+")
     runtime = ensure_runtime(home, echo=echo)

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 
+import pytest
+
+from kgrec.errors import GraphStoreUnavailable
 from kgrec.store.server import _port_in_use, free_port, read_state, start_server, stop_server
 
 
@@ -30,3 +34,16 @@ def test_stop_server_shuts_the_store_down_cleanly():
 
 def test_stop_server_without_a_server_returns_none():
     assert stop_server(free_port()) is None
+
+
+def test_start_server_on_a_taken_port_names_the_real_option():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(GraphStoreUnavailable) as error:
+            start_server(port=port)
+    message = str(error.value)
+    assert f"Port {port}" in message
+    assert f"--set store.port={port + 1}" in message
+    assert "--port" not in message  # kgrec db start has no such option
