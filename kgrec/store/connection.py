@@ -17,14 +17,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import neo4j
 from neo4j import GraphDatabase
-from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionExpired
+from neo4j.exceptions import AuthError, ConfigurationError, Neo4jError, ServiceUnavailable, SessionExpired
 
-from kgrec.errors import GraphStoreError, GraphStoreUnavailable
+from kgrec.errors import ConfigError, GraphStoreError, GraphStoreUnavailable
 from kgrec.store.config import StoreConfig
 from kgrec.store.server import LOCAL_HOST
+
+# The URI schemes the Neo4j Python driver accepts (+s: TLS, +ssc: TLS with any certificate).
+URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 
 
 @cache
@@ -37,10 +41,45 @@ def resolve_uri(config: StoreConfig) -> tuple[str, tuple[str, str] | None, bool]
     """``(uri, auth, managed)``: the server to use and whether it is the managed local one."""
     uri = os.environ.get("NEO4J_URI")
     if uri:
+        check_uri(uri, source="NEO4J_URI")
         user = os.environ.get("NEO4J_USER", os.environ.get("NEO4J_USERNAME", "neo4j"))
         password = os.environ.get("NEO4J_PASSWORD")
         return uri, ((user, password) if password is not None else None), False
     return f"bolt://{LOCAL_HOST}:{config.port}", None, True
+
+
+def check_uri(uri: str, source: str = "NEO4J_URI") -> None:
+    """Raise :class:`ConfigError` unless ``uri`` is a URI the Neo4j driver can connect to."""
+    try:
+        parts = urlsplit(uri)
+        scheme, host = parts.scheme.lower(), parts.hostname
+        parts.port  # noqa: B018 - parsing the port raises ValueError for one like ':abc'
+    except ValueError:
+        scheme, host = "", None
+    if scheme not in URI_SCHEMES or not host:
+        raise ConfigError(_bad_uri_message(uri, source))
+
+
+def _bad_uri_message(uri: str, source: str) -> str:
+    fix = (
+        f"Fix {source}, or unset it to use the managed local server (`kgrec db start`)."
+        if source.isupper()  # an environment variable
+        else "Pass a URI of that form."
+    )
+    return (
+        f"{source} is {_redacted(uri)!r}, which is not a Neo4j Bolt URI. Expected scheme://host:port with "
+        f"a scheme of {', '.join(s + '://' for s in URI_SCHEMES)}, e.g. bolt://localhost:7687 or "
+        f"neo4j+s://xxxx.databases.neo4j.io (kgrec speaks Bolt, not HTTP). {fix}"
+    )
+
+
+def _redacted(uri: str) -> str:
+    """``uri`` without a password written into it (bolt://user:secret@host)."""
+    head, at, tail = uri.rpartition("@")
+    if at and "://" in head:
+        scheme, _, userinfo = head.partition("://")
+        return f"{scheme}://{userinfo.partition(':')[0]}:***@{tail}"
+    return uri
 
 
 class GraphStore:
@@ -50,9 +89,12 @@ class GraphStore:
         self.uri = uri
         self.database = database
         self.managed = managed
-        self._driver = GraphDatabase.driver(
-            uri, auth=auth, connection_timeout=5.0, notifications_min_severity="OFF"
-        )
+        try:
+            self._driver = GraphDatabase.driver(
+                uri, auth=auth, connection_timeout=5.0, notifications_min_severity="OFF"
+            )
+        except (ConfigurationError, ValueError) as e:
+            raise ConfigError(_bad_uri_message(uri, "The Neo4j URI")) from e
         try:
             self._driver.verify_connectivity()
         except (ServiceUnavailable, OSError) as e:
