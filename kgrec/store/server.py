@@ -33,6 +33,7 @@ NEO4J_VERSION = "5.26.30"
 LAUNCHER_CLASS = "KgrecNeo4j"
 READY_LINE = "kgrec-neo4j ready"  # the launcher prints it once Bolt is open and its procedure is registered
 LOCAL_HOST = "127.0.0.1"
+STATE_FILE = "server.json"
 
 
 def kgrec_home() -> Path:
@@ -102,15 +103,68 @@ def launcher_classes(runtime: Path) -> Path:
 
 
 def read_state(port: int, home: Path | None = None) -> ServerState | None:
-    """The state of the local server on ``port``, or None when none is running there."""
-    state_file = server_dir(port, home) / "server.json"
-    if not state_file.is_file():
+    """The state of the local server on ``port``, or None when none is running there.
+
+    A ``server.json`` whose pid is gone, or is now some other program (pids are reused
+    after a crash or a reboot), is stale: it is removed and None is returned.
+    """
+    state_file = server_dir(port, home) / STATE_FILE
+    state = _load_state(state_file)
+    if state is None:
         return None
-    state = ServerState(**json.loads(state_file.read_text()))
-    if not _pid_alive(state.pid):
-        state_file.unlink(missing_ok=True)  # a crashed or killed server leaves a stale file
+    if not _pid_alive(state.pid) or _not_our_launcher(state.pid, port, home) is not None:
+        state_file.unlink(missing_ok=True)
         return None
     return state
+
+
+def _load_state(state_file: Path) -> ServerState | None:
+    try:
+        fields = json.loads(state_file.read_text(encoding="utf-8"))
+        return ServerState(**{name: fields[name] for name in ServerState.__dataclass_fields__})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        # Half-written or from another version: it names no process kgrec can trust.
+        state_file.unlink(missing_ok=True)
+        return None
+
+
+def _write_state(state: ServerState) -> None:
+    state_file = Path(state.server_dir) / STATE_FILE
+    partial = state_file.with_suffix(".json.partial")
+    partial.write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+    os.replace(partial, state_file)  # a reader sees the old file or the new one, never half of one
+
+
+def _not_our_launcher(pid: int, port: int, home: Path | None = None) -> str | None:
+    """None when ``pid`` is kgrec's launcher serving ``port`` from this home's server
+    folder; otherwise the command line that pid runs (what to show the user)."""
+    argv = _command_line(pid)
+    if argv is None:
+        return "(its command line cannot be read)"
+    expected = (server_dir(port, home) / "dbms").resolve()
+    for i, arg in enumerate(argv[:-3]):
+        if arg == LAUNCHER_CLASS and argv[i + 2 : i + 4] == [LOCAL_HOST, str(port)]:
+            if Path(argv[i + 1]).resolve() == expected:
+                return None
+    return " ".join(argv)[:200] or "(an empty command line)"
+
+
+def _command_line(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return []  # the process is gone
+        raw = None
+    except OSError:
+        return None
+    if raw is not None:
+        return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+    # No /proc (macOS): ps prints the arguments joined by spaces.
+    done = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True)
+    return done.stdout.split() if done.returncode == 0 else None
 
 
 # The JVM options Neo4j's own launcher uses. Without the --add-opens the page cache falls
@@ -179,30 +233,53 @@ def start_server(
         neo4j_version=NEO4J_VERSION,
         started_at=time.time(),
     )
+    # Recorded before the wait: if this `kgrec db start` is killed or interrupted while
+    # Neo4j starts, the server lives on and `kgrec db stop` must still find it.
+    _write_state(state)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            (sdir / STATE_FILE).unlink(missing_ok=True)
             raise GraphStoreUnavailable(
                 f"The local Neo4j exited during start (code {process.returncode}). "
                 f"Last lines of {log_path}:\n{_tail(log_path)}"
             )
         if _port_in_use(LOCAL_HOST, port) and _printed_since(log_path, log_start, READY_LINE):
-            (sdir / "server.json").write_text(json.dumps(asdict(state), indent=2))
             return state
         time.sleep(0.25)
     _terminate(process.pid, grace_s=10)
+    (sdir / STATE_FILE).unlink(missing_ok=True)
     raise GraphStoreUnavailable(
         f"The local Neo4j did not open {LOCAL_HOST}:{port} within {timeout_s:.0f} s. See {log_path}."
     )
 
 
 def stop_server(port: int = 7687, home: Path | None = None, grace_s: float = 60.0) -> ServerState | None:
-    """Stop the local server on ``port`` cleanly (SIGTERM, then wait). Returns what was stopped."""
-    state = read_state(port, home)
+    """Stop the local server on ``port`` cleanly (SIGTERM, then wait). Returns what was stopped.
+
+    Only kgrec's own launcher for this port and home is signalled: a ``server.json`` that
+    names another process (its pid was reused) is removed as stale, and the process is
+    left alone.
+    """
+    state_file = server_dir(port, home) / STATE_FILE
+    state = _load_state(state_file)
     if state is None:
         return None
+    if not _pid_alive(state.pid):
+        state_file.unlink(missing_ok=True)  # a crashed or killed server leaves a stale file
+        return None
+    other = _not_our_launcher(state.pid, port, home)
+    if other is not None:
+        state_file.unlink(missing_ok=True)
+        raise GraphStoreUnavailable(
+            f"Did not stop pid {state.pid}: {state_file} names it as kgrec's Neo4j on port {port}, "
+            f"but that pid now runs another program ({other}). The file was stale (the server it "
+            f"recorded is gone and its pid was reused), so kgrec removed it and signalled nothing. "
+            f"If a kgrec Neo4j still holds port {port}, find its pid with `ps -ef | grep {LAUNCHER_CLASS}` "
+            f"and stop it with `kill <pid>`."
+        )
     _terminate(state.pid, grace_s=grace_s)
-    (Path(state.server_dir) / "server.json").unlink(missing_ok=True)
+    state_file.unlink(missing_ok=True)
     return state
 
 
