@@ -6,7 +6,8 @@ with a next step, and the Cypher text lives in ``.cypher`` files beside this mod
 
 Which server: ``NEO4J_URI`` (with ``NEO4J_USER`` / ``NEO4J_PASSWORD``) when set, for
 a user's own Neo4j, a cluster or Aura; otherwise the managed local server on
-``bolt://127.0.0.1:<store.port>`` (``kgrec db start``).
+``bolt://127.0.0.1:<store.port>`` (``kgrec db start``), with the password it keeps in
+``$KGREC_HOME/servers/<port>/password``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from neo4j.exceptions import AuthError, ConfigurationError, Neo4jError, ServiceU
 
 from kgrec.errors import ConfigError, GraphStoreError, GraphStoreUnavailable
 from kgrec.store.config import StoreConfig
-from kgrec.store.server import LOCAL_HOST
+from kgrec.store.server import AUTH_USER, LOCAL_HOST, password_path, read_password
 
 # The URI schemes the Neo4j Python driver accepts (+s: TLS, +ssc: TLS with any certificate).
 URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
@@ -38,14 +39,20 @@ def query(name: str) -> str:
 
 
 def resolve_uri(config: StoreConfig) -> tuple[str, tuple[str, str] | None, bool]:
-    """``(uri, auth, managed)``: the server to use and whether it is the managed local one."""
+    """``(uri, auth, managed)``: the server to use and whether it is the managed local one.
+
+    The managed server's password is read from its password file; ``NEO4J_URI`` (and
+    ``NEO4J_USER`` / ``NEO4J_PASSWORD``) win over it, for a user's own server.
+    """
     uri = os.environ.get("NEO4J_URI")
     if uri:
         check_uri(uri, source="NEO4J_URI")
         user = os.environ.get("NEO4J_USER", os.environ.get("NEO4J_USERNAME", "neo4j"))
         password = os.environ.get("NEO4J_PASSWORD")
         return uri, ((user, password) if password is not None else None), False
-    return f"bolt://{LOCAL_HOST}:{config.port}", None, True
+    password = read_password(config.port)
+    auth = (AUTH_USER, password) if password is not None else None
+    return f"bolt://{LOCAL_HOST}:{config.port}", auth, True
 
 
 def check_uri(uri: str, source: str = "NEO4J_URI") -> None:
@@ -102,10 +109,7 @@ class GraphStore:
             raise GraphStoreUnavailable(_unreachable_message(uri, managed)) from e
         except AuthError as e:
             self._driver.close()
-            raise GraphStoreUnavailable(
-                f"Neo4j at {uri} rejected the credentials ({e.message}). "
-                "Check NEO4J_USER and NEO4J_PASSWORD."
-            ) from e
+            raise GraphStoreUnavailable(_rejected_credentials_message(uri, managed, auth, e.message)) from e
         except Neo4jError as e:
             self._driver.close()
             raise GraphStoreUnavailable(f"Neo4j at {uri} refused the connection: {e.message}") from e
@@ -260,6 +264,24 @@ def _unreachable_message(uri: str, managed: bool) -> str:
     return (
         f"Neo4j is not reachable at {uri} (from NEO4J_URI). Check that the server is up and the URI is right, "
         "or unset NEO4J_URI to use the local one (`kgrec db start`)."
+    )
+
+
+def _rejected_credentials_message(uri: str, managed: bool, auth: tuple[str, str] | None, reason: str) -> str:
+    if not managed:
+        return f"Neo4j at {uri} rejected the credentials ({reason}). Check NEO4J_USER and NEO4J_PASSWORD."
+    port = urlsplit(uri).port or 7687
+    password_file = password_path(port)
+    if auth is None and not password_file.exists():
+        return (
+            f"The local Neo4j at {uri} asks for a password, and kgrec has none: {password_file} does not "
+            "exist. That server was not started by this kgrec home ($KGREC_HOME): stop it and run "
+            "`kgrec db start`, or set NEO4J_URI, NEO4J_USER and NEO4J_PASSWORD for it."
+        )
+    return (
+        f"The local Neo4j at {uri} rejected the password in {password_file} ({reason}). The file no longer "
+        "matches the password the store was created with (was it replaced?). Put the original file back, "
+        "or set NEO4J_URI, NEO4J_USER and NEO4J_PASSWORD to credentials that work."
     )
 
 

@@ -7,10 +7,14 @@ Bolt connector on. Everything lives under the kgrec home (``$KGREC_HOME``, defau
 
     neo4j/<version>/lib/        jars resolved by Maven on first use
     neo4j/<version>/classes/    the compiled launcher
-    servers/<port>/             data, logs and ``server.json`` of the server on that port
+    servers/<port>/             data, logs, ``server.json`` and ``password`` of the server on that port
 
 A server is a detached background process (its own session), so it outlives the
 ``kgrec db start`` that started it; ``server.json`` records its pid for ``stop``.
+
+The server listens on loopback only, asks for a password (user ``neo4j``, a random one
+made at first start and kept, owner-only, in ``servers/<port>/password``), and refuses
+``LOAD CSV`` from local files.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -33,6 +38,8 @@ NEO4J_VERSION = "5.26.30"
 LAUNCHER_CLASS = "KgrecNeo4j"
 READY_LINE = "kgrec-neo4j ready"  # the launcher prints it once Bolt is open and its procedure is registered
 LOCAL_HOST = "127.0.0.1"
+AUTH_USER = "neo4j"  # the managed server's only user
+PASSWORD_FILE = "password"
 STATE_FILE = "server.json"
 
 
@@ -56,6 +63,16 @@ class ServerState:
     def uri(self) -> str:
         return f"bolt://{self.host}:{self.port}"
 
+    @property
+    def password_file(self) -> Path:
+        """Where the server's password is kept (mode 0600); ``kgrec db status`` shows it."""
+        return Path(self.server_dir) / PASSWORD_FILE
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        """``(user, password)`` for the driver."""
+        return AUTH_USER, self.password_file.read_text(encoding="utf-8").strip()
+
 
 def runtime_dir(home: Path | None = None) -> Path:
     return (home or kgrec_home()) / "neo4j" / NEO4J_VERSION
@@ -63,6 +80,23 @@ def runtime_dir(home: Path | None = None) -> Path:
 
 def server_dir(port: int, home: Path | None = None) -> Path:
     return (home or kgrec_home()) / "servers" / str(port)
+
+
+def password_path(port: int, home: Path | None = None) -> Path:
+    """The password file of the managed server on ``port``."""
+    return server_dir(port, home) / PASSWORD_FILE
+
+
+def read_password(port: int, home: Path | None = None) -> str | None:
+    """The managed server's password, or None when it was never started (no file yet)."""
+    return read_password_file(password_path(port, home))
+
+
+def read_password_file(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def ensure_runtime(home: Path | None = None, echo=print) -> Path:
@@ -203,9 +237,11 @@ def start_server(
             f"and pass the same --set store.port={port + 1} to later commands (or set store.port in your config)."
         )
     _require_tool("java", "Java 17+")
+    home = (home or kgrec_home()).absolute()
     runtime = ensure_runtime(home, echo=echo)
     sdir = server_dir(port, home)
     sdir.mkdir(parents=True, exist_ok=True)
+    password_file = _ensure_password(sdir / PASSWORD_FILE)
     log_path = sdir / "server.log"
     command = [
         "java",
@@ -219,6 +255,7 @@ def start_server(
         LOCAL_HOST,
         str(port),
         str(pagecache_mb),
+        str(password_file),  # the path, not the password: command lines are public in /proc
     ]
     log_start = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
@@ -332,6 +369,27 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOCAL_HOST, 0))
         return s.getsockname()[1]
+
+
+def _open_private(path: Path, flags: int = os.O_TRUNC):
+    """``path`` opened for binary writing, created 0600 (and made 0600 if it was wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def _write_private(path: Path, text: str) -> None:
+    with _open_private(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def _ensure_password(path: Path) -> Path:
+    """The server's password file, made at first start with a new random password."""
+    if read_password_file(path) is None:
+        _write_private(path, secrets.token_urlsafe(32) + "\n")
+    elif path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return path
 
 
 def _java_source(name: str) -> Path:
