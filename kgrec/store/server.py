@@ -12,9 +12,10 @@ Bolt connector on. Everything lives under the kgrec home (``$KGREC_HOME``, defau
 A server is a detached background process (its own session), so it outlives the
 ``kgrec db start`` that started it; ``server.json`` records its pid for ``stop``.
 
-The server listens on loopback only, asks for a password (user ``neo4j``, a random one
-made at first start and kept, owner-only, in ``servers/<port>/password``), and refuses
-``LOAD CSV`` from local files.
+The server is private to the user who runs kgrec: it listens on loopback only, asks
+for a password (user ``neo4j``, a random one made at first start and kept in
+``servers/<port>/password``), refuses ``LOAD CSV`` from local files, and everything
+under the kgrec home is readable by its owner only (folders 0700, files 0600).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ LOCAL_HOST = "127.0.0.1"
 AUTH_USER = "neo4j"  # the managed server's only user
 PASSWORD_FILE = "password"
 STATE_FILE = "server.json"
+PRIVATE_UMASK = 0o077  # for what kgrec and its server write: folders 0700, files 0600
 
 
 def kgrec_home() -> Path:
@@ -101,14 +103,15 @@ def read_password_file(path: Path) -> str | None:
 
 def ensure_runtime(home: Path | None = None, echo=print) -> Path:
     """Fetch the Neo4j jars with Maven and compile the launcher, once; return the runtime dir."""
+    home = home or kgrec_home()
     runtime = runtime_dir(home)
     lib, classes = runtime / "lib", launcher_classes(runtime)
+    make_private_dir(runtime, home)
     if not (lib / f"neo4j-{NEO4J_VERSION}.jar").is_file():
         _require_tool("mvn", "Maven")
         echo(f"Fetching Neo4j {NEO4J_VERSION} jars from Maven Central into {lib} (first use only)…")
-        build = runtime / "build"
-        build.mkdir(parents=True, exist_ok=True)
-        shutil.copy(_java_source("pom.xml"), build / "pom.xml")
+        build = make_private_dir(runtime / "build", home)
+        _write_private(build / "pom.xml", _java_source("pom.xml").read_text(encoding="utf-8"))
         partial = runtime / "lib.partial"
         shutil.rmtree(partial, ignore_errors=True)
         _run_checked(
@@ -120,7 +123,7 @@ def ensure_runtime(home: Path | None = None, echo=print) -> Path:
         partial.rename(lib)  # only a complete download becomes lib/
     if not (classes / f"{LAUNCHER_CLASS}.class").is_file():
         _require_tool("javac", "a Java 17+ JDK")
-        classes.mkdir(parents=True, exist_ok=True)
+        make_private_dir(classes, home)
         _run_checked(
             ["javac", "-cp", str(lib / "*"), "-d", str(classes), str(_java_source(f"{LAUNCHER_CLASS}.java"))],
             cwd=runtime,
@@ -167,7 +170,7 @@ def _load_state(state_file: Path) -> ServerState | None:
 def _write_state(state: ServerState) -> None:
     state_file = Path(state.server_dir) / STATE_FILE
     partial = state_file.with_suffix(".json.partial")
-    partial.write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+    _write_private(partial, json.dumps(asdict(state), indent=2))
     os.replace(partial, state_file)  # a reader sees the old file or the new one, never half of one
 
 
@@ -239,8 +242,7 @@ def start_server(
     _require_tool("java", "Java 17+")
     home = (home or kgrec_home()).absolute()
     runtime = ensure_runtime(home, echo=echo)
-    sdir = server_dir(port, home)
-    sdir.mkdir(parents=True, exist_ok=True)
+    sdir = make_private_dir(server_dir(port, home), home)
     password_file = _ensure_password(sdir / PASSWORD_FILE)
     log_path = sdir / "server.log"
     command = [
@@ -258,9 +260,15 @@ def start_server(
         str(password_file),  # the path, not the password: command lines are public in /proc
     ]
     log_start = log_path.stat().st_size if log_path.exists() else 0
-    with open(log_path, "ab") as log:
+    with _open_private(log_path, os.O_APPEND) as log:
+        # umask: the store, its logs and auth.ini are created by the JVM, not by kgrec.
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
     state = ServerState(
         pid=process.pid,
@@ -371,6 +379,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def make_private_dir(path: Path, home: Path) -> Path:
+    """Create ``path`` and the folders from the kgrec ``home`` down to it, owner-only (0700).
+
+    Folders an older kgrec made 0755 are tightened too; the home's own parents (such as
+    ``~/.local/share``) are not kgrec's and keep their modes.
+    """
+    home.parent.mkdir(parents=True, exist_ok=True)
+    relative = path.relative_to(home).parts
+    for depth in range(len(relative) + 1):
+        folder = home.joinpath(*relative[:depth])
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if folder.stat().st_mode & 0o077:
+            os.chmod(folder, 0o700)
+    return path
+
+
 def _open_private(path: Path, flags: int = os.O_TRUNC):
     """``path`` opened for binary writing, created 0600 (and made 0600 if it was wider)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o600)
@@ -405,7 +429,7 @@ def _require_tool(tool: str, what: str) -> None:
 
 
 def _run_checked(command: list[str], cwd: Path, what: str) -> None:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, umask=PRIVATE_UMASK)
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip().splitlines()[-15:]
         raise GraphStoreUnavailable(f"{what} (exit {result.returncode}):\n" + "\n".join(output))

@@ -13,7 +13,7 @@ from kgrec.cli import cli
 from kgrec.errors import ConfigError, GraphStoreError, GraphStoreUnavailable
 from kgrec.store.config import StoreConfig
 from kgrec.store.connection import GraphStore, resolve_uri
-from kgrec.store.server import password_path
+from kgrec.store.server import kgrec_home, password_path
 
 
 def test_managed_server_refuses_a_connection_without_credentials(neo4j_server):
@@ -66,6 +66,15 @@ def test_load_csv_cannot_read_a_local_file(graph_store: GraphStore, tmp_path: Pa
     local.write_text("secret\nvalue-only-on-this-machine\n")
     with pytest.raises(GraphStoreError, match="allow_csv_import_from_file_urls"):
         graph_store.read("LOAD CSV FROM $url AS row RETURN row", {"url": local.as_uri()})
+
+
+def test_nothing_under_the_server_folder_is_readable_by_others(graph_store: GraphStore, neo4j_server):
+    graph_store.run("CREATE (:Product {id: $id})", {"id": "p1"})  # the store has written data and logs
+    sdir = Path(neo4j_server.server_dir)
+    paths = [kgrec_home(), sdir.parent, sdir, *sdir.rglob("*")]
+    assert len(paths) > 20  # Neo4j's data and logs are among them
+    loose = [f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p}" for p in paths if not p.is_symlink() and p.lstat().st_mode & 0o077]
+    assert loose == []
 
 
 @pytest.mark.parametrize("uri", ["notaurl", "localhost:7687", "http://localhost:7474", "bolt://", "bolt://host:port"])
