@@ -27,10 +27,13 @@ def neo4j_server():
 
 @pytest.fixture
 def graph_store(neo4j_server, monkeypatch):
-    """A connection to the test server, with an empty graph; NEO4J_URI points at it too."""
+    """A connection to the test server, with an empty graph; NEO4J_URI, NEO4J_USER and
+    NEO4J_PASSWORD point at it too (the server asks for its password)."""
+    user, password = neo4j_server.auth
     monkeypatch.setenv("NEO4J_URI", neo4j_server.uri)
-    monkeypatch.delenv("NEO4J_PASSWORD", raising=False)
-    store = GraphStore(neo4j_server.uri)
+    monkeypatch.setenv("NEO4J_USER", user)
+    monkeypatch.setenv("NEO4J_PASSWORD", password)
+    store = GraphStore(neo4j_server.uri, auth=(user, password))
     clear_graph(store)
     yield store
     store.close()

@@ -6,7 +6,8 @@ with a next step, and the Cypher text lives in ``.cypher`` files beside this mod
 
 Which server: ``NEO4J_URI`` (with ``NEO4J_USER`` / ``NEO4J_PASSWORD``) when set, for
 a user's own Neo4j, a cluster or Aura; otherwise the managed local server on
-``bolt://127.0.0.1:<store.port>`` (``kgrec db start``).
+``bolt://127.0.0.1:<store.port>`` (``kgrec db start``), with the password it keeps in
+``$KGREC_HOME/servers/<port>/password``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import neo4j
 from neo4j import GraphDatabase
-from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionExpired
+from neo4j.exceptions import AuthError, ConfigurationError, Neo4jError, ServiceUnavailable, SessionExpired
 
-from kgrec.errors import GraphStoreError, GraphStoreUnavailable
+from kgrec.errors import ConfigError, GraphStoreError, GraphStoreUnavailable
 from kgrec.store.config import StoreConfig
-from kgrec.store.server import LOCAL_HOST
+from kgrec.store.server import AUTH_USER, LOCAL_HOST, password_path, read_password
+
+# The URI schemes the Neo4j Python driver accepts (+s: TLS, +ssc: TLS with any certificate).
+URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 
 
 @cache
@@ -34,13 +39,54 @@ def query(name: str) -> str:
 
 
 def resolve_uri(config: StoreConfig) -> tuple[str, tuple[str, str] | None, bool]:
-    """``(uri, auth, managed)``: the server to use and whether it is the managed local one."""
+    """``(uri, auth, managed)``: the server to use and whether it is the managed local one.
+
+    The managed server's password is read from its password file; ``NEO4J_URI`` (and
+    ``NEO4J_USER`` / ``NEO4J_PASSWORD``) win over it, for a user's own server.
+    """
     uri = os.environ.get("NEO4J_URI")
     if uri:
+        check_uri(uri, source="NEO4J_URI")
         user = os.environ.get("NEO4J_USER", os.environ.get("NEO4J_USERNAME", "neo4j"))
         password = os.environ.get("NEO4J_PASSWORD")
         return uri, ((user, password) if password is not None else None), False
-    return f"bolt://{LOCAL_HOST}:{config.port}", None, True
+    password = read_password(config.port)
+    auth = (AUTH_USER, password) if password is not None else None
+    return f"bolt://{LOCAL_HOST}:{config.port}", auth, True
+
+
+def check_uri(uri: str, source: str = "NEO4J_URI") -> None:
+    """Raise :class:`ConfigError` unless ``uri`` is a URI the Neo4j driver can connect to."""
+    try:
+        parts = urlsplit(uri)
+        scheme, host = parts.scheme.lower(), parts.hostname
+        parts.port  # noqa: B018 - parsing the port raises ValueError for one like ':abc'
+    except ValueError:
+        scheme, host = "", None
+    if scheme not in URI_SCHEMES or not host:
+        raise ConfigError(_bad_uri_message(uri, source))
+
+
+def _bad_uri_message(uri: str, source: str) -> str:
+    fix = (
+        f"Fix {source}, or unset it to use the managed local server (`kgrec db start`)."
+        if source.isupper()  # an environment variable
+        else "Pass a URI of that form."
+    )
+    return (
+        f"{source} is {_redacted(uri)!r}, which is not a Neo4j Bolt URI. Expected scheme://host:port with "
+        f"a scheme of {', '.join(s + '://' for s in URI_SCHEMES)}, e.g. bolt://localhost:7687 or "
+        f"neo4j+s://xxxx.databases.neo4j.io (kgrec speaks Bolt, not HTTP). {fix}"
+    )
+
+
+def _redacted(uri: str) -> str:
+    """``uri`` without a password written into it (bolt://user:secret@host)."""
+    head, at, tail = uri.rpartition("@")
+    if at and "://" in head:
+        scheme, _, userinfo = head.partition("://")
+        return f"{scheme}://{userinfo.partition(':')[0]}:***@{tail}"
+    return uri
 
 
 class GraphStore:
@@ -50,9 +96,12 @@ class GraphStore:
         self.uri = uri
         self.database = database
         self.managed = managed
-        self._driver = GraphDatabase.driver(
-            uri, auth=auth, connection_timeout=5.0, notifications_min_severity="OFF"
-        )
+        try:
+            self._driver = GraphDatabase.driver(
+                uri, auth=auth, connection_timeout=5.0, notifications_min_severity="OFF"
+            )
+        except (ConfigurationError, ValueError) as e:
+            raise ConfigError(_bad_uri_message(uri, "The Neo4j URI")) from e
         try:
             self._driver.verify_connectivity()
         except (ServiceUnavailable, OSError) as e:
@@ -60,10 +109,7 @@ class GraphStore:
             raise GraphStoreUnavailable(_unreachable_message(uri, managed)) from e
         except AuthError as e:
             self._driver.close()
-            raise GraphStoreUnavailable(
-                f"Neo4j at {uri} rejected the credentials ({e.message}). "
-                "Check NEO4J_USER and NEO4J_PASSWORD."
-            ) from e
+            raise GraphStoreUnavailable(_rejected_credentials_message(uri, managed, auth, e.message)) from e
         except Neo4jError as e:
             self._driver.close()
             raise GraphStoreUnavailable(f"Neo4j at {uri} refused the connection: {e.message}") from e
@@ -218,6 +264,24 @@ def _unreachable_message(uri: str, managed: bool) -> str:
     return (
         f"Neo4j is not reachable at {uri} (from NEO4J_URI). Check that the server is up and the URI is right, "
         "or unset NEO4J_URI to use the local one (`kgrec db start`)."
+    )
+
+
+def _rejected_credentials_message(uri: str, managed: bool, auth: tuple[str, str] | None, reason: str) -> str:
+    if not managed:
+        return f"Neo4j at {uri} rejected the credentials ({reason}). Check NEO4J_USER and NEO4J_PASSWORD."
+    port = urlsplit(uri).port or 7687
+    password_file = password_path(port)
+    if auth is None and not password_file.exists():
+        return (
+            f"The local Neo4j at {uri} asks for a password, and kgrec has none: {password_file} does not "
+            "exist. That server was not started by this kgrec home ($KGREC_HOME): stop it and run "
+            "`kgrec db start`, or set NEO4J_URI, NEO4J_USER and NEO4J_PASSWORD for it."
+        )
+    return (
+        f"The local Neo4j at {uri} rejected the password in {password_file} ({reason}). The file no longer "
+        "matches the password the store was created with (was it replaced?). Put the original file back, "
+        "or set NEO4J_URI, NEO4J_USER and NEO4J_PASSWORD to credentials that work."
     )
 
 

@@ -1,3 +1,5 @@
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.HashSet;
@@ -5,6 +7,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.stream.Stream;
+import org.neo4j.configuration.Config;
 import org.neo4j.configuration.GraphDatabaseSettings;
 import org.neo4j.configuration.connectors.BoltConnector;
 import org.neo4j.configuration.helpers.SocketAddress;
@@ -17,29 +20,50 @@ import org.neo4j.graphdb.Relationship;
 import org.neo4j.graphdb.RelationshipType;
 import org.neo4j.graphdb.Transaction;
 import org.neo4j.io.ByteUnit;
+import org.neo4j.io.fs.DefaultFileSystemAbstraction;
+import org.neo4j.io.fs.FileSystemAbstraction;
 import org.neo4j.kernel.api.procedure.GlobalProcedures;
+import org.neo4j.kernel.impl.security.User;
 import org.neo4j.kernel.internal.GraphDatabaseAPI;
+import org.neo4j.logging.NullLogProvider;
+import org.neo4j.memory.EmptyMemoryTracker;
 import org.neo4j.procedure.Context;
 import org.neo4j.procedure.Description;
 import org.neo4j.procedure.Mode;
 import org.neo4j.procedure.Name;
 import org.neo4j.procedure.Procedure;
+import org.neo4j.server.security.SecureHasher;
+import org.neo4j.server.security.SystemGraphCredential;
+import org.neo4j.server.security.auth.CommunitySecurityModule;
+import org.neo4j.server.security.auth.FileUserRepository;
 
 /**
  * The managed local Neo4j: a Community DBMS with only the Bolt connector, on the
- * address given, plus kgrec's bulk-write procedures. Usage: KgrecNeo4j HOME HOST PORT PAGECACHE_MB
+ * address given, plus kgrec's bulk-write procedures.
+ * Usage: KgrecNeo4j HOME HOST PORT PAGECACHE_MB PASSWORD_FILE
+ *
+ * Auth is on: the user neo4j has the password in PASSWORD_FILE (kgrec writes it, mode
+ * 0600). The password travels in a file, not on the command line, which every local
+ * user can read in /proc. LOAD CSV cannot read local files (file:// URLs).
  * A SIGTERM runs the shutdown hook, which closes the store cleanly.
  */
 public class KgrecNeo4j {
+    public static final String AUTH_USER = "neo4j";
+
     public static void main(String[] args) throws Exception {
-        if (args.length != 4) {
-            System.err.println("usage: KgrecNeo4j HOME HOST PORT PAGECACHE_MB");
+        if (args.length != 5) {
+            System.err.println("usage: KgrecNeo4j HOME HOST PORT PAGECACHE_MB PASSWORD_FILE");
             System.exit(2);
         }
-        DatabaseManagementService dbms = new DatabaseManagementServiceBuilder(Path.of(args[0]))
+        Path home = Path.of(args[0]).toAbsolutePath();
+        String password = Files.readString(Path.of(args[4]), StandardCharsets.UTF_8).strip();
+        writeInitialPassword(home, password);
+        DatabaseManagementService dbms = new DatabaseManagementServiceBuilder(home)
                 .setConfig(BoltConnector.enabled, true)
                 .setConfig(BoltConnector.listen_address, new SocketAddress(args[1], Integer.parseInt(args[2])))
                 .setConfig(GraphDatabaseSettings.pagecache_memory, ByteUnit.mebiBytes(Long.parseLong(args[3])))
+                .setConfig(GraphDatabaseSettings.auth_enabled, true)
+                .setConfig(GraphDatabaseSettings.allow_file_urls, false)
                 .build();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             dbms.shutdown();
@@ -51,6 +75,34 @@ public class KgrecNeo4j {
         // and the procedure are in place.
         System.out.println("kgrec-neo4j ready");
         Thread.currentThread().join();
+    }
+
+    /**
+     * Writes data/dbms/auth.ini, what `neo4j-admin dbms set-initial-password` writes. The
+     * system database takes the password from it while it starts, before Bolt opens, so
+     * there is no moment when neo4j/neo4j (the default) is accepted. It applies to a new
+     * store, and to an older one whose neo4j user still has the default password (a store
+     * kgrec ran with auth off); a store whose password was already set keeps it.
+     */
+    static void writeInitialPassword(Path home, String password) throws Exception {
+        if (password.isEmpty()) {
+            throw new IllegalArgumentException("The password file is empty.");
+        }
+        Config config = Config.newBuilder().set(GraphDatabaseSettings.neo4j_home, home).build();
+        Path authIni = CommunitySecurityModule.getInitialUserRepositoryFile(config);
+        try (FileSystemAbstraction fs = new DefaultFileSystemAbstraction()) {
+            fs.mkdirs(authIni.getParent());
+            if (fs.fileExists(authIni)) {
+                fs.deleteFile(authIni);  // one left by an earlier start would hold a second neo4j
+            }
+            FileUserRepository users = new FileUserRepository(
+                    fs, authIni, NullLogProvider.getInstance(), EmptyMemoryTracker.INSTANCE);
+            users.start();
+            SystemGraphCredential credential = SystemGraphCredential.createCredentialForPassword(
+                    password.getBytes(StandardCharsets.UTF_8), new SecureHasher());
+            users.create(new User(AUTH_USER, null, credential, false, false));
+            users.shutdown();
+        }
     }
 
     /**
