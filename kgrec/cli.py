@@ -144,7 +144,7 @@ def db_stop(config) -> None:
 @db.command("status")
 @config_options
 def db_status(config) -> None:
-    """Show which Neo4j is used, whether it runs, and its counts.
+    """Show which Neo4j runs, its password file and its counts.
 
     \b
     Example:
@@ -161,6 +161,11 @@ def db_status(config) -> None:
         sys.exit(3)
     pid = f", pid {status.state.pid}" if status.state else ""
     console.print(f"Neo4j at [bold]{status.uri}[/] ({source}{pid}) is [bold green]running[/].")
+    if status.state is not None:
+        console.print(
+            f"Auth is on: user neo4j, password in {escape(str(status.state.password_file))} (readable by you only).",
+            highlight=False,
+        )
     if status.counts:
         console.print(_counts_table("Graph contents", status.counts))
 
@@ -295,7 +300,7 @@ MODEL_OPTION_HELP = "Model directory, or a folder with a `latest` pointer. Defau
 @click.option("--no-final-fit", is_flag=True, help="Deploy the train + valid model instead of fitting once more on every interaction (for experiments).")
 @config_options
 def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, write_embeddings: bool | None, no_final_fit: bool, config) -> None:
-    """Train the GNN + text model, evaluate it, and fit the model to deploy.
+    """Train, evaluate and fit the GNN + text model.
 
     Exports the graph (or reads --graph) and embeds product text with the offline
     sentence-transformer. Then: epochs chosen by early stopping on each user's

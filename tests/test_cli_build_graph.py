@@ -128,8 +128,10 @@ def shop_graph(neo4j_server, monkeypatch: pytest.MonkeyPatch, shop: dict[str, Pa
     the many rejection cases quick.
     """
     monkeypatch.setenv("NEO4J_URI", neo4j_server.uri)
-    monkeypatch.delenv("NEO4J_PASSWORD", raising=False)
-    with GraphStore(neo4j_server.uri) as store:
+    user, password = neo4j_server.auth
+    monkeypatch.setenv("NEO4J_USER", user)
+    monkeypatch.setenv("NEO4J_PASSWORD", password)
+    with GraphStore(neo4j_server.uri, auth=neo4j_server.auth) as store:
         if not _shop_state or graph_state(store) != _shop_state["state"]:
             clear_graph(store)
             assert_success(build(*shop_args(shop)))
@@ -531,7 +533,6 @@ def test_installed_kgrec_writes_a_sample_shop_and_builds_its_graph(
     kgrec = Path(sys.executable).parent / "kgrec"
     assert kgrec.is_file(), f"the kgrec console script is not installed next to {sys.executable}"
     env = {**os.environ, "NEO4J_URI": neo4j_server.uri, "COLUMNS": "120"}
-    env.pop("NEO4J_PASSWORD", None)
     out = tmp_path / "shop"
 
     def run(*args: str) -> subprocess.CompletedProcess:

@@ -102,3 +102,10 @@ def test_cli_reports_a_bad_neo4j_uri_without_a_traceback(monkeypatch):
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)  # a message, not an exception
     assert "notaurl" in result.output and "bolt://" in result.output
+
+
+def test_db_status_says_where_the_password_is(neo4j_server, monkeypatch):
+    monkeypatch.delenv("NEO4J_URI", raising=False)
+    result = CliRunner().invoke(cli, ["db", "status", "--set", f"store.port={neo4j_server.port}"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert "Auth is on" in result.output and str(neo4j_server.password_file) in result.output.replace("\n", "")

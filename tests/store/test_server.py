@@ -60,6 +60,10 @@ def write_server_json(sdir: Path, pid: int, port: int) -> Path:
 def test_stop_server_does_not_signal_an_unrelated_process_a_stale_server_json_names(tmp_path: Path):
     port = free_port()
     unrelated = subprocess.Popen(["sleep", "60"])
+    cmdline = Path(f"/proc/{unrelated.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)  # a loaded machine may not have exec'd it yet
     try:
         state_file = write_server_json(server_dir(port, tmp_path), unrelated.pid, port)
         with pytest.raises(GraphStoreUnavailable, match=rf"Did not stop pid {unrelated.pid}.*sleep 60.*stale.*removed it"):
@@ -76,6 +80,10 @@ def test_stop_server_does_not_signal_an_unrelated_process_a_stale_server_json_na
 def test_read_state_treats_a_reused_pid_as_no_server(tmp_path: Path):
     port = free_port()
     unrelated = subprocess.Popen(["sleep", "60"])
+    cmdline = Path(f"/proc/{unrelated.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)  # a loaded machine may not have exec'd it yet
     try:
         state_file = write_server_json(server_dir(port, tmp_path), unrelated.pid, port)
         assert read_state(port, home=tmp_path) is None  # so start_server starts a real one
