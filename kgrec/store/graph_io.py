@@ -24,6 +24,7 @@ from kgrec.ingest.tables import (
     PRODUCT_SCHEMA,
     RELATION_NAME_PATTERN,
     RELATION_SCHEMA,
+    RESERVED_USER_PROPERTIES,
     GraphTables,
 )
 from kgrec.store.connection import GraphStore, query
@@ -263,7 +264,9 @@ def read_graph(store: GraphStore) -> GraphTables:
     user_rows = store.read_columns(query("read_users"))
     attributes = user_rows.pop("attributes", [])
     users = pl.DataFrame(user_rows, schema={"user_id": pl.Utf8})
-    attribute_names = sorted({key for attrs in attributes for key in attrs if key != "id"})
+    # Properties kgrec sets itself (the id, the embeddings written back by train) are not the
+    # user's attributes: exported as such they would bloat every later snapshot.
+    attribute_names = sorted({key for attrs in attributes for key in attrs if key not in RESERVED_USER_PROPERTIES})
     if attribute_names:
         users = users.with_columns(
             pl.Series(name, [None if a.get(name) is None else str(a.get(name)) for a in attributes], dtype=pl.Utf8)

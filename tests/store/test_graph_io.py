@@ -93,6 +93,16 @@ def test_read_graph_returns_what_was_written(graph_store: GraphStore):
     assert back.users.sort("user_id").equals(tables.users.sort("user_id"))
 
 
+def test_read_graph_leaves_out_the_embeddings_train_wrote_on_users(graph_store: GraphStore):
+    tables = make_tables()
+    write_graph(graph_store, tables)
+    user_id = tables.users.get_column("user_id")[0]
+    graph_store.run("MATCH (u:User {id: $id}) SET u.embedding = [0.1, 0.2], u.embedding_model = 'm1'", {"id": user_id})
+    back = read_graph(graph_store)
+    assert "embedding" not in back.users.columns and "embedding_model" not in back.users.columns
+    assert back.users.sort("user_id").equals(tables.users.sort("user_id"))
+
+
 def test_write_graph_stores_quotes_and_cypher_keywords_literally(graph_store: GraphStore):
     write_graph(graph_store, make_tables())
     rows = graph_store.read("MATCH (p:Product {id: $id}) RETURN p.title AS title", {"id": TRICKY_ID})
