@@ -109,20 +109,13 @@ class LoadedModel:
         offline). For a list, a user with no trace anywhere raises :class:`UnknownUserError`.
         """
         if self.store is not None and user_ids is not None and len(user_ids) == 1:
-            # The served request: one round trip, plain Python.
+            # The served request: one round trip, plain lists (a polars frame costs ~0.3 ms here).
             events = read_user_events(self.store, user_ids[0])
             if events is None:
                 raise self.unknown_user(user_ids[0])
-            frame = pl.DataFrame(
-                {
-                    "user_id": [user_ids[0]] * len(events),
-                    "product_id": [e[0] for e in events],
-                    "timestamp": [e[1] for e in events],
-                    "weight": [e[2] for e in events],
-                },
-                schema={"user_id": pl.Utf8, "product_id": pl.Utf8, "timestamp": pl.Int64, "weight": pl.Float32},
-            )
-        elif self.store is not None:
+            products, timestamps, weights = (list(column) for column in zip(*events)) if events else ([], [], [])
+            return user_ids, self.histories_from_events(user_ids, [0] * len(products), products, timestamps, weights)
+        if self.store is not None:
             frame = read_events(self.store, user_ids)
         else:
             frame = self.snapshot.tables.interactions.select("user_id", "product_id", "timestamp", "weight")
@@ -130,30 +123,36 @@ class LoadedModel:
                 frame = frame.filter(pl.col("user_id").is_in(user_ids))
         if user_ids is None:
             user_ids = frame.get_column("user_id").unique().sort().to_list()
-        elif self.store is None or len(user_ids) > 1:
+        else:
             present = set(frame.get_column("user_id").unique().to_list())
             assert self.recommender.user_ids is not None
             for user_id in user_ids:
                 if user_id not in present and user_id not in self.recommender.user_ids:
                     raise self.unknown_user(user_id)
-        return user_ids, self.histories_from_events(user_ids, frame)
+        row_of = pl.DataFrame({"user_id": user_ids, "row": range(len(user_ids))}, schema={"user_id": pl.Utf8, "row": pl.Int64})
+        frame = frame.join(row_of, on="user_id", how="inner")
+        return user_ids, self.histories_from_events(
+            user_ids,
+            frame.get_column("row").to_numpy(),
+            frame.get_column("product_id"),
+            frame.get_column("timestamp").fill_null(0).to_numpy(),
+            frame.get_column("weight").fill_null(1.0).to_numpy(),
+        )
 
-    def histories_from_events(self, user_ids: list[str], events: pl.DataFrame) -> Histories:
-        """Histories of ``user_ids`` (in that order) from an events frame
-        (``user_id, product_id, timestamp, weight``); events on products the model does
-        not rank are left out."""
-        row_of = {user_id: row for row, user_id in enumerate(user_ids)}
-        rows = np.asarray([row_of.get(u, -1) for u in events.get_column("user_id").to_list()], dtype=np.int64)
-        product = self.product_ids.indices(events.get_column("product_id").to_list(), strict=False)
-        keep = (rows >= 0) & (product >= 0)
+    def histories_from_events(self, user_ids: list[str], rows, product_ids, timestamps, weights) -> Histories:
+        """Histories of ``user_ids`` from events given column-wise: ``rows`` (the event's user,
+        as a row of ``user_ids``), ``product_ids``, ``timestamps``, ``weights``. Events on
+        products the model does not rank are left out."""
+        product = self.product_ids.indices(product_ids, strict=False)
+        keep = product >= 0
         assert self.recommender.user_ids is not None
         return Histories.from_events(
-            torch.from_numpy(rows[keep]),
-            torch.from_numpy(product[keep].astype(np.int64)),
-            torch.from_numpy(events.get_column("timestamp").fill_null(0).to_numpy()[keep].astype(np.int64)),
-            torch.from_numpy(events.get_column("weight").fill_null(1.0).to_numpy()[keep].astype(np.float32)),
+            torch.as_tensor(np.asarray(rows, dtype=np.int64)[keep]),
+            torch.as_tensor(product[keep].astype(np.int64)),
+            torch.as_tensor(np.asarray(timestamps, dtype=np.int64)[keep]),
+            torch.as_tensor(np.asarray(weights, dtype=np.float32)[keep]),
             len(user_ids),
-            user_index=torch.from_numpy(self.recommender.user_ids.indices(user_ids, strict=False).astype(np.int64)),
+            user_index=torch.as_tensor(self.recommender.user_ids.indices(user_ids, strict=False).astype(np.int64)),
         )
 
     def unknown_user(self, user_id: str) -> UnknownUserError:

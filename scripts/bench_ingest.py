@@ -80,7 +80,7 @@ def main() -> None:
     port = free_port()
     state = start_server(port=port, heap_mb=2048, pagecache_mb=1024)
     try:
-        with GraphStore(state.uri) as store:
+        with GraphStore(state.uri, auth=state.auth) as store:
             results = []
             for repeat in range(args.repeats):
                 clear_graph(store)

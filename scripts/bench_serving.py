@@ -8,7 +8,8 @@ shop, so no user data is touched:
    does not depend on it, and encoding 100k titles on a 2-core CPU takes long);
 2. start ``kgrec serve`` in its own process and send ``--requests`` GET /recommend
    requests for random users from *another* process over loopback, one at a time;
-   then ``--explain-requests`` more with ``explain=true``; report p50/p95/p99;
+   then ``--explain-requests`` more with ``explain=true`` (reasons read, nothing stored: GET
+   never writes); report p50/p95/p99;
 3. rank every user with ``--all-users`` (batched matrix scoring) and time a naive loop
    of single-user calls over ``--naive-users`` users; report the ratio per user.
 
@@ -78,8 +79,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kgrec-bench-serving-"))
     port = free_port()
     state = start_server(port=port, heap_mb=2048, pagecache_mb=1024)
-    env = {**os.environ, "NEO4J_URI": state.uri, "OMP_WAIT_POLICY": "PASSIVE"}
-    os.environ["NEO4J_URI"] = state.uri
+    user, password = state.auth
+    env = {**os.environ, "NEO4J_URI": state.uri, "NEO4J_USER": user, "NEO4J_PASSWORD": password, "OMP_WAIT_POLICY": "PASSIVE"}
+    os.environ.update(NEO4J_URI=state.uri, NEO4J_USER=user, NEO4J_PASSWORD=password)
     figures: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"}
     server = None
     try:

@@ -1,0 +1,165 @@
+"""Accuracy through the product path: the files a shop has, the commands a shop runs.
+
+    python scripts/bench_product_path.py ../shared/data/amazon_beauty_2014 --work /tmp/pp-beauty
+    python scripts/bench_product_path.py ../shared/data/amazon_office_2014 --work /tmp/pp-office
+
+Steps:
+
+1. ``scripts/convert_<dataset>.py`` turns the source folder into kgrec input files
+   (the dataset is picked from the folder's name: ``*beauty*`` or ``*office*``).
+2. Each user's last event (latest timestamp, ties by product id) is held out, with every
+   other event of that user on that product; users with fewer than 3 products keep all.
+3. The rest is loaded with ``kgrec build-graph`` into a fresh managed Neo4j (its own
+   ``KGREC_HOME`` under ``--work``, port ``--port``).
+4. ``kgrec train`` (its default protocol: epochs chosen on valid, test after a refit on
+   train + valid, then the deployed fit on every loaded event), then
+   ``kgrec recommend --all-users -k 20 --weights relevance=1`` (pure relevance).
+5. The lists are scored on the held-out events with kgrec's evaluator: full ranking,
+   every loaded product of the user excluded, NDCG/Recall at 10 and 20.
+6. ItemKNN and LightGCN are fitted on the same loaded events (LightGCN's epoch count is
+   chosen by early stopping on each user's last loaded event, then it is refitted on all
+   of them) and scored by the same evaluator on the same held-out events.
+
+Prints one table and writes ``--work/result.json``. The data stays where it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_dir", type=Path, help="a dataset folder, e.g. ../shared/data/amazon_beauty_2014")
+    parser.add_argument("--work", type=Path, required=True, help="scratch folder (converted files, database, model, lists)")
+    parser.add_argument("--port", type=int, default=7695, help="Bolt port of the benchmark's own managed Neo4j")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to kgrec train, e.g. train.patience=2")
+    parser.add_argument("--skip-baselines", action="store_true")
+    args = parser.parse_args()
+
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "KGREC_HOME": str(work / "kgrec-home")}
+    env.pop("NEO4J_URI", None)
+    kgrec = [str(Path(sys.executable).with_name("kgrec"))]
+    port = ["--set", f"store.port={args.port}"]
+    timings: dict[str, float] = {}
+
+    def run(name: str, command: list[str]) -> None:
+        print(f"$ {' '.join(command)}", flush=True)
+        started = time.perf_counter()
+        subprocess.run(command, check=True, env=env, cwd=work)
+        timings[name] = round(time.perf_counter() - started, 1)
+
+    source = work / "source"
+    if not (source / "interactions.csv").exists():
+        dataset = "beauty" if "beauty" in args.data_dir.name.lower() else "office"
+        run("convert", [sys.executable, str(REPO / "scripts" / f"convert_{dataset}.py"), str(args.data_dir.resolve()), str(source)])
+    input_dir, heldout = hold_out_last(source, work / "input")
+
+    run("db start", kgrec + ["db", "start"] + port)
+    try:
+        files = ["--products", str(input_dir / "products.csv"), "--interactions", str(input_dir / "interactions.csv")]
+        if (input_dir / "relations.csv").exists():
+            files += ["--relations", str(input_dir / "relations.csv")]
+        run("build-graph", kgrec + ["build-graph", *files] + port)
+        overrides = [part for o in args.overrides for part in ("--set", o)]
+        run("train", kgrec + ["train", "--out", str(work / "runs" / "models" / "model")] + port + overrides)
+        run("recommend --all-users", kgrec + ["recommend", "--all-users", "-k", "20", "--weights", "relevance=1",
+                                               "--model", str(work / "runs" / "models"), "--out", str(work / "recs.jsonl")] + port)
+    finally:
+        subprocess.run(kgrec + ["db", "stop"] + port, env=env, cwd=work)
+
+    rows = score(work, heldout, args.skip_baselines, timings)
+    best = max((rows[name]["ndcg@10"] for name in ("itemknn", "lightgcn") if name in rows), default=float("nan"))
+    result = {
+        "data_dir": str(args.data_dir),
+        "machine": f"{platform.node()} ({os.cpu_count()} cores), torch {torch.__version__}",
+        "train_overrides": args.overrides,
+        "rows": rows,
+        "kgrec_over_best_baseline": rows["kgrec"]["ndcg@10"] / best if best == best else None,
+        "seconds": timings,
+    }
+    (work / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(f"\n{'model':10} {'NDCG@10':>8} {'R@10':>7} {'NDCG@20':>8} {'R@20':>7}  users")
+    for name, m in rows.items():
+        print(f"{name:10} {m['ndcg@10']:8.4f} {m['recall@10']:7.4f} {m['ndcg@20']:8.4f} {m['recall@20']:7.4f}  {int(m['users'])}")
+    if result["kgrec_over_best_baseline"] is not None:
+        print(f"kgrec / best of ItemKNN and LightGCN: {result['kgrec_over_best_baseline']:.3f}")
+    print(f"seconds: {timings}")
+
+
+def hold_out_last(source: Path, out: Path) -> tuple[Path, pl.DataFrame]:
+    """Write the input files without each user's last product; return the held-out pairs."""
+    out.mkdir(parents=True, exist_ok=True)
+    events = pl.read_csv(source / "interactions.csv", infer_schema_length=0)
+    events = events.with_columns(pl.col("timestamp").cast(pl.Int64)).with_row_index("row")
+    last = (
+        events.sort("timestamp", "product_id", "row")
+        .group_by("user_id", maintain_order=True)
+        .agg(pl.col("product_id").last(), pl.col("product_id").n_unique().alias("products"))
+        .filter(pl.col("products") >= 3)
+        .select("user_id", "product_id")
+    )
+    kept = events.join(last, on=["user_id", "product_id"], how="anti").sort("row").drop("row")
+    kept.with_columns(pl.col("timestamp").cast(pl.Utf8)).write_csv(out / "interactions.csv")
+    for name in ("products.csv", "relations.csv"):
+        if (source / name).exists() and not (out / name).exists():
+            (out / name).symlink_to((source / name).resolve())
+    last.write_csv(out.parent / "heldout.csv")
+    print(f"Held out {last.height:,} users' last products; {kept.height:,} of {events.height:,} events loaded.")
+    return out, last
+
+
+def score(work: Path, heldout: pl.DataFrame, skip_baselines: bool, timings: dict[str, float]) -> dict[str, dict[str, float]]:
+    from kgrec.snapshot.snapshot import load_snapshot
+    from kgrec.train.baselines import make_baseline
+    from kgrec.train.evaluate import evaluate
+    from kgrec.train.split import InteractionSplit, Pairs, aggregate_pairs, leave_last_out
+
+    snapshot = load_snapshot(work / "runs" / "models" / "model" / "snapshot")
+    loaded = Pairs.from_frame(aggregate_pairs(snapshot))
+    user = snapshot.user_ids.indices(heldout.get_column("user_id"), strict=False)
+    product = snapshot.product_ids.indices(heldout.get_column("product_id"), strict=False)
+    known = (user >= 0) & (product >= 0)
+    print(f"{int((~known).sum())} held-out pairs name a user or product the graph does not have; left out.")
+    test = Pairs.from_indices(torch.from_numpy(user[known]), torch.from_numpy(product[known]))
+    split = InteractionSplit(len(snapshot.user_ids), len(snapshot.product_ids), loaded, Pairs.empty(), test)
+
+    lists = pl.read_ndjson(work / "recs.jsonl")
+    scores = torch.full((split.num_users, split.num_products), -torch.inf)
+    for user_id, items in zip(lists.get_column("user_id").to_list(), lists.get_column("items").to_list()):
+        row = snapshot.user_ids.indices([user_id], strict=False)[0]
+        if row >= 0 and items:
+            index = torch.from_numpy(snapshot.product_ids.indices(items, strict=False))
+            scores[row, index[index >= 0]] = torch.arange(len(items), 0, -1, dtype=torch.float)[index >= 0]
+    rows = {"kgrec": evaluate(lambda u: scores[u], split, "test", ks=(10, 20))}
+    if skip_baselines:
+        return rows
+
+    started = time.perf_counter()
+    rows["itemknn"] = evaluate(make_baseline("itemknn").fit(split, snapshot), split, "test", ks=(10, 20))
+    timings["itemknn"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    selection = make_baseline("lightgcn").fit(leave_last_out(snapshot), snapshot)
+    final = make_baseline("lightgcn", epochs=max(selection.best_epoch, 1)).fit(split, snapshot)
+    rows["lightgcn"] = evaluate(final, split, "test", ks=(10, 20))
+    rows["lightgcn"]["epochs"] = float(selection.best_epoch)
+    timings["lightgcn"] = round(time.perf_counter() - started, 1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
