@@ -170,6 +170,31 @@ class GraphStore:
                 raise self._rejected(e) from e
         raise GraphStoreUnavailable(_unreachable_message(self.uri, self.managed)) from dropped
 
+    def run_query(
+        self, cypher: str, parameters: dict[str, Any] | None = None, write: bool = False
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Run an analyst's query as one auto-commit transaction: ``(columns, rows)``.
+
+        ``write=False`` opens a READ access-mode session, so the server itself refuses
+        any write (``GraphStoreError`` naming ``--write``). Nodes and relationships come
+        back as dicts of their properties, as :meth:`read` gives them.
+        """
+        mode = neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS
+        try:
+            with self._driver.session(database=self.database, default_access_mode=mode) as session:
+                result = session.run(cypher, parameters or {})
+                keys = list(result.keys())
+                return keys, [record.data() for record in result]
+        except ServiceUnavailable as e:
+            raise GraphStoreUnavailable(_unreachable_message(self.uri, self.managed)) from e
+        except Neo4jError as e:
+            if not write and (e.code or "").endswith("AccessMode"):
+                raise GraphStoreError(
+                    f"Neo4j at {self.uri} refused to write: the query ran read-only ({e.message}). "
+                    "Pass --write to let it change the graph."
+                ) from e
+            raise self._rejected(e) from e
+
     def read_columns(self, cypher: str, parameters: dict[str, Any] | None = None) -> dict[str, list[Any]]:
         """Run a read query and return its result column-wise: ``{column: [values…]}``.
 
