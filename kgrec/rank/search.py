@@ -137,14 +137,15 @@ class LinkedEntity:
         return {"kind": self.kind, "key": self.key, "name": self.name, "words": list(self.words)}
 
 
-def _matched_words(name: str, words: Sequence[str], fuzzy: bool) -> tuple[str, ...] | None:
-    """The query words naming every content word of ``name``; None when one is not named."""
+def _matched_words(name: str, words: Sequence[str], fuzzy: bool, exact: frozenset[str] = frozenset()) -> tuple[str, ...] | None:
+    """The query words naming every content word of ``name``; None when one is not named.
+    Words in ``exact`` (spelt exactly like some name) name nothing by a typo."""
     name_words = content_words(tokenise(name))
     if not name_words:
         return None
     matched = []
     for name_word in name_words:
-        found = next((w for w in words if word_matches(w, name_word, fuzzy)), None)
+        found = next((w for w in words if word_matches(w, name_word, fuzzy and w not in exact)), None)
         if found is None:
             return None
         matched.append(found)
@@ -159,7 +160,8 @@ def link_entities(words: Sequence[str], hits: Iterable[EntityHit], fuzzy: bool =
     """The hits the query really names: every content word of the name is in ``words``.
 
     A full-text hit only shares a word (or a near one) with the query; a brand "Blue
-    Lagoon" is linked by "blue lagoon shampoo" but not by "blue mascara". Among the
+    Lagoon" is linked by "blue lagoon shampoo" but not by "blue mascara". A typo counts
+    only for a word that is not spelt exactly like one of the hits' names. Among the
     categories: one that is an ancestor of another linked one is dropped ("makeup eyes"
     → "Makeup > Eyes", not "Makeup" as well); of categories with the same name, those
     whose path shares the most words with the query are kept ("makeup eyes" → "Beauty >
@@ -170,6 +172,10 @@ def link_entities(words: Sequence[str], hits: Iterable[EntityHit], fuzzy: bool =
         brands, then categories, then products, each in hit order.
     """
     words = content_words(words)
+    hits = list(hits)
+    # A word spelt exactly like a name is not also a typo of another ("nevria" is not "nevtis").
+    known = {w for hit in hits if hit.kind != "product" for w in tokenise(hit.name)}
+    exact = frozenset(w for w in words if w in known)
     brands: dict[str, LinkedEntity] = {}
     categories: dict[str, LinkedEntity] = {}
     products: dict[str, LinkedEntity] = {}
@@ -177,7 +183,7 @@ def link_entities(words: Sequence[str], hits: Iterable[EntityHit], fuzzy: bool =
         if hit.kind == "product":
             products.setdefault(hit.key, LinkedEntity("product", hit.key, hit.name, ()))
             continue
-        matched = _matched_words(hit.name, words, fuzzy)
+        matched = _matched_words(hit.name, words, fuzzy, exact)
         if matched is None:
             continue
         target = brands if hit.kind == "brand" else categories

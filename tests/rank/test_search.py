@@ -102,3 +102,9 @@ def test_hybrid_relevance_mixes_candidates_and_excludes_the_rest():
     parts = {"lexical": torch.tensor([1.0, 0.0, 0.0]), "dense": torch.tensor([0.0, 1.0, 0.0])}
     out = hybrid_relevance(parts, {"lexical": 0.75, "dense": 0.25}, candidates)
     assert out[:2].tolist() == [0.75, 0.25] and out[2] == -torch.inf
+
+
+def test_link_entities_takes_an_exact_spelling_over_a_near_one():
+    hits = [EntityHit("brand", "Nevria", "Nevria"), EntityHit("brand", "Nevtis", "Nevtis")]
+    assert [e.key for e in link_entities(["nevria"], hits)] == ["Nevria"]
+    assert [e.key for e in link_entities(["nevira"], hits)] == ["Nevria"]  # a typo of one, not both

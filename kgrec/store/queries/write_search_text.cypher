@@ -7,4 +7,6 @@ OPTIONAL MATCH (p)-[:MADE_BY]->(b:Brand)
 WITH p, collect(b.name) AS brands
 OPTIONAL MATCH (p)-[:IN_CATEGORY]->(:Category)-[:SUBCATEGORY_OF*0..]->(c:Category)
 WITH p, brands, collect(DISTINCT c.name) AS categories
-SET p.search_text = trim(reduce(text = '', name IN brands + categories | text + ' ' + name))
+WITH p, brands + categories AS names
+// toString: without it Neo4j 5.26 mistypes a name reached through the variable-length path.
+SET p.search_text = trim(reduce(words = '', n IN names | words + ' ' + toString(n)))
