@@ -623,9 +623,16 @@ def _cypher_path(target: str) -> Path | None:
     return None
 
 
+def _json_value(value):
+    """Dates and times as ISO-8601, anything else JSON lacks as its text."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 def _plain_value(value):
     if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return json.dumps(value, ensure_ascii=False, default=_json_value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
     return "" if value is None else str(value)
 
 
@@ -633,7 +640,7 @@ def _print_query_rows(result, output_format: str) -> None:
     import csv
 
     if output_format == "json":
-        click.echo(json.dumps(result.rows, ensure_ascii=False, indent=2, default=str))
+        click.echo(json.dumps(result.rows, ensure_ascii=False, indent=2, default=_json_value))
         return
     if output_format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
