@@ -710,6 +710,7 @@ def search(
     weights=None,
     include_seen: bool | None = None,
     match: QueryMatch | None = None,
+    personal: bool = True,
 ) -> SearchResults:
     """Search the catalog for ``query``, personalised for ``user_id`` when given.
 
@@ -718,7 +719,9 @@ def search(
     each part normalised to [0, 1] over the candidates); the score is
     ``α·relevance + β·popularity + γ·diversity`` with the ``search`` section's weights
     (or ``weights``), ranked by the same :func:`~kgrec.rank.ranking.rank` as a
-    recommendation. Without a user it is a plain search.
+    recommendation. Without a user it is a plain search; ``personal=False`` uses the user's
+    events only to leave out their products (unless ``include_seen``). ``match`` reuses a
+    :func:`match_query` result (the same query for many users).
     """
     import torch
 
@@ -735,7 +738,8 @@ def search(
     with torch_threads(config.rank.request_threads):
         if user_id is not None:
             _, histories = loaded.histories([user_id])
-            raw["personal"] = loaded.recommender.score(histories)[0]
+            if personal:
+                raw["personal"] = loaded.recommender.score(histories)[0]
         mix = active_mix(cfg.mix, raw)
         parts = normalise_parts(raw, match.candidates)
         relevance = hybrid_relevance(parts, mix, match.candidates)
@@ -760,6 +764,20 @@ def search(
         history_size=None if histories is None else int(histories.lengths[0]),
         items=rows,
     )
+
+
+def prepare_search(config: StoreConfig) -> int:
+    """Create the full-text indexes and every product's search text in a graph built before
+    kgrec had search (``build-graph`` does both for what it loads); returns the products updated."""
+    from kgrec.store.graph_io import ensure_schema
+    from kgrec.store.connection import query
+
+    with GraphStore.connect(config) as store:
+        ensure_schema(store)
+        ids = [row["id"] for row in store.read("MATCH (p:Product) RETURN p.id AS id")]
+        store.write_batches(query("write_search_text"), ids, config.batch_size)
+        store.run("CALL db.awaitIndexes(600)")
+    return len(ids)
 
 
 # --- analyst queries -------------------------------------------------------------------------

@@ -28,7 +28,8 @@ def _read(store: GraphStore, name: str, parameters: dict) -> list[dict]:
             raise SearchIndexMissing(
                 f"The graph at {store.uri} has no full-text index for search ({PRODUCT_TEXT_INDEX}, {ENTITY_INDEX}): "
                 "it was built before kgrec had search. Run `kgrec build-graph` with your files once more "
-                "(idempotent: nothing is duplicated); it creates the indexes and the products' search text."
+                "(idempotent: nothing is duplicated), or call kgrec.pipeline.prepare_search(config.store); either "
+                "creates the indexes and the products' search text."
             ) from e
         raise
 
