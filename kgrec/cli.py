@@ -540,6 +540,156 @@ def serve_cmd(host: str, port: int, model_dir: Path, api_key_env: str | None, co
         store.close()
 
 
+# --- search and analyst queries -------------------------------------------------------------
+
+
+@cli.command("search")
+@click.option("--query", "query_text", required=True, help="The text to search for, e.g. 'lumen eyeliner'.")
+@click.option("--user", "user_id", default=None, help="Personalise for this user (their current events).")
+@click.option("-k", "k", type=int, default=None, help="How many products (default rank.k, 10).")
+@click.option("--weights", default=None, metavar="relevance=A,popularity=B,diversity=C", help="Weights of the score's parts (default from search.*).")
+@click.option("--include-seen", is_flag=True, default=None, help="With --user: also rank products the user already interacted with.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=Path("runs/models"), show_default=True, help=MODEL_OPTION_HELP)
+@config_options
+def search_cmd(query_text, user_id, k, weights, include_seen, output_format, model_dir, config) -> None:
+    """Search the catalog, optionally personalised.
+
+    The query's words are linked to brands, categories (with their subcategories)
+    and product ids through Neo4j's full-text indexes, typos included; candidates
+    are the full-text hits, the linked products and the products closest to the
+    query's text embedding. relevance mixes the lexical, dense, entity and (with
+    --user) personal parts, each normalised to [0, 1] (weights in search.*);
+    score = α·relevance + β·popularity + γ·diversity.
+
+    \b
+    Examples:
+      kgrec search --query "nevria action camera"
+      kgrec search --query "halona notebok" --user U031 -k 5 --format json
+      kgrec search --query "makeup eyes" --set search.entity_mode=filter
+    """
+    from kgrec import pipeline
+    from kgrec.rank.params import Weights
+
+    parsed = Weights.parse(weights) if weights is not None else None
+    with _loaded(config, model_dir, offline=False) as loaded:
+        result = pipeline.search(config, loaded, query_text, user_id=user_id, k=k, weights=parsed, include_seen=include_seen)
+    if output_format == "json":
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    _print_search(result)
+
+
+@cli.command("query")
+@click.argument("target", metavar="FILE | -- 'CYPHER'")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A query parameter; the value is read as JSON (5, null, true, \"text\", [1, 2]) or else as text. Repeatable.")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--write", is_flag=True, help="Allow the query to change the graph (default: a read-only session the server enforces).")
+@config_options
+def query_cmd(target: str, params: tuple[str, ...], output_format: str, write: bool, config) -> None:
+    """Run a Cypher file or string and print its rows.
+
+    A file's `// params: {...}` header line gives default parameters; --param
+    overrides them. The query runs against the configured server (the managed
+    one, or NEO4J_URI) in a read-only session unless --write. A bare name
+    (top_brands) means cypher/top_brands.cypher.
+
+    \b
+    Examples:
+      kgrec query cypher/top_brands.cypher --param top=5
+      kgrec query why_recommended --param user_id=U031 --param product_id=P0358
+      kgrec query --format csv -- 'MATCH (b:Brand) RETURN b.name AS brand LIMIT $n' --param n=3
+    """
+    from kgrec import pipeline
+
+    parameters = dict(pipeline.parse_query_parameter(p) for p in params)
+    path = _cypher_path(target)
+    if path is not None:
+        result = pipeline.run_query(config.store, source=path, parameters=parameters, write=write)
+    else:
+        result = pipeline.run_query(config.store, cypher=target, parameters=parameters, write=write)
+    _print_query_rows(result, output_format)
+
+
+def _cypher_path(target: str) -> Path | None:
+    """The file ``target`` names (a path, or a bare name in cypher/); None for a query string."""
+    path = Path(target)
+    if path.is_file() or target.endswith(".cypher"):
+        return path
+    if "\n" not in target and " " not in target.strip():
+        named = Path("cypher") / f"{target}.cypher"
+        if named.is_file():
+            return named
+    return None
+
+
+def _json_value(value):
+    """Dates and times as ISO-8601, anything else JSON lacks as its text."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _plain_value(value):
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, default=_json_value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return "" if value is None else str(value)
+
+
+def _print_query_rows(result, output_format: str) -> None:
+    import csv
+
+    if output_format == "json":
+        click.echo(json.dumps(result.rows, ensure_ascii=False, indent=2, default=_json_value))
+        return
+    if output_format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.columns)
+        for row in result.rows:
+            writer.writerow([_plain_value(row.get(c)) for c in result.columns])
+        return
+    table = Table(title=f"{escape(result.source)}: {len(result.rows)} row(s)", title_justify="left")
+    for column in result.columns:
+        table.add_column(escape(column), overflow="fold")
+    for row in result.rows:
+        table.add_row(*(escape(_plain_value(row.get(c))) for c in result.columns))
+    Console(width=max(console.width, 120)).print(table)
+
+
+def _print_search(result) -> None:
+    weights, mix = result.weights, result.mix
+    who = f" for {escape(result.user_id)} ({result.history_size} products in history)" if result.user_id else ""
+    title = (
+        f"Search {escape(repr(result.query))}{who}, model {result.model}: {result.candidates} candidates"
+        + f"\nrecognised: {escape(result.recognised) if result.recognised else 'nothing'}"
+        + "\nrelevance = " + " + ".join(f"{w:.2f}·{name}" for name, w in mix.items())
+        + f"\nscore = {weights['relevance']:.2f}·relevance + {weights['popularity']:.2f}·popularity + {weights['diversity']:.2f}·diversity"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right", min_width=2)
+    table.add_column("product", no_wrap=True, min_width=8)
+    table.add_column("title", overflow="ellipsis", no_wrap=True, max_width=24)
+    table.add_column("brand", overflow="ellipsis", no_wrap=True, max_width=10)
+    table.add_column("category", overflow="ellipsis", no_wrap=True, max_width=12)
+    short = {"lexical": "lexic.", "dense": "dense", "entity": "entity", "personal": "person."}
+    for column in ("score", *(short[name] for name in mix), "relev.", "popul.", "divers."):
+        table.add_column(column, justify="right", no_wrap=True, min_width=5)
+    for item in result.items:
+        table.add_row(
+            str(item["rank"]),
+            escape(item["product_id"]),
+            escape(item.get("title") or ""),
+            escape(item.get("brand") or ""),
+            escape((item.get("category") or "").split(" > ")[-1]),
+            f"{item['score']:.3f}",
+            *(f"{item[name]:.3f}" for name in mix),
+            f"{item['relevance']:.3f}",
+            f"{item['popularity']:.3f}",
+            f"{item['diversity']:.3f}",
+        )
+    Console(width=max(console.width, 140)).print(table)
+
+
 @contextmanager
 def _loaded(config, model_dir: Path, offline: bool):
     from kgrec.pipeline import load_model

@@ -17,7 +17,7 @@ from kgrec.errors import ConfigError
 from kgrec.features.config import FeaturesConfig
 from kgrec.ingest.config import IngestConfig
 from kgrec.models.config import ModelConfig
-from kgrec.rank.config import RankConfig
+from kgrec.rank.config import RankConfig, SearchConfig
 from kgrec.store.config import StoreConfig
 from kgrec.train.config import TrainConfig
 
@@ -34,6 +34,7 @@ class KgrecConfig(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     rank: RankConfig = RankConfig()
+    search: SearchConfig = SearchConfig()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -569,3 +569,298 @@ def add_event(
         rows = validate_interactions(raw, "add-event", pl.Series([product_id]), config.ingest, IngestReport())
         write_interaction_rows(store, GraphTables(products=pl.DataFrame(), interactions=rows), config.store.batch_size)
     return rows.to_dicts()[0]
+
+
+# --- search ----------------------------------------------------------------------------------
+
+
+@dataclass
+class QueryMatch:
+    """What a query finds through the graph's indexes, before any user is considered.
+
+    Depends on the query alone, so a batch of users with the same query can share it.
+
+    Attributes:
+        query: the text as given.
+        entities: the brands, categories and products the query names.
+        candidates: ``[P]`` bool, the products found by the indexes.
+        parts: ``[P]`` raw ``lexical``, ``dense`` and (when anything was named) ``entity`` scores.
+    """
+
+    query: str
+    entities: list
+    candidates: object  # Tensor [P] bool
+    parts: dict
+
+
+@dataclass
+class SearchResults:
+    """A query's ranked products, each score broken into its parts."""
+
+    query: str
+    user_id: str | None
+    model: str
+    recognised: str
+    entities: list[dict]
+    mix: dict[str, float]
+    weights: dict[str, float]
+    candidates: int
+    history_size: int | None
+    items: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "query": self.query,
+            "user_id": self.user_id,
+            "model": self.model,
+            "recognised": self.recognised,
+            "entities": self.entities,
+            "mix": self.mix,
+            "weights": self.weights,
+            "candidates": self.candidates,
+            "history_size": self.history_size,
+            "items": self.items,
+        }
+
+
+def match_query(loaded, query: str, search_config=None) -> QueryMatch:
+    """Find a query's candidates through the indexes: full-text hits on the products' text,
+    the products of the brands and categories (with subcategories) it names, the products
+    it names by id, and the products closest to its text embedding.
+
+    Raises:
+        ConfigError: an empty query.
+        GraphStoreUnavailable: no database connected (search reads the full-text indexes).
+        SearchIndexMissing: a graph built before search existed.
+    """
+    import torch
+
+    from kgrec.errors import GraphStoreUnavailable
+    from kgrec.rank.search import EntityHit, content_words, entity_match, link_entities, lucene_query, tokenise
+    from kgrec.store import search as store_search
+
+    cfg = search_config if search_config is not None else loaded.config.search
+    if query is None or not query.strip():
+        raise ConfigError("The query is empty. Pass some text, e.g. --query 'waterproof mascara'.")
+    if loaded.store is None:
+        raise GraphStoreUnavailable(
+            "Search reads Neo4j's full-text indexes, but no database is connected. Start it with `kgrec db start` "
+            "(or set NEO4J_URI)."
+        )
+    store = loaded.store
+    num_products = loaded.num_products
+    words = tokenise(query)
+    lucene = lucene_query(words, fuzzy=cfg.fuzzy)
+
+    hits = [EntityHit(kind, key, name, score) for kind, key, name, score in store_search.find_entities(store, lucene, cfg.entity_hits)]
+    # Product ids as typed (ids are case-sensitive; many shops use upper case).
+    raw = [w for w in (part.strip(".,;:!?()[]{}\"'") for part in query.split()) if w]
+    id_candidates = list(dict.fromkeys([*raw, *(w.upper() for w in raw)]))
+    for product_id, title in store_search.products_by_id(store, id_candidates):
+        hits.append(EntityHit("product", product_id, title or "", 1.0))
+    entities = link_entities(content_words(words), hits, fuzzy=cfg.fuzzy)
+
+    def indices(ids: list[str]):
+        index = torch.from_numpy(loaded.product_ids.indices(ids, strict=False).astype("int64"))
+        return index, index >= 0
+
+    lexical = torch.zeros(num_products)
+    found = store_search.find_products(store, lucene, cfg.lexical_candidates)
+    if found:
+        index, known = indices([product_id for product_id, _ in found])
+        scores = torch.tensor([score for _, score in found], dtype=torch.float32)
+        lexical[index[known]] = scores[known]
+    candidates = lexical > 0
+
+    memberships = []
+    brands = [e.key for e in entities if e.kind == "brand"]
+    categories = [e.key for e in entities if e.kind == "category"]
+    named = [e.key for e in entities if e.kind == "product"]
+    for ids in (
+        store_search.brand_products(store, brands, cfg.entity_candidates) if brands else None,
+        store_search.category_products(store, categories, cfg.entity_candidates) if categories else None,
+        named or None,
+    ):
+        if ids is None:
+            continue
+        index, known = indices(ids)
+        memberships.append(index[known])
+    parts = {"lexical": lexical}
+    if memberships:
+        entity = entity_match(memberships, num_products)
+        parts["entity"] = entity
+        linked = entity > 0
+        candidates = linked if cfg.entity_mode == "filter" else candidates | linked
+
+    dense = loaded.query_scores(query).float()
+    parts["dense"] = dense
+    if cfg.dense_candidates > 0 and not (cfg.entity_mode == "filter" and memberships):
+        top = torch.topk(dense, min(cfg.dense_candidates, num_products)).indices
+        candidates = candidates.clone()
+        candidates[top] = True
+    return QueryMatch(query=query, entities=entities, candidates=candidates, parts=parts)
+
+
+def search(
+    config: KgrecConfig,
+    loaded,
+    query: str,
+    user_id: str | None = None,
+    k: int | None = None,
+    weights=None,
+    include_seen: bool | None = None,
+    match: QueryMatch | None = None,
+    personal: bool = True,
+) -> SearchResults:
+    """Search the catalog for ``query``, personalised for ``user_id`` when given.
+
+    Candidates come from the indexes (:func:`match_query`); only they are ranked.
+    relevance mixes the lexical, dense, entity and personal parts (``search`` weights,
+    each part normalised to [0, 1] over the candidates); the score is
+    ``α·relevance + β·popularity + γ·diversity`` with the ``search`` section's weights
+    (or ``weights``), ranked by the same :func:`~kgrec.rank.ranking.rank` as a
+    recommendation. Without a user it is a plain search; ``personal=False`` uses the user's
+    events only to leave out their products (unless ``include_seen``). ``match`` reuses a
+    :func:`match_query` result (the same query for many users).
+    """
+    import torch
+
+    from kgrec.rank.engine import torch_threads
+    from kgrec.rank.params import RankParams, Weights
+    from kgrec.rank.ranking import rank
+    from kgrec.rank.search import active_mix, describe_entities, hybrid_relevance, normalise_parts
+    from kgrec.service import items as ranked_items
+
+    cfg = config.search
+    match = match if match is not None else match_query(loaded, query, cfg)
+    histories = None
+    raw = dict(match.parts)
+    with torch_threads(config.rank.request_threads):
+        if user_id is not None:
+            _, histories = loaded.histories([user_id])
+            if personal:
+                raw["personal"] = loaded.recommender.score(histories)[0]
+        mix = active_mix(cfg.mix, raw)
+        parts = normalise_parts(raw, match.candidates)
+        relevance = hybrid_relevance(parts, mix, match.candidates)
+        seen = cfg.include_seen if include_seen is None else include_seen
+        params = RankParams.from_config(config.rank, weights if weights is not None else Weights.of(cfg.weights), k, seen)
+        if params.k > loaded.num_products:
+            raise ConfigError(f"k must be between 1 and {loaded.num_products} (the catalog size caps it), found {params.k}.")
+        ranked = rank(relevance, loaded.catalog, params, histories).user(0)
+    rows = ranked_items(loaded, ranked)
+    for row, index in zip(rows, ranked.product_index.tolist()):
+        for name in mix:
+            row[name] = round(float(parts[name][index]), 6)
+    return SearchResults(
+        query=match.query,
+        user_id=user_id,
+        model=loaded.model_id,
+        recognised=describe_entities(match.entities),
+        entities=[e.to_dict() for e in match.entities],
+        mix={name: round(value, 6) for name, value in mix.items()},
+        weights=params.weights.to_dict(),
+        candidates=int(match.candidates.sum()),
+        history_size=None if histories is None else int(histories.lengths[0]),
+        items=rows,
+    )
+
+
+def prepare_search(config: StoreConfig) -> int:
+    """Create the full-text indexes and every product's search text in a graph built before
+    kgrec had search (``build-graph`` does both for what it loads); returns the products updated."""
+    from kgrec.store.graph_io import ensure_schema
+    from kgrec.store.connection import query
+
+    with GraphStore.connect(config) as store:
+        ensure_schema(store)
+        ids = [row["id"] for row in store.read("MATCH (p:Product) RETURN p.id AS id")]
+        store.write_batches(query("write_search_text"), ids, config.batch_size)
+        store.run("CALL db.awaitIndexes(600)")
+    return len(ids)
+
+
+# --- analyst queries -------------------------------------------------------------------------
+
+
+@dataclass
+class QueryRows:
+    """The rows an analyst's query returned."""
+
+    source: str
+    parameters: dict
+    columns: list[str]
+    rows: list[dict]
+    write: bool
+
+
+def query_file_parameters(text: str) -> dict:
+    """The defaults of a cypher/ file's ``// params: {...}`` header line ({} when it has none)."""
+    import re
+
+    found = re.search(r"^//\s*params:\s*(\{.*\})\s*$", text, re.MULTILINE)
+    if not found:
+        return {}
+    try:
+        return json.loads(found.group(1))
+    except json.JSONDecodeError:
+        return {}
+
+
+def parse_query_parameter(text: str) -> tuple[str, object]:
+    """``"top=5"`` → ``("top", 5)``: the value is read as JSON (numbers, ``null``, ``true``,
+    ``"text"``, lists), else taken as text (``user_id=u1``)."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise ConfigError(f"--param {text!r} is not of the form name=value, e.g. --param user_id=u1 or --param top=5.")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def run_query(
+    config: StoreConfig,
+    source: str | Path | None = None,
+    cypher: str | None = None,
+    parameters: dict | None = None,
+    write: bool = False,
+) -> QueryRows:
+    """Run a Cypher file (e.g. ``cypher/top_brands.cypher``) or a query string against the
+    configured server and return its rows.
+
+    A file's ``// params: {...}`` header gives default parameters; ``parameters`` override
+    them. Read-only unless ``write``: the session's access mode is READ, so the server
+    refuses writes. A parameter the query uses and nobody gave is an error naming it.
+    """
+    import re
+
+    from kgrec.errors import InputFileError
+
+    if (source is None) == (cypher is None):
+        raise ConfigError("Give either a Cypher file or a query string (kgrec query FILE, or kgrec query -- 'MATCH …').")
+    defaults: dict = {}
+    if source is not None:
+        path = Path(source)
+        if not path.is_file():
+            raise InputFileError(f"Cypher file {path} does not exist. The analyst queries are in cypher/ (see cypher/README.md).")
+        cypher = path.read_text(encoding="utf-8")
+        defaults = query_file_parameters(cypher)
+        label = str(path)
+    else:
+        label = "the query string"
+    assert cypher is not None
+    if not cypher.strip():
+        raise ConfigError(f"{label} holds no query.")
+    given = {**defaults, **(parameters or {})}
+    body = "\n".join(line for line in cypher.splitlines() if not line.lstrip().startswith("//"))
+    missing = sorted(set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", body)) - set(given))
+    if missing:
+        raise ConfigError(
+            f"{label} uses the parameter(s) {', '.join('$' + m for m in missing)}, which were not given. "
+            f"Pass them with --param, e.g. --param {missing[0]}=value."
+        )
+    with GraphStore.connect(config) as store:
+        columns, rows = store.run_query(cypher.strip().rstrip(";"), given, write=write)
+    return QueryRows(source=label, parameters=given, columns=columns, rows=rows, write=write)

@@ -11,6 +11,12 @@ Endpoints (JSON). GET requests never write.
     ``kgrec recommend --explain``.
 ``GET /explain?user=U&product=P``
     The knowledge-graph reasons for one pair.
+``GET /search?query=TEXT&user=U&k=10&weights=…&include_seen=false``
+    The same JSON as ``kgrec search --format json``: what the query names (brands,
+    categories, products), and the ranked products with every part of their score.
+``GET /metrics``
+    Prometheus text format: requests, errors and latency per endpoint, the model id, its
+    age and the events recorded since it was trained.
 
 With an API key (``kgrec serve --api-key-env VAR``) every endpoint but ``/health``
 needs the header ``X-API-Key``. A user error (unknown user or product, bad ``k``,
@@ -24,13 +30,14 @@ import hmac
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from kgrec import pipeline
 from kgrec.config import KgrecConfig
 from kgrec.errors import GraphStoreUnavailable, KgrecError, ModelNotFoundError, UnknownProductError, UnknownUserError
 from kgrec.rank.params import Weights
 from kgrec.service import LoadedModel
+from kgrec.serve_metrics import add_metrics
 
 
 def status_code(error: KgrecError) -> int:
@@ -43,7 +50,7 @@ def status_code(error: KgrecError) -> int:
 
 
 def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app around a loaded model; ``api_key`` guards every endpoint but ``/health``."""
+    """The FastAPI app around a loaded model; ``api_key`` guards every endpoint but ``/health`` and ``/metrics``."""
     app = FastAPI(
         title="kgrec",
         description="Knowledge-graph + GNN recommendations, scored and explained.",
@@ -59,6 +66,7 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
             raise HTTPException(status_code=401, detail="Missing or wrong X-API-Key header.")
 
     guarded = [Depends(require_key)]
+    metrics = add_metrics(app, loaded)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -106,5 +114,25 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
     def explain(user: str = Query(...), product: str = Query(...)) -> dict[str, Any]:
         reasons = pipeline.explain(config, loaded, user, [product])
         return {"user_id": user, "product_id": product, "reasons": [r.__dict__ for r in reasons.get(product, [])]}
+
+    @app.get("/search", dependencies=guarded)
+    def search(
+        query: str = Query(..., description="The text to search for."),
+        user: str | None = Query(None, description="Optional user id: a personalised search."),
+        k: int = Query(10, description="How many products."),
+        weights: str | None = Query(None, description="e.g. relevance=0.9,popularity=0.1,diversity=0"),
+        include_seen: bool | None = Query(None, description="With a user: also rank products they already interacted with."),
+    ) -> JSONResponse:
+        result = pipeline.search(
+            config, loaded, query, user_id=user, k=k,
+            weights=Weights.parse(weights) if weights is not None else None,
+            include_seen=include_seen,
+        )
+        return JSONResponse(result.to_dict())
+
+    @app.get("/metrics")  # open like /health: counts and timings, no user data
+    def prometheus_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(content=body, media_type=content_type)
 
     return app

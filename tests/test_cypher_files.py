@@ -154,3 +154,62 @@ def test_why_recommended_shows_the_stored_reasons(analyst_graph: GraphStore):
 def test_similar_products_uses_the_vector_index(analyst_graph: GraphStore):
     rows = analyst_graph.read((CYPHER_DIR / "similar_products.cypher").read_text(), {"product_id": "p1", "k": 2})
     assert [row["product_id"] for row in rows] == ["p3", "p2"]
+
+
+# --- the analyst's desk: `kgrec query` ----------------------------------------------------------
+
+
+def kgrec_query(*args: str):
+    from click.testing import CliRunner
+
+    from kgrec.cli import cli
+
+    return CliRunner().invoke(cli, ["query", *args])
+
+
+@pytest.mark.parametrize("path", QUERY_FILES, ids=lambda p: p.name)
+def test_kgrec_query_runs_every_cypher_file_with_its_header_params(analyst_graph: GraphStore, path: Path):
+    result = kgrec_query(str(path), "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    direct = analyst_graph.read(path.read_text(encoding="utf-8"), header_params(path))
+    assert rows == json.loads(json.dumps(direct, default=lambda v: v.to_native().isoformat()))
+    assert len(rows) >= 1
+
+
+def test_kgrec_query_prints_times_as_iso_8601(analyst_graph: GraphStore):
+    rows = json.loads(kgrec_query(str(CYPHER_DIR / "users_for_product.cypher"), "--format", "json").stdout)
+    assert rows[0]["created_at"] == "2024-05-01T12:00:00+00:00"
+
+
+def test_kgrec_query_params_override_the_header_and_formats_agree(analyst_graph: GraphStore):
+    path = str(CYPHER_DIR / "similar_products.cypher")
+    rows = json.loads(kgrec_query(path, "--param", "k=2", "--format", "json").stdout)
+    assert [row["product_id"] for row in rows] == ["p3", "p2"]
+    csv_out = kgrec_query(path, "--param", "k=2", "--param", "product_id=p1", "--format", "csv")
+    assert csv_out.exit_code == 0, csv_out.output
+    assert csv_out.stdout.splitlines()[0] == "product_id,title,brand,similarity"
+    assert csv_out.stdout.splitlines()[1].startswith("p3,Kohl,Lumen,")
+    table = kgrec_query(path, "--param", "k=2")
+    assert table.exit_code == 0 and "Kohl" in table.output and "2 row(s)" in table.output
+
+
+def test_kgrec_query_runs_a_string_and_is_read_only_unless_write(analyst_graph: GraphStore):
+    rows = json.loads(kgrec_query("--format", "json", "--param", "n=2", "--",
+                                  "MATCH (b:Brand) RETURN b.name AS brand ORDER BY brand LIMIT $n").stdout)
+    assert rows == [{"brand": "Aster"}, {"brand": "Lumen"}]
+    refused = kgrec_query("--", "CREATE (:Brand {name: 'Intruder'})")
+    assert refused.exit_code == 1 and "--write" in refused.output and "Traceback" not in refused.output
+    assert not analyst_graph.read("MATCH (b:Brand {name: 'Intruder'}) RETURN b")
+    written = kgrec_query("--write", "--", "CREATE (:Brand {name: 'Intruder'})")
+    assert written.exit_code == 0, written.output
+    assert analyst_graph.read("MATCH (b:Brand {name: 'Intruder'}) RETURN count(b) AS n")[0]["n"] == 1
+
+
+def test_kgrec_query_names_a_missing_parameter_and_a_missing_file(analyst_graph: GraphStore, tmp_path: Path):
+    missing = kgrec_query("--", "MATCH (p:Product {id: $product_id}) RETURN p.id")
+    assert missing.exit_code == 1 and "$product_id" in missing.output and "--param product_id=" in missing.output
+    nofile = kgrec_query(str(tmp_path / "nope.cypher"))
+    assert nofile.exit_code == 1 and "does not exist" in nofile.output
+    bad = kgrec_query("--param", "no equals", "--", "RETURN 1")
+    assert bad.exit_code == 1 and "name=value" in bad.output

@@ -131,3 +131,54 @@ class RankConfig(BaseModel):
     def weights(self) -> tuple[float, float, float]:
         """``(relevance, popularity, diversity)`` as configured (not rescaled)."""
         return (self.relevance, self.popularity, self.diversity)
+
+
+class SearchConfig(BaseModel):
+    """Search (`kgrec search`, GET /search): how a query's candidates are found and scored.
+
+    relevance = (lexical·l + dense·d + entity·e + personal·p) / (the sum of the weights in
+    use), each part normalised to [0, 1] over the candidates; entity counts only when the
+    query names a brand, category or product, personal only for a user. The score then
+    mixes relevance with popularity and diversity like a recommendation.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    lexical: float = Field(0.3, ge=0, description="Weight of the full-text (Lucene) match on product id, title, description, brand and category names.")
+    dense: float = Field(0.3, ge=0, description="Weight of the text-embedding similarity of the query to the product text.")
+    entity: float = Field(0.2, ge=0, description="Weight of the match with the brands, categories and products the query names.")
+    personal: float = Field(0.2, ge=0, description="Weight of the user's personal relevance (only when a user is given).")
+    entity_mode: Literal["boost", "filter"] = Field(
+        "boost",
+        description=(
+            "'boost': named brands and categories raise their products' score; 'filter': when the query "
+            "names any, only their products are candidates."
+        ),
+    )
+    relevance: float = Field(0.9, ge=0, description="Weight of the mixed search relevance in the final score.")
+    popularity: float = Field(0.1, ge=0, description="Weight of the time-decayed popularity in the final score.")
+    diversity: float = Field(0.0, ge=0, description="Weight of the explorative diversity in the final score (MMR re-ranking).")
+    lexical_candidates: int = Field(200, ge=1, description="Full-text hits taken as candidates.")
+    dense_candidates: int = Field(200, ge=0, description="Products closest to the query's text embedding taken as candidates.")
+    entity_candidates: int = Field(5000, ge=1, description="At most this many products of each named brand or category taken as candidates.")
+    entity_hits: int = Field(50, ge=1, description="Brand and category names the entity index returns before each is checked against the query's words.")
+    fuzzy: bool = Field(True, description="Match words with typos: 1 edit for 3-5 letters, 2 for longer words (Lucene term~).")
+    include_seen: bool = Field(False, description="With a user: also rank products the user already interacted with.")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> SearchConfig:
+        if self.lexical + self.dense <= 0:
+            raise ValueError("lexical and dense are both 0; give at least one of them a positive weight (e.g. lexical=0.3, dense=0.3)")
+        if self.relevance + self.popularity + self.diversity <= 0:
+            raise ValueError("relevance, popularity and diversity are all 0; give at least one a positive weight (e.g. relevance=0.9)")
+        return self
+
+    @property
+    def weights(self) -> tuple[float, float, float]:
+        """``(relevance, popularity, diversity)`` as configured (not rescaled)."""
+        return (self.relevance, self.popularity, self.diversity)
+
+    @property
+    def mix(self) -> dict[str, float]:
+        """The weights of the relevance parts as configured."""
+        return {"lexical": self.lexical, "dense": self.dense, "entity": self.entity, "personal": self.personal}

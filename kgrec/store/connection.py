@@ -170,6 +170,32 @@ class GraphStore:
                 raise self._rejected(e) from e
         raise GraphStoreUnavailable(_unreachable_message(self.uri, self.managed)) from dropped
 
+    def run_query(
+        self, cypher: str, parameters: dict[str, Any] | None = None, write: bool = False
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Run an analyst's query as one auto-commit transaction: ``(columns, rows)``.
+
+        ``write=False`` opens a READ access-mode session, so the server itself refuses
+        any write (``GraphStoreError`` naming ``--write``). Nodes and relationships come
+        back as dicts of their properties, as :meth:`read` gives them; dates and times as
+        Python ``datetime`` values.
+        """
+        mode = neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS
+        try:
+            with self._driver.session(database=self.database, default_access_mode=mode) as session:
+                result = session.run(cypher, parameters or {})
+                keys = list(result.keys())
+                return keys, [_native(record.data()) for record in result]
+        except ServiceUnavailable as e:
+            raise GraphStoreUnavailable(_unreachable_message(self.uri, self.managed)) from e
+        except Neo4jError as e:
+            if not write and (e.code or "").endswith("AccessMode"):
+                raise GraphStoreError(
+                    f"Neo4j at {self.uri} refused to write: the query ran read-only ({e.message}). "
+                    "Pass --write to let it change the graph."
+                ) from e
+            raise self._rejected(e) from e
+
     def read_columns(self, cypher: str, parameters: dict[str, Any] | None = None) -> dict[str, list[Any]]:
         """Run a read query and return its result column-wise: ``{column: [values…]}``.
 
@@ -248,6 +274,16 @@ class GraphStore:
 
     def _rejected(self, error: Neo4jError) -> GraphStoreError:
         return GraphStoreError(f"Neo4j at {self.uri} rejected a query: {error.code}: {error.message}")
+
+
+def _native(value: Any) -> Any:
+    """``value`` with the driver's temporal types turned into Python's (``datetime`` …)."""
+    if isinstance(value, dict):
+        return {k: _native(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_native(v) for v in value]
+    to_native = getattr(value, "to_native", None)
+    return to_native() if callable(to_native) else value
 
 
 def split_statements(text: str) -> Iterator[str]:

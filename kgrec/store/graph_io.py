@@ -79,6 +79,7 @@ def write_steps(tables: GraphTables) -> dict[str, int]:
         "categories": tables.categories().height,
         "made_by": tables.made_by().height,
         "in_category": tables.in_category().height,
+        "search_text": tables.products.height,
         "users": tables.users.height,
         "interactions": tables.interactions.height,
         "relations": tables.relations.height,
@@ -111,6 +112,8 @@ def write_graph(store: GraphStore, tables: GraphTables, batch_size: int = 10_000
     step("categories", query("write_categories"), tables.categories().to_dicts())
     step("made_by", query("write_made_by"), tables.made_by().rows())
     step("in_category", query("write_in_category"), tables.in_category().rows())
+    # The words `kgrec search` matches a product by, beside its own text: its brand's and categories' names.
+    step("search_text", query("write_search_text"), tables.products.get_column("product_id").to_list())
 
     attribute_columns = [c for c in tables.users.columns if c != "user_id"]
     users = [

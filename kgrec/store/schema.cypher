@@ -27,8 +27,15 @@
 //       co_interaction), through the user's product via_products[i] and via[i] (the
 //       brand name, category path or relation type). See cypher/why_recommended.cypher.
 //
+// Full-text (Lucene) indexes for `kgrec search`: product_text over a product's id, title,
+// description and search_text (its brand's and categories' names, set when the graph is
+// written); entity_names over brand and category names, to link a query's words to them.
+//
 // Uniqueness constraints (each also creates the index that the MERGEs use):
 CREATE CONSTRAINT user_id IF NOT EXISTS FOR (u:User) REQUIRE u.id IS UNIQUE;
 CREATE CONSTRAINT product_id IF NOT EXISTS FOR (p:Product) REQUIRE p.id IS UNIQUE;
 CREATE CONSTRAINT brand_name IF NOT EXISTS FOR (b:Brand) REQUIRE b.name IS UNIQUE;
 CREATE CONSTRAINT category_path IF NOT EXISTS FOR (c:Category) REQUIRE c.path IS UNIQUE;
+// Full-text indexes (standard analyzer, no stop words):
+CREATE FULLTEXT INDEX product_text IF NOT EXISTS FOR (p:Product) ON EACH [p.id, p.title, p.description, p.search_text];
+CREATE FULLTEXT INDEX entity_names IF NOT EXISTS FOR (n:Brand|Category) ON EACH [n.name];

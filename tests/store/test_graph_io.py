@@ -122,7 +122,10 @@ def test_write_graph_replaces_a_changed_brand(graph_store: GraphStore):
 
 
 def _product(store: GraphStore, product_id: str) -> dict:
-    return store.read("MATCH (p:Product {id: $id}) RETURN properties(p) AS props", {"id": product_id})[0]["props"]
+    """The product's stored fields; search_text (derived from its brand and categories) left out."""
+    props = store.read("MATCH (p:Product {id: $id}) RETURN properties(p) AS props", {"id": product_id})[0]["props"]
+    props.pop("search_text", None)
+    return props
 
 
 def test_write_graph_leaves_product_fields_the_tables_do_not_give(graph_store: GraphStore):

@@ -1,0 +1,296 @@
+"""Search as pure functions: the query's words, Lucene query text, entity linking, the hybrid mix.
+
+No I/O: the full-text hits come from :mod:`kgrec.store.search`, the orchestration is
+:func:`kgrec.pipeline.search`.
+
+- :func:`tokenise` splits a query into lower-case words; :func:`lucene_query` turns the
+  words into Lucene query text (special characters escaped, ``word~N`` for typos);
+- :func:`link_entities` keeps the brand and category names whose every word the query
+  contains (within the same typo distance), the most specific category when the query
+  names a path;
+- :func:`hybrid_relevance` mixes the parts (lexical, dense, entity, personal), each
+  normalised to ``[0, 1]`` over the candidates (:func:`normalise_parts`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from kgrec.errors import ConfigError
+from kgrec.rank.parts import normalise
+
+EntityKind = Literal["brand", "category", "product"]
+PART_NAMES: tuple[str, ...] = ("lexical", "dense", "entity", "personal")
+
+STOP_WORDS = frozenset(
+    "a an and are as at be by for from has have in is it its of on or the to with without & + vs".split()
+)
+"""Words that carry no meaning for matching; left out of the Lucene query and of name matching."""
+
+LUCENE_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/]|&&|\|\|)')
+WORD = re.compile(r"\w+(?:['’]\w+)*")
+
+
+def tokenise(text: str) -> list[str]:
+    """The lower-case words of ``text`` (letters and digits; ``l'oreal`` stays one word), in order."""
+    return [word.replace("’", "'") for word in WORD.findall(text.lower())]
+
+
+def content_words(words: Iterable[str]) -> list[str]:
+    """``words`` without stop words and repeats, in order."""
+    seen: set[str] = set()
+    out = []
+    for word in words:
+        if word not in STOP_WORDS and word not in seen:
+            seen.add(word)
+            out.append(word)
+    return out
+
+
+def escape_lucene(text: str) -> str:
+    """``text`` with every Lucene query-syntax character escaped by a backslash.
+
+    ``+ - && || ! ( ) { } [ ] ^ " ~ * ? : \\ /``: the text then matches literally.
+    """
+    return LUCENE_SPECIAL.sub(lambda m: "".join("\\" + ch for ch in m.group(1)), text)
+
+
+def fuzzy_edits(word: str) -> int:
+    """Edits allowed for a typo in ``word``: 0 up to 2 characters, 1 up to 5, else 2."""
+    n = len(word)
+    return 0 if n <= 2 else 1 if n <= 5 else 2
+
+
+def lucene_query(words: Sequence[str], fuzzy: bool = True) -> str:
+    """Lucene query text matching any of ``words`` (OR), each escaped; ``word~N`` for typos.
+
+    Returns ``""`` when no word is left (all stop words). Pass it as a parameter to
+    ``db.index.fulltext.queryNodes``; never paste it into Cypher.
+    """
+    terms = []
+    for word in content_words(words):
+        term = escape_lucene(word)
+        edits = fuzzy_edits(word) if fuzzy else 0
+        terms.append(f"{term}~{edits}" if edits else term)
+    return " ".join(terms)
+
+
+def edit_distance(a: str, b: str, limit: int = 2) -> int:
+    """Levenshtein distance with adjacent transpositions (optimal string alignment),
+    capped at ``limit + 1``."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cost = 0 if ca == cb else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        if min(current) > limit:
+            return limit + 1
+        previous2, previous = previous, current
+    return min(previous[-1], limit + 1)
+
+
+def word_matches(query_word: str, name_word: str, fuzzy: bool = True) -> bool:
+    """Whether ``query_word`` names ``name_word``: equal, or within :func:`fuzzy_edits` of it."""
+    if query_word == name_word:
+        return True
+    edits = min(fuzzy_edits(query_word), fuzzy_edits(name_word)) if fuzzy else 0
+    return edits > 0 and edit_distance(query_word, name_word, edits) <= edits
+
+
+@dataclass(frozen=True)
+class EntityHit:
+    """A brand or category the entity index returned for the query."""
+
+    kind: EntityKind
+    key: str  # the brand name, the category path or the product id
+    name: str  # the brand name, the category's own name or the product title
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class LinkedEntity:
+    """A brand, category or product the query names, with the query words that name it."""
+
+    kind: EntityKind
+    key: str
+    name: str
+    words: tuple[str, ...]
+
+    def label(self) -> str:
+        if self.kind == "product":
+            return f"{self.key} ({self.name})" if self.name else self.key
+        return self.key
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "key": self.key, "name": self.name, "words": list(self.words)}
+
+
+def _matched_words(name: str, words: Sequence[str], fuzzy: bool, exact: frozenset[str] = frozenset()) -> tuple[str, ...] | None:
+    """The query words naming every content word of ``name``; None when one is not named.
+    Words in ``exact`` (spelt exactly like some name) name nothing by a typo."""
+    name_words = content_words(tokenise(name))
+    if not name_words:
+        return None
+    matched = []
+    for name_word in name_words:
+        found = next((w for w in words if word_matches(w, name_word, fuzzy and w not in exact)), None)
+        if found is None:
+            return None
+        matched.append(found)
+    return tuple(dict.fromkeys(matched))
+
+
+def _path_names(path: str) -> list[str]:
+    return [part.strip() for part in path.split(">") if part.strip()]
+
+
+def link_entities(words: Sequence[str], hits: Iterable[EntityHit], fuzzy: bool = True) -> list[LinkedEntity]:
+    """The hits the query really names: every content word of the name is in ``words``.
+
+    A full-text hit only shares a word (or a near one) with the query; a brand "Blue
+    Lagoon" is linked by "blue lagoon shampoo" but not by "blue mascara". A typo counts
+    only for a word that is not spelt exactly like one of the hits' names. Among the
+    categories: one that is an ancestor of another linked one is dropped ("makeup eyes"
+    → "Makeup > Eyes", not "Makeup" as well); of categories with the same name, those
+    whose path shares the most words with the query are kept ("makeup eyes" → "Beauty >
+    Makeup > Eyes", not "Beauty > Skin Care > Eyes"). Products are linked by their id
+    upstream and pass through.
+
+    Returns:
+        brands, then categories, then products, each in hit order.
+    """
+    words = content_words(words)
+    hits = list(hits)
+    # A word spelt exactly like a name is not also a typo of another ("nevria" is not "nevtis").
+    known = {w for hit in hits if hit.kind != "product" for w in tokenise(hit.name)}
+    exact = frozenset(w for w in words if w in known)
+    brands: dict[str, LinkedEntity] = {}
+    categories: dict[str, LinkedEntity] = {}
+    products: dict[str, LinkedEntity] = {}
+    for hit in hits:
+        if hit.kind == "product":
+            products.setdefault(hit.key, LinkedEntity("product", hit.key, hit.name, ()))
+            continue
+        matched = _matched_words(hit.name, words, fuzzy, exact)
+        if matched is None:
+            continue
+        target = brands if hit.kind == "brand" else categories
+        target.setdefault(hit.key, LinkedEntity(hit.kind, hit.key, hit.name, matched))
+    # The most specific categories: drop ancestors of other linked ones.
+    paths = list(categories)
+    specific = [p for p in paths if not any(other != p and other.startswith(p + " > ") for other in paths)]
+
+    def path_words(path: str) -> int:
+        named = {w for part in _path_names(path) for w in content_words(tokenise(part))}
+        return sum(any(word_matches(w, n, fuzzy) for n in named) for w in words)
+
+    best: dict[str, int] = {}
+    for path in specific:
+        name = categories[path].name.lower()
+        best[name] = max(best.get(name, 0), path_words(path))
+    kept = [categories[p] for p in specific if path_words(p) == best[categories[p].name.lower()]]
+    return [*brands.values(), *kept, *products.values()]
+
+
+def describe_entities(entities: Sequence[LinkedEntity]) -> str:
+    """``"brand: Lumen; category: Beauty > Makeup > Eyes"``; ``""`` when nothing was recognised."""
+    groups: dict[str, list[str]] = {}
+    for entity in entities:
+        groups.setdefault(entity.kind, []).append(entity.label())
+    return "; ".join(f"{kind}: {', '.join(labels)}" for kind, labels in groups.items())
+
+
+@torch.no_grad()
+def entity_match(memberships: Sequence[Tensor], num_products: int) -> Tensor:
+    """``[P]`` share of the named kinds a product matches.
+
+    Args:
+        memberships: one ``[n_i]`` long tensor per named kind (brand, category, product):
+            the products of any named brand, of any named category (with its
+            subcategories), the named products.
+
+    Returns:
+        ``[P]`` float in ``[0, 1]``: 1 for a product that matches every named kind (the
+        brand and the category), 0.5 for one of two, 0 without any (or when nothing was named).
+    """
+    out = torch.zeros(num_products)
+    if not memberships:
+        return out
+    for members in memberships:
+        hit = torch.zeros(num_products, dtype=torch.bool)
+        hit[members.long()] = True
+        out += hit.float()
+    return out / len(memberships)
+
+
+@torch.no_grad()
+def normalise_parts(parts: dict[str, Tensor], candidates: Tensor) -> dict[str, Tensor]:
+    """Each part mapped to ``[0, 1]`` over the candidates, 0 elsewhere.
+
+    ``lexical`` (a full-text score, 0 = no hit) and ``entity`` (already a share) are
+    divided by their maximum, so a product without a hit stays at 0; ``dense`` and
+    ``personal`` (similarities of any sign) are min-max normalised.
+
+    Args:
+        parts: name → ``[P]`` raw scores; names from :data:`PART_NAMES`.
+        candidates: ``[P]`` bool.
+
+    Returns:
+        name → ``[P]`` float32.
+    """
+    out = {}
+    for name, values in parts.items():
+        if name not in PART_NAMES:
+            raise ValueError(f"normalise_parts: unknown part {name!r}; expected one of {', '.join(PART_NAMES)}.")
+        values = values.float()
+        if name in ("lexical", "entity"):
+            top = float(torch.where(candidates, values, torch.zeros_like(values)).max()) if values.numel() else 0.0
+            scaled = values / top if top > 0 else torch.zeros_like(values)
+            out[name] = torch.where(candidates, scaled.clamp(0.0, 1.0), torch.zeros_like(values))
+        else:
+            out[name] = normalise(values, "minmax", candidates)
+    return out
+
+
+def active_mix(mix: dict[str, float], present: Iterable[str]) -> dict[str, float]:
+    """The weights of the parts in use (``present``), rescaled to sum to 1.
+
+    Raises:
+        ConfigError: every part in use weighs 0.
+    """
+    present = set(present)
+    used = {name: float(mix.get(name, 0.0)) for name in PART_NAMES if name in present}
+    total = sum(used.values())
+    if total <= 0:
+        raise ConfigError(
+            f"The search weights of the parts in use ({', '.join(used) or 'none'}) are all 0; give one a positive "
+            "value, e.g. --set search.lexical=0.3."
+        )
+    return {name: value / total for name, value in used.items()}
+
+
+@torch.no_grad()
+def hybrid_relevance(parts: dict[str, Tensor], mix: dict[str, float], candidates: Tensor) -> Tensor:
+    """``[P]`` Σ mix[name]·parts[name] over the candidates, ``-inf`` for every other product.
+
+    ``parts`` are normalised already (:func:`normalise_parts`); ``mix`` from :func:`active_mix`.
+    """
+    if not parts:
+        raise ValueError("hybrid_relevance: no parts to mix.")
+    first = next(iter(parts.values()))
+    total = torch.zeros_like(first, dtype=torch.float32)
+    for name, weight in mix.items():
+        total += weight * parts[name].float()
+    return torch.where(candidates, total, torch.full_like(total, -torch.inf))
