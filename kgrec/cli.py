@@ -504,7 +504,7 @@ def add_event_cmd(user_id: str, product_id: str, event: str | None, timestamp: s
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; loopback unless told otherwise.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=Path("runs/models"), show_default=True, help=MODEL_OPTION_HELP)
-@click.option("--api-key-env", default=None, metavar="VAR", help="Require the key in environment variable VAR (header X-API-Key) on every endpoint but /health.")
+@click.option("--api-key-env", default=None, metavar="VAR", help="Require the key in environment variable VAR (header X-API-Key) on every endpoint but /health and /metrics.")
 @config_options
 def serve_cmd(host: str, port: int, model_dir: Path, api_key_env: str | None, config) -> None:
     """Serve recommendations over HTTP.

@@ -18,7 +18,7 @@ Endpoints (JSON). GET requests never write.
     Prometheus text format: requests, errors and latency per endpoint, the model id, its
     age and the events recorded since it was trained.
 
-With an API key (``kgrec serve --api-key-env VAR``) every endpoint but ``/health``
+With an API key (``kgrec serve --api-key-env VAR``) every endpoint but ``/health`` and ``/metrics``
 needs the header ``X-API-Key``. A user error (unknown user or product, bad ``k``,
 weights or query) is a 4xx with ``{"detail": message}``; the server stays up.
 Interactive docs are at ``/docs``.
