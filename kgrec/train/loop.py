@@ -330,10 +330,12 @@ def sampled_softmax_loss(
 ) -> Tensor:
     """Softmax over the target and ``num_negatives`` products drawn by popularity, with logQ correction.
 
-    Drawing negatives in proportion to popularity (+1) finds the hard, popular ones; every
-    candidate's logit is lowered by ``log(num_negatives · q)`` (its expected count among the
-    draws), which makes the sampled softmax an unbiased stand-in for the full one (Bengio &
-    Senécal 2008). Draws equal to the row's target are masked.
+    Drawing negatives in proportion to popularity (+1) finds the hard, popular ones; each
+    drawn product's ``exp(logit)`` is divided by ``num_negatives · q`` (its expected count
+    among the draws, i.e. its logit lowered by ``log(num_negatives · q)``), so the sum over
+    the draws estimates the sum over the whole catalog and the loss tends to the full
+    softmax's as draws grow (importance sampling, Bengio & Senécal 2008). The target is
+    always a candidate, uncorrected; draws equal to it are masked (it is counted once).
 
     Args:
         user_vec: ``[n, dim]``; product_emb: ``[P, dim]``; target: ``[n]``; popularity: ``[P]``.
@@ -343,7 +345,7 @@ def sampled_softmax_loss(
     log_q = torch.log(q.to(target.device) * num_negatives)
     u = F.normalize(user_vec, dim=-1)
     p = F.normalize(product_emb, dim=-1)
-    pos = (u * p[target]).sum(-1, keepdim=True) / temperature - log_q[target].unsqueeze(1)
+    pos = (u * p[target]).sum(-1, keepdim=True) / temperature
     neg = u @ p[negatives].t() / temperature - log_q[negatives].unsqueeze(0)
     neg = neg.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
     return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(target))
