@@ -33,11 +33,12 @@ class ModelConfig(BaseModel):
         0.7, gt=0, le=1, description="Weight of the product k steps before the latest one is recency_decay**k."
     )
     user_encoder: Literal["mean", "transformer"] = Field(
-        "mean",
+        "transformer",
         description=(
             "How 'history' mode turns a user's latest events into a vector: 'mean' = the recency-weighted mean "
             "of their product embeddings (history_length, recency_decay); 'transformer' = a causal transformer "
-            "over the latest sequence_length events (product vector + position + event type), trained end to end."
+            "over the latest sequence_length events (product vector + position + event type), trained end to end. "
+            "Applies to user_mode 'history'; 'id' and 'hybrid' keep the mean for their history part."
         ),
     )
     sequence_length: int = Field(50, ge=1, description="With user_encoder 'transformer': how many latest events it reads.")
@@ -48,14 +49,13 @@ class ModelConfig(BaseModel):
         1.0, ge=0, description="Edge weight of product-product relations (also_bought, ...) relative to other edges."
     )
 
+    @property
+    def sequence_encoder(self) -> bool:
+        """Whether users are encoded by the transformer (``user_encoder`` applies to ``user_mode: history``)."""
+        return self.user_encoder == "transformer" and self.user_mode == "history"
+
     @model_validator(mode="after")
     def _check_encoder(self) -> ModelConfig:
-        if self.user_encoder == "transformer":
-            if self.user_mode != "history":
-                raise ValueError(
-                    f"user_encoder 'transformer' encodes the history; it needs user_mode 'history' (found "
-                    f"{self.user_mode!r}). Set model.user_mode=history or model.user_encoder=mean."
-                )
-            if self.dim % self.encoder_heads:
-                raise ValueError(f"dim ({self.dim}) must be divisible by encoder_heads ({self.encoder_heads}).")
+        if self.user_encoder == "transformer" and self.dim % self.encoder_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by encoder_heads ({self.encoder_heads}).")
         return self

@@ -104,7 +104,7 @@ class KgrecModel(nn.Module):
             "category_text", category_text.float() if kg_on and category_text is not None and category_text.numel() else None
         )
         self.user_encoder: SequenceUserEncoder | None = None
-        if config.user_encoder == "transformer":
+        if config.sequence_encoder:
             if event_weight is None:
                 from kgrec.ingest.config import DEFAULT_EVENT_WEIGHTS
                 from kgrec.ingest.tables import EVENT_TYPES

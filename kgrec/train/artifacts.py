@@ -435,7 +435,7 @@ def _load_user_encoder(tensors: dict[str, Tensor], config: dict[str, Any], root:
     Only torch is imported (:mod:`kgrec.models.sequence`), so loading stays fast."""
     state = {k[len(ENCODER_PREFIX):]: v for k, v in tensors.items() if k.startswith(ENCODER_PREFIX)}
     model = config.get("model", {}) if isinstance(config, dict) else {}
-    if model.get("user_encoder", "mean") != "transformer":
+    if model.get("user_encoder", "mean") != "transformer" or model.get("user_mode", "history") != "history":
         return None
     if not state:
         raise ModelNotFoundError(

@@ -165,7 +165,7 @@ def train_model(
         event_weight: ``[E]`` the weight of each event type (``ingest.event_weights``), which
             the transformer user encoder reads event types from.
 
-    With ``model.user_encoder: transformer`` an example is a user's train sequence (their
+    With ``model.user_encoder: transformer`` (and ``user_mode: history``) an example is a user's train sequence (their
     latest ``sequence_length + 1`` products) and every position predicts the next product
     (:func:`_sequence_loss`), ``train.sequence_batch_size`` users per step; else examples
     are :func:`next_item_pairs`.
@@ -182,7 +182,7 @@ def train_model(
     device = resolve_device(train_cfg.device)
     seed_everything(seed)
     train = split.train
-    sequential = model_cfg.user_encoder == "transformer"
+    sequential = model_cfg.sequence_encoder
     if sequential:
         # Examples are users' windows; ``targets`` holds their rows (shuffled like pairs).
         hist_index, hist_weight = training_windows(

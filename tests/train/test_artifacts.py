@@ -23,7 +23,7 @@ from tests.train.test_loop import planted_tables
 def trained():
     snapshot = snapshot_from_tables(planted_tables(num_users=40))
     split = leave_last_out(snapshot)
-    config = KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, history_length=3),
+    config = KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, user_encoder="mean", history_length=3),
                          train=TrainConfig(epochs=2, device="cpu"))
     result = KgrecRecommender(config, seed=7).fit(split, snapshot)
     return snapshot, config, result

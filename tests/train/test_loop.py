@@ -70,7 +70,7 @@ def planted():
     return snapshot, leave_last_out(snapshot)
 
 
-FAST_MODEL = ModelConfig(dim=16, layers=1, use_text=False, history_length=3, recency_decay=0.3)
+FAST_MODEL = ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3)
 
 
 def fit(snapshot, split, model_cfg, train_cfg, features=None, seed=0, epochs=None) -> KgrecRecommender:
@@ -176,9 +176,7 @@ def test_transformer_training_learns_the_planted_chains(planted):
     assert result.user_encoder is not None
 
 
-def test_transformer_encoder_needs_history_mode():
-    from kgrec.errors import ConfigError
-    from kgrec.config import load_config
-
-    with pytest.raises(ConfigError, match="needs user_mode 'history'"):
-        load_config(None, ["model.user_encoder=transformer", "model.user_mode=id"])
+def test_transformer_encoder_applies_to_history_mode_only():
+    assert ModelConfig(user_encoder="transformer").sequence_encoder
+    assert not ModelConfig(user_encoder="transformer", user_mode="id").sequence_encoder
+    assert not ModelConfig(user_encoder="mean").sequence_encoder

@@ -117,7 +117,7 @@ class TestKgrec(RecommenderContract):
 
     def make(self):
         config = KgrecConfig(
-            model=ModelConfig(dim=16, layers=1, use_text=False, history_length=3, recency_decay=0.3),
+            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3),
             train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
