@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ModelConfig(BaseModel):
@@ -32,6 +32,30 @@ class ModelConfig(BaseModel):
     recency_decay: float = Field(
         0.7, gt=0, le=1, description="Weight of the product k steps before the latest one is recency_decay**k."
     )
+    user_encoder: Literal["mean", "transformer"] = Field(
+        "transformer",
+        description=(
+            "How 'history' mode turns a user's latest events into a vector: 'mean' = the recency-weighted mean "
+            "of their product embeddings (history_length, recency_decay); 'transformer' = a causal transformer "
+            "over the latest sequence_length events (product vector + position + event type), trained end to end. "
+            "Applies to user_mode 'history'; 'id' and 'hybrid' keep the mean for their history part."
+        ),
+    )
+    sequence_length: int = Field(50, ge=1, description="With user_encoder 'transformer': how many latest events it reads.")
+    encoder_blocks: int = Field(2, ge=1, description="With user_encoder 'transformer': self-attention blocks.")
+    encoder_heads: int = Field(1, ge=1, description="With user_encoder 'transformer': attention heads (dim must divide by it).")
+    encoder_dropout: float = Field(0.2, ge=0, lt=1, description="With user_encoder 'transformer': dropout in the blocks.")
     relation_weight: float = Field(
         1.0, ge=0, description="Edge weight of product-product relations (also_bought, ...) relative to other edges."
     )
+
+    @property
+    def sequence_encoder(self) -> bool:
+        """Whether users are encoded by the transformer (``user_encoder`` applies to ``user_mode: history``)."""
+        return self.user_encoder == "transformer" and self.user_mode == "history"
+
+    @model_validator(mode="after")
+    def _check_encoder(self) -> ModelConfig:
+        if self.user_encoder == "transformer" and self.dim % self.encoder_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by encoder_heads ({self.encoder_heads}).")
+        return self

@@ -29,6 +29,7 @@ from torch_geometric.data import HeteroData
 from kgrec.models.config import ModelConfig
 from kgrec.models.history import history_embedding
 from kgrec.models.hetero_graph import NODE_TYPES, NodeType, normalized_adjacency
+from kgrec.models.sequence import SequenceUserEncoder
 
 
 # --------------------------------------------------------------------------- model
@@ -56,6 +57,9 @@ class KgrecModel(nn.Module):
         category_text: ``[num_categories, text_dim]`` category-path embeddings (optional).
         product_has_id: ``[num_products]`` bool, which products get an ID embedding
             (those with training interactions; default all).
+        event_weight: ``[E]`` the weight of each event type (``ingest.event_weights`` in
+            ``EVENT_TYPES`` order), for the transformer user encoder's event types
+            (default: ingest's default weights).
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class KgrecModel(nn.Module):
         brand_text: Tensor | None = None,
         category_text: Tensor | None = None,
         product_has_id: Tensor | None = None,
+        event_weight: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -98,8 +103,30 @@ class KgrecModel(nn.Module):
         self.register_buffer(
             "category_text", category_text.float() if kg_on and category_text is not None and category_text.numel() else None
         )
-        self.register_buffer("history_index", torch.zeros(self.num_nodes["user"], config.history_length, dtype=torch.long))
-        self.register_buffer("history_weight", torch.zeros(self.num_nodes["user"], config.history_length))
+        self.user_encoder: SequenceUserEncoder | None = None
+        if config.sequence_encoder:
+            if event_weight is None:
+                from kgrec.ingest.config import DEFAULT_EVENT_WEIGHTS
+                from kgrec.ingest.tables import EVENT_TYPES
+
+                event_weight = torch.tensor([DEFAULT_EVENT_WEIGHTS.get(e, 1.0) for e in EVENT_TYPES])
+            self.user_encoder = SequenceUserEncoder(
+                dim, config.sequence_length, event_weight, config.encoder_blocks, config.encoder_heads,
+                config.encoder_dropout,
+            )
+        length = self.history_length
+        self.register_buffer("history_index", torch.zeros(self.num_nodes["user"], length, dtype=torch.long))
+        self.register_buffer("history_weight", torch.zeros(self.num_nodes["user"], length))
+
+    @property
+    def history_length(self) -> int:
+        """Events per stored history: ``sequence_length`` for the transformer, else ``history_length``."""
+        return self.config.sequence_length if self.user_encoder is not None else self.config.history_length
+
+    @property
+    def history_decay(self) -> float:
+        """Recency decay of stored history weights (1: the transformer reads raw event weights)."""
+        return 1.0 if self.user_encoder is not None else self.config.recency_decay
 
     # ---- graph
     @property
@@ -154,6 +181,8 @@ class KgrecModel(nn.Module):
             history_index, history_weight = self.history_index[user_index], self.history_weight[user_index]
         if mode == "id":
             return nodes["user"][user_index]
+        if self.user_encoder is not None:
+            return self.user_encoder.user_vectors(nodes["product"], history_index, history_weight)
         hist = history_embedding(F.normalize(nodes["product"], dim=-1), history_index, history_weight)
         if mode == "history":
             return hist

@@ -3,7 +3,8 @@
 Layout of a model directory::
 
     embeddings.safetensors   user, product, brand, category embeddings (L2-normalised),
-                             product_text (when text was used)
+                             product_text (when text was used), user_encoder.* (the
+                             transformer user encoder's weights, with user_encoder: transformer)
     ids/{user,product,brand,category}.parquet   one column ``id``; row = index
     config.yaml              the resolved run config
     seed                     the seed, as text
@@ -46,6 +47,7 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 IDS_DIR = "ids"
+ENCODER_PREFIX = "user_encoder."
 LATEST = "latest"
 NODE_TYPES = ("user", "product", "brand", "category")
 REQUIRED_FILES = (EMBEDDINGS_FILE, CONFIG_FILE, SEED_FILE, HASH_FILE, METRICS_FILE) + tuple(
@@ -69,11 +71,16 @@ class KgrecRecommender(Recommender):
       change which products are excluded); a user unknown to the model gets the history rule;
     - ``hybrid``: ``history_weight``·history + (1 - ``history_weight``)·id.
 
+    With ``model.user_encoder: transformer`` the history rule is the trained causal
+    transformer (:class:`~kgrec.models.sequence.SequenceUserEncoder`) over the latest
+    ``model.sequence_length`` events, run on the events given at every call.
+
     Attributes:
         user_embedding: ``[num_users, dim]`` the users of the fit (id mode; written to Neo4j).
         product_embedding: ``[num_products, dim]``; brand_embedding ``[num_brands, dim]``;
             category_embedding ``[num_categories, dim]``.
         product_text: ``[num_products, text_dim]`` or None.
+        user_encoder: the trained transformer user encoder (eval mode, CPU), or None.
         user_ids, product_ids, brand_ids, category_ids: the id maps (index = row).
         config: the resolved run config as a plain dict.
         history: the training records (loss and valid NDCG@10 per epoch, best epoch).
@@ -96,6 +103,7 @@ class KgrecRecommender(Recommender):
         self.brand_embedding: Tensor | None = None
         self.category_embedding: Tensor | None = None
         self.product_text: Tensor | None = None
+        self.user_encoder: Any = None
         self.user_ids: IdMap | None = None
         self.product_ids: IdMap | None = None
         self.brand_ids: IdMap | None = None
@@ -115,8 +123,11 @@ class KgrecRecommender(Recommender):
         cfg = KgrecConfig.model_validate(self.config)
         if device is not None:
             cfg.train.device = device  # type: ignore[assignment]
+        from kgrec.ingest.tables import EVENT_TYPES
+
+        event_weight = torch.tensor([cfg.ingest.weight_of(e) for e in EVENT_TYPES])
         model, product_text, records = train_model(
-            snapshot, split, cfg.model, cfg.train, cfg.features, self.seed, self.progress, self.epochs
+            snapshot, split, cfg.model, cfg.train, cfg.features, self.seed, self.progress, self.epochs, event_weight
         )
         self.set_state(model, product_text)
         self.history = records
@@ -151,6 +162,10 @@ class KgrecRecommender(Recommender):
         self._check_fitted("_product_embedding")
         model = self.config.get("model", {})
         mode = model.get("user_mode", "history")
+        if self.user_encoder is not None:
+            index, weight = histories.latest(self.user_encoder.max_length, 1.0)
+            with torch.no_grad():
+                return F.normalize(self.user_encoder.user_vectors(self.product_embedding, index, weight), dim=-1)
         index, weight = histories.latest(int(model.get("history_length", 20)), float(model.get("recency_decay", 0.7)))
         vectors = F.normalize(history_embedding(self.product_embedding, index, weight), dim=-1)
         if mode == "history" or self.user_embedding is None:
@@ -168,6 +183,8 @@ class KgrecRecommender(Recommender):
 
     @torch.no_grad()
     def set_state(self, model: Any, product_text: Tensor | None) -> None:
+        import copy
+
         """Keep the final embeddings of a trained :class:`~kgrec.models.kgrec_model.KgrecModel`."""
         model.eval()
         nodes = model.propagate()
@@ -177,6 +194,8 @@ class KgrecRecommender(Recommender):
         self.brand_embedding = F.normalize(nodes["brand"], dim=-1).detach().cpu()
         self.category_embedding = F.normalize(nodes["category"], dim=-1).detach().cpu()
         self.product_text = None if product_text is None else product_text.detach().cpu()
+        encoder = getattr(model, "user_encoder", None)
+        self.user_encoder = None if encoder is None else copy.deepcopy(encoder).cpu().eval()
 
     def with_products(self, product_ids: IdMap, embedding: Tensor, text: Tensor | None) -> KgrecRecommender:
         """A copy that also ranks products placed after training (rows appended)."""
@@ -259,6 +278,8 @@ def save_model_dir(
         }
         if model.product_text is not None:
             tensors["product_text"] = model.product_text
+        if model.user_encoder is not None:
+            tensors.update({f"{ENCODER_PREFIX}{k}": v for k, v in model.user_encoder.state_dict().items()})
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(staging / EMBEDDINGS_FILE))
         write_id_maps(maps, staging / IDS_DIR)  # type: ignore[arg-type]
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(model.config, sort_keys=False), encoding="utf-8")
@@ -401,7 +422,39 @@ def load_model_dir(path: str | Path) -> KgrecRecommender:
     model.brand_embedding = tensors["brand_embedding"]
     model.category_embedding = tensors["category_embedding"]
     model.product_text = tensors.get("product_text")
+    model.user_encoder = _load_user_encoder(tensors, model.config, root, hint)
     model.user_ids, model.product_ids = maps["user"], maps["product"]
     model.brand_ids, model.category_ids = maps["brand"], maps["category"]
     model.snapshot_hash, model.metrics, model.history = snapshot_hash, metrics, history
     return model
+
+
+def _load_user_encoder(tensors: dict[str, Tensor], config: dict[str, Any], root: Path, hint: str) -> Any:
+    """The transformer user encoder saved under ``user_encoder.*``, or None for the mean rule.
+
+    Only torch is imported (:mod:`kgrec.models.sequence`), so loading stays fast."""
+    state = {k[len(ENCODER_PREFIX):]: v for k, v in tensors.items() if k.startswith(ENCODER_PREFIX)}
+    model = config.get("model", {}) if isinstance(config, dict) else {}
+    if model.get("user_encoder", "mean") != "transformer" or model.get("user_mode", "history") != "history":
+        return None
+    if not state:
+        raise ModelNotFoundError(
+            f"{root / EMBEDDINGS_FILE} lacks the transformer user encoder (user_encoder.*) that its config "
+            f"names. {hint}"
+        )
+    from kgrec.models.sequence import SequenceUserEncoder
+
+    dim = int(tensors["product_embedding"].shape[1])
+    encoder = SequenceUserEncoder(
+        dim,
+        int(model.get("sequence_length", 50)),
+        state["event_weight"],
+        int(model.get("encoder_blocks", 2)),
+        int(model.get("encoder_heads", 1)),
+        float(model.get("encoder_dropout", 0.2)),
+    )
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise ModelNotFoundError(f"{root / EMBEDDINGS_FILE}: the user encoder does not match its config ({e}). {hint}") from e
+    return encoder.eval()

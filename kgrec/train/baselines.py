@@ -5,7 +5,7 @@ Every baseline implements :class:`~kgrec.train.recommender.Recommender` (``fit``
 keyword arguments are its hyperparameters. :func:`make_baseline` builds one by name and
 :func:`fit_and_evaluate` runs the reporting protocol:
 
-1. a trainable model (``bpr``, ``lightgcn``) trains on train with early stopping on
+1. a trainable model (``bpr``, ``lightgcn``, ``sasrec``) trains on train with early stopping on
    valid NDCG@10, which picks the number of epochs;
 2. every model is then fitted on train + valid (the trainable ones for exactly that
    many epochs) and evaluated on test.
@@ -34,11 +34,12 @@ from kgrec.snapshot.snapshot import Snapshot
 from kgrec.models.history import Histories
 from kgrec.train.evaluate import evaluate
 from kgrec.train.recommender import Recommender, known_users, sparse_rows
+from kgrec.train.sasrec import SASRecRecommender
 from kgrec.train.split import InteractionSplit, NegativeSampler
 
 logger = logging.getLogger(__name__)
 
-BaselineName = Literal["pop", "itemknn", "bpr", "lightgcn"]
+BaselineName = Literal["pop", "itemknn", "bpr", "lightgcn", "sasrec"]
 
 
 class PopularityRecommender(Recommender):
@@ -349,6 +350,7 @@ BASELINES: dict[str, type[Recommender]] = {
     "itemknn": ItemKNNRecommender,
     "bpr": BPRMFRecommender,
     "lightgcn": LightGCNRecommender,
+    "sasrec": SASRecRecommender,
 }
 
 

@@ -25,6 +25,17 @@ class TrainConfig(BaseModel):
     in_batch_negatives: bool = Field(
         True, description="With sampled negatives, also use the batch's other targets as negatives."
     )
+    sequence_batch_size: int = Field(
+        128, ge=1, description="With model.user_encoder 'transformer': users' sequences per step (each predicts every next product)."
+    )
+    full_softmax_max_products: int = Field(
+        50_000,
+        ge=1,
+        description=(
+            "With model.user_encoder 'transformer': softmax over the whole catalog up to this many products; "
+            "above it, over `negatives` popularity-sampled products with logQ correction."
+        ),
+    )
     temperature: float = Field(0.1, gt=0, description="Softmax temperature on cosine-like scores.")
     patience: int = Field(3, ge=1, description="Stop after this many evaluations without a better valid NDCG@10.")
     eval_every: int = Field(1, ge=1, description="Evaluate on the valid part every this many epochs.")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from kgrec.errors import TrainingError
@@ -29,9 +30,11 @@ from kgrec.models.config import ModelConfig
 from kgrec.models.hetero_graph import graph_from_snapshot
 from kgrec.models.history import Histories
 from kgrec.models.kgrec_model import KgrecModel, bpr_loss, softmax_loss
+from kgrec.models.sequence import trim_padding
 from kgrec.snapshot.snapshot import Snapshot
 from kgrec.train.config import TrainConfig
 from kgrec.train.evaluate import evaluate
+from kgrec.train.sasrec import training_windows
 from kgrec.train.split import InteractionSplit, NegativeSampler, Pairs
 
 VALID_METRIC = "ndcg@10"
@@ -100,8 +103,11 @@ def build_model(
     model_cfg: ModelConfig,
     features_cfg: FeaturesConfig,
     progress: bool = False,
+    event_weight: Tensor | None = None,
 ) -> tuple[KgrecModel, Tensor | None]:
-    """The untrained model over ``train``'s edges, with text features when ``use_text``."""
+    """The untrained model over ``train``'s edges, with text features when ``use_text``.
+
+    ``event_weight``: ``[E]`` weight of each event type, for the transformer user encoder."""
     graph = graph_from_snapshot(
         snapshot,
         train.user_index,
@@ -122,11 +128,13 @@ def build_model(
             if len(snapshot.category_ids):
                 category_text = encode_names(snapshot.category_ids.ids.to_list(), features_cfg, progress=progress)
     has_id = torch.bincount(train.product_index, minlength=snapshot.num_products) > 0
-    model = KgrecModel(graph, model_cfg, product_text, brand_text, category_text, product_has_id=has_id)
+    model = KgrecModel(
+        graph, model_cfg, product_text, brand_text, category_text, product_has_id=has_id, event_weight=event_weight
+    )
     histories = Histories.from_events(
         train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users
     )
-    model.set_histories(*histories.latest(model_cfg.history_length, model_cfg.recency_decay))
+    model.set_histories(*histories.latest(model.history_length, model.history_decay))
     return model, product_text
 
 
@@ -139,6 +147,7 @@ def train_model(
     seed: int = 42,
     progress: bool = True,
     epochs: int | None = None,
+    event_weight: Tensor | None = None,
 ) -> tuple[KgrecModel, Tensor | None, dict[str, Any]]:
     """Train kgrec on ``split.train`` (the graph sees train edges only).
 
@@ -153,6 +162,13 @@ def train_model(
         epochs: run exactly this many epochs, no early stopping (default ``train_cfg.epochs``
             with early stopping when valid pairs exist).
         progress: show a progress bar over epochs (loss, valid NDCG@10).
+        event_weight: ``[E]`` the weight of each event type (``ingest.event_weights``), which
+            the transformer user encoder reads event types from.
+
+    With ``model.user_encoder: transformer`` (and ``user_mode: history``) an example is a user's train sequence (their
+    latest ``sequence_length + 1`` products) and every position predicts the next product
+    (:func:`_sequence_loss`), ``train.sequence_batch_size`` users per step; else examples
+    are :func:`next_item_pairs`.
 
     Returns:
         ``(model, product_text, records)``: the module with the kept epoch's weights (on the
@@ -166,7 +182,17 @@ def train_model(
     device = resolve_device(train_cfg.device)
     seed_everything(seed)
     train = split.train
-    users, hist_index, hist_weight, targets = next_item_pairs(train, model_cfg.history_length, model_cfg.recency_decay)
+    sequential = model_cfg.sequence_encoder
+    if sequential:
+        # Examples are users' windows; ``targets`` holds their rows (shuffled like pairs).
+        hist_index, hist_weight = training_windows(
+            Histories.from_events(train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users),
+            model_cfg.sequence_length,
+        )
+        targets = torch.arange(hist_index.shape[0])
+        users = targets
+    else:
+        users, hist_index, hist_weight, targets = next_item_pairs(train, model_cfg.history_length, model_cfg.recency_decay)
     if model_cfg.user_mode != "history":
         # ID users also learn from their first product (no history needed).
         first = torch.ones(len(train), dtype=torch.bool)
@@ -181,8 +207,9 @@ def train_model(
             f"No training examples: every user has fewer than 2 train products ({len(train):,} train pairs, "
             f"{snapshot.num_users:,} users). Add more interactions per user."
         )
-    model, product_text = build_model(snapshot, train, model_cfg, features_cfg, progress=progress)
+    model, product_text = build_model(snapshot, train, model_cfg, features_cfg, progress=progress, event_weight=event_weight)
     model.to(device)
+    popularity = torch.bincount(train.product_index, minlength=snapshot.num_products).float()
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     sampler = NegativeSampler(train, snapshot.num_products) if train_cfg.loss == "bpr" else None
     generator = torch.Generator().manual_seed(seed)
@@ -203,12 +230,18 @@ def train_model(
             model.train()
             order = torch.randperm(targets.numel(), generator=generator)
             total = 0.0
-            for s in range(0, order.numel(), train_cfg.batch_size):
-                batch = order[s : s + train_cfg.batch_size]
-                loss = _step_loss(
-                    model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
-                    train_cfg, sampler, generator, device,
-                )
+            batch_size = train_cfg.sequence_batch_size if sequential else train_cfg.batch_size
+            for s in range(0, order.numel(), batch_size):
+                batch = order[s : s + batch_size]
+                if sequential:
+                    loss = _sequence_loss(
+                        model, hist_index[batch], hist_weight[batch], train_cfg, popularity, generator, device
+                    )
+                else:
+                    loss = _step_loss(
+                        model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
+                        train_cfg, sampler, generator, device,
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -254,6 +287,70 @@ def train_model(
 
 
 # --------------------------------------------------------------------------- helpers
+def _sequence_loss(
+    model: KgrecModel,
+    index: Tensor,
+    weight: Tensor,
+    cfg: TrainConfig,
+    popularity: Tensor,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Tensor:
+    """Next-product softmax at every position of a batch of users' windows (SASRec-style).
+
+    One propagation per step feeds both the encoder's inputs and the products scored
+    against, so graph, text projection and encoder all get gradients.
+
+    Args:
+        index, weight: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`).
+        popularity: ``[P]`` train pairs per product (the proposal of the sampled softmax).
+    """
+    present, index, weight = trim_padding(weight > 0, index, weight)
+    index, weight, present = index.to(device), weight.to(device), present.to(device)
+    nodes = model.propagate()
+    products = nodes["product"]
+    assert model.user_encoder is not None
+    hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
+    positions = present[:, :-1] & present[:, 1:]
+    user_vec, targets = hidden[positions], index[:, 1:][positions]
+    num_products = products.shape[0]
+    if num_products <= cfg.full_softmax_max_products or cfg.negatives == 0:
+        return softmax_loss(user_vec, products, targets, cfg.temperature)
+    return sampled_softmax_loss(user_vec, products, targets, cfg.temperature, popularity, cfg.negatives, generator)
+
+
+def sampled_softmax_loss(
+    user_vec: Tensor,
+    product_emb: Tensor,
+    target: Tensor,
+    temperature: float,
+    popularity: Tensor,
+    num_negatives: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """Softmax over the target and ``num_negatives`` products drawn by popularity, with logQ correction.
+
+    Drawing negatives in proportion to popularity (+1) finds the hard, popular ones; each
+    drawn product's ``exp(logit)`` is divided by ``num_negatives · q`` (its expected count
+    among the draws, i.e. its logit lowered by ``log(num_negatives · q)``), so the sum over
+    the draws estimates the sum over the whole catalog and the loss tends to the full
+    softmax's as draws grow (importance sampling, Bengio & Senécal 2008). The target is
+    always a candidate, uncorrected; draws equal to it are masked (it is counted once).
+
+    Args:
+        user_vec: ``[n, dim]``; product_emb: ``[P, dim]``; target: ``[n]``; popularity: ``[P]``.
+    """
+    q = (popularity + 1.0) / (popularity + 1.0).sum()
+    negatives = torch.multinomial(q, num_negatives, replacement=True, generator=generator).to(target.device)
+    log_q = torch.log(q.to(target.device) * num_negatives)
+    u = F.normalize(user_vec, dim=-1)
+    p = F.normalize(product_emb, dim=-1)
+    pos = (u * p[target]).sum(-1, keepdim=True) / temperature
+    neg = u @ p[negatives].t() / temperature - log_q[negatives].unsqueeze(0)
+    neg = neg.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
+    return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(target))
+
+
 def _step_loss(
     model: KgrecModel,
     users: Tensor,

@@ -77,7 +77,7 @@ def test_normalized_adjacency_is_symmetric_and_degree_normalised():
 
 
 def test_model_get_embedding_shapes():
-    model = KgrecModel(planted_graph(), ModelConfig(dim=4, history_length=3), product_text=id_text())
+    model = KgrecModel(planted_graph(), ModelConfig(dim=4, user_encoder="mean", history_length=3), product_text=id_text())
     users, products = model.get_embedding()
     assert users.shape == (3, 4) and products.shape == (5, 4)
     nodes = model.propagate()
@@ -124,7 +124,7 @@ def test_histories_keep_each_product_once_latest_right_aligned_with_decay():
 
 
 def test_model_users_follow_the_one_history_rule():
-    cfg = ModelConfig(dim=4, history_length=2, recency_decay=0.5)
+    cfg = ModelConfig(dim=4, user_encoder="mean", history_length=2, recency_decay=0.5)
     model = KgrecModel(planted_graph(), cfg, product_text=id_text())
     histories = Histories.from_events(INTERACTIONS[0], INTERACTIONS[1], torch.arange(6), torch.ones(6), 3)
     model.set_histories(*histories.latest(2, 0.5))
@@ -161,6 +161,6 @@ def test_softmax_loss_prefers_the_target():
 
 def test_model_user_modes():
     for mode in ("history", "id", "hybrid"):
-        model = KgrecModel(planted_graph(), ModelConfig(dim=4, user_mode=mode))
+        model = KgrecModel(planted_graph(), ModelConfig(dim=4, user_encoder="mean", user_mode=mode))
         users, _ = model.get_embedding()
         assert users.shape == (3, 4)

@@ -23,7 +23,7 @@ from tests.train.test_loop import planted_tables
 def trained():
     snapshot = snapshot_from_tables(planted_tables(num_users=40))
     split = leave_last_out(snapshot)
-    config = KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, history_length=3),
+    config = KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, user_encoder="mean", history_length=3),
                          train=TrainConfig(epochs=2, device="cpu"))
     result = KgrecRecommender(config, seed=7).fit(split, snapshot)
     return snapshot, config, result
@@ -146,3 +146,42 @@ def test_check_model_out_refuses_an_unwritable_place_before_training(tmp_path):
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         check_model_out(tmp_path / "a-file")
     assert check_model_out(tmp_path / "new" / "m") == tmp_path / "new" / "m"
+
+
+def test_transformer_user_encoder_round_trips_without_pyg(tmp_path):
+    import subprocess
+    import sys
+
+    snapshot = snapshot_from_tables(planted_tables(num_users=40))
+    split = leave_last_out(snapshot)
+    config = KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, user_encoder="transformer", sequence_length=4),
+                         train=TrainConfig(epochs=2, sequence_batch_size=16, device="cpu"))
+    result = KgrecRecommender(config, seed=7).fit(split, snapshot)
+    out = save_model_dir(result, tmp_path / "m", metrics={})
+    loaded = load_model_dir(out)
+    assert loaded.user_encoder is not None and not loaded.user_encoder.training
+    histories = Histories.from_events(torch.tensor([0, 0, 1]), torch.tensor([3, 5, 2]), torch.tensor([1, 2, 1]),
+                                      torch.ones(3), 2)
+    assert torch.allclose(loaded.score(histories), result.score(histories), atol=1e-6)
+    # Loading a model (and encoding users) must not pull in PyTorch Geometric.
+    code = (
+        "import sys, torch; from kgrec.train.artifacts import load_model_dir; from kgrec.models.history import Histories;"
+        f"m = load_model_dir({str(out)!r});"
+        "m.score(Histories.from_events(torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), torch.ones(1), 1));"
+        "print('torch_geometric' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_transformer_model_dir_without_its_encoder_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    snapshot = snapshot_from_tables(planted_tables(num_users=40))
+    split = leave_last_out(snapshot)
+    config = KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, user_encoder="transformer", sequence_length=4),
+                         train=TrainConfig(epochs=1, device="cpu"))
+    out = save_model_dir(KgrecRecommender(config, seed=7).fit(split, snapshot), tmp_path / "m", metrics={})
+    path = out / "embeddings.safetensors"
+    save_file({k: v for k, v in load_file(str(path)).items() if not k.startswith("user_encoder.")}, str(path))
+    with pytest.raises(ModelNotFoundError, match="lacks the transformer user encoder"):
+        load_model_dir(out)

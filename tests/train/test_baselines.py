@@ -155,7 +155,7 @@ def test_trainable_baselines_are_reproducible_with_a_seed() -> None:
 
 
 def test_make_baseline_unknown_name_lists_the_allowed_ones() -> None:
-    expected = r"Unknown baseline 'knn'; choose from \['bpr', 'itemknn', 'lightgcn', 'pop'\]"
+    expected = r"Unknown baseline 'knn'; choose from \['bpr', 'itemknn', 'lightgcn', 'pop', 'sasrec'\]"
     with pytest.raises(ConfigError, match=expected):
         make_baseline("knn")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="does not take"):

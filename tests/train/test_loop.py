@@ -70,7 +70,7 @@ def planted():
     return snapshot, leave_last_out(snapshot)
 
 
-FAST_MODEL = ModelConfig(dim=16, layers=1, use_text=False, history_length=3, recency_decay=0.3)
+FAST_MODEL = ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3)
 
 
 def fit(snapshot, split, model_cfg, train_cfg, features=None, seed=0, epochs=None) -> KgrecRecommender:
@@ -149,3 +149,34 @@ def test_train_model_with_text_uses_the_encoder(planted, tmp_path, monkeypatch):
     model_cfg = ModelConfig(dim=8, layers=1, history_length=3)
     result = fit(snapshot, split, model_cfg, TrainConfig(epochs=1, device="cpu"), FeaturesConfig(cache_dir=str(tmp_path)))
     assert result.product_text is not None and result.product_text.shape == (snapshot.num_products, 12)
+
+
+def test_sampled_softmax_with_log_q_approximates_the_full_softmax():
+    from kgrec.models.kgrec_model import softmax_loss
+    from kgrec.train.loop import sampled_softmax_loss
+
+    gen = torch.Generator().manual_seed(0)
+    users, products = torch.randn(64, 8, generator=gen), torch.randn(40, 8, generator=gen)
+    target = torch.randint(40, (64,), generator=gen)
+    popularity = torch.arange(40).float() ** 2  # heavily skewed proposal
+    full = softmax_loss(users, products, target, temperature=0.5)
+    sampled = sampled_softmax_loss(users, products, target, 0.5, popularity, 200_000, gen)
+    assert abs(float(sampled) - float(full)) < 0.05 * float(full)
+
+
+def test_transformer_training_learns_the_planted_chains(planted):
+    snapshot, split = planted
+    model_cfg = ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
+                            encoder_dropout=0.1)
+    # A catalog "larger" than full_softmax_max_products trains on sampled negatives.
+    cfg = TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu",
+                      full_softmax_max_products=10, negatives=30)
+    result = fit(snapshot, split, model_cfg, cfg)
+    assert evaluate(result, split, "test", ks=(10,))["ndcg@10"] > 0.5
+    assert result.user_encoder is not None
+
+
+def test_transformer_encoder_applies_to_history_mode_only():
+    assert ModelConfig(user_encoder="transformer").sequence_encoder
+    assert not ModelConfig(user_encoder="transformer", user_mode="id").sequence_encoder
+    assert not ModelConfig(user_encoder="mean").sequence_encoder

@@ -117,7 +117,7 @@ class TestKgrec(RecommenderContract):
 
     def make(self):
         config = KgrecConfig(
-            model=ModelConfig(dim=16, layers=1, use_text=False, history_length=3, recency_decay=0.3),
+            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3),
             train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
@@ -132,5 +132,25 @@ class TestKgrecIdUsers(TestKgrec):
         config = KgrecConfig(
             model=ModelConfig(dim=16, layers=1, use_text=False, user_mode="id"),
             train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
+        )
+        return KgrecRecommender(config, seed=0)
+
+
+class TestSASRec(RecommenderContract):
+    follows_events = True  # the user is encoded from the events given
+
+    def make(self):
+        return make_baseline("sasrec", embedding_dim=16, max_length=8, lr=0.01, batch_size=32, epochs=30,
+                             eval_every=5, patience=2, dropout=0.1)
+
+
+class TestKgrecTransformer(TestKgrec):
+    """``model.user_encoder: transformer``: a causal transformer over the latest events."""
+
+    def make(self):
+        config = KgrecConfig(
+            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
+                              encoder_dropout=0.1),
+            train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)

@@ -1,0 +1,167 @@
+"""Causal self-attention over users' event sequences: the block shared by SASRec and
+kgrec's sequence-aware user encoder.
+
+Sequences are right-aligned windows (:meth:`kgrec.models.history.Histories.latest`):
+column ``L - 1`` holds the latest event, padding sits on the left. Position ``i`` may
+attend to positions ``j <= i`` that hold an event, and always to itself (so a padded
+position never has an empty attention row and never produces NaN; its output is
+simply ignored).
+
+Pure torch: ranking and model loading import this without PyTorch Geometric.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from kgrec.errors import ConfigError
+
+
+def attention_mask(present: Tensor, num_heads: int) -> Tensor:
+    """``[b * num_heads, L, L]`` bool, True where attention is *not* allowed.
+
+    Args:
+        present: ``[b, L]`` bool, which positions hold an event.
+    """
+    b, length = present.shape
+    causal = torch.ones(length, length, dtype=torch.bool, device=present.device).tril()
+    allowed = causal.unsqueeze(0) & present.unsqueeze(1)  # [b, L(query), L(key)]
+    allowed = allowed | torch.eye(length, dtype=torch.bool, device=present.device).unsqueeze(0)
+    return (~allowed).repeat_interleave(num_heads, dim=0)
+
+
+class CausalEncoder(nn.Module):
+    """Learned positions + pre-LN causal transformer blocks + a final LayerNorm.
+
+    Args:
+        dim: model width (the item / product embedding size).
+        max_length: ``L``, the longest window; position ``L - 1`` is always the latest event.
+        num_blocks, num_heads, dropout: the transformer's shape (SASRec: 2, 1, 0.2).
+    """
+
+    def __init__(self, dim: int, max_length: int, num_blocks: int = 2, num_heads: int = 1, dropout: float = 0.2) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"The embedding size ({dim}) must be divisible by the attention heads ({num_heads}).")
+        self.dim, self.max_length, self.num_heads = dim, max_length, num_heads
+        self.position = nn.Embedding(max_length, dim)
+        nn.init.normal_(self.position.weight, std=0.02)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                dim, num_heads, dim_feedforward=dim, dropout=dropout, batch_first=True, norm_first=True
+            )
+            for _ in range(num_blocks)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, inputs: Tensor, present: Tensor) -> Tensor:
+        """``inputs [b, W, dim]`` (``W <= L`` right-aligned columns) and ``present [b, W]`` bool
+        → ``[b, W, dim]`` hidden states; row ``i`` sees only columns ``<= i``."""
+        width = inputs.shape[1]
+        if width > self.max_length:
+            raise ValueError(f"sequence width {width} exceeds max_length {self.max_length}")
+        # Right-aligned: the last column is always position L - 1, whatever the width.
+        positions = torch.arange(self.max_length - width, self.max_length, device=inputs.device)
+        x = (inputs + self.position(positions)) * present.unsqueeze(-1).to(inputs.dtype)
+        x = self.dropout(x)
+        mask = attention_mask(present, self.num_heads)
+        for block in self.blocks:
+            x = block(x, src_mask=mask)
+        return self.norm(x)
+
+
+def trim_padding(present: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Drop the leading columns that are padding in every row (saves attention on short histories).
+
+    Args:
+        present: ``[b, L]`` bool; tensors: each ``[b, L, ...]``.
+
+    Returns:
+        ``(present[:, s:], *[t[:, s:] for t in tensors])`` with ``s`` the first column holding an event
+        (at least one column is kept).
+    """
+    any_present = present.any(0)
+    start = int(any_present.float().argmax()) if bool(any_present.any()) else present.shape[1] - 1
+    return (present[:, start:],) + tuple(t[:, start:] for t in tensors)
+
+
+def event_tokens(weight: Tensor, event_weight: Tensor) -> Tensor:
+    """``[b, L]`` long event-type tokens from event weights.
+
+    Histories carry each (user, product) pair's heaviest event weight, and ingest gives
+    every event type a fixed weight (``ingest.event_weights``), so the weight names the
+    pair's heaviest event type. Token ``k + 1`` = the ``k``-th event type of
+    ``event_weight`` (the first one when types share a weight: they cannot be told
+    apart); ``0`` = padding or a weight no type has.
+
+    Args:
+        weight: ``[b, L]`` raw event weights (0 = padding).
+        event_weight: ``[E]`` the weight of each event type, in ``EVENT_TYPES`` order.
+    """
+    close = torch.isclose(weight.unsqueeze(-1), event_weight.to(weight), rtol=1e-4, atol=1e-6)  # [b, L, E]
+    found = close.any(-1)
+    first = close.float().argmax(-1)  # the first matching type
+    return torch.where(found & (weight > 0), first + 1, torch.zeros_like(first))
+
+
+class SequenceUserEncoder(nn.Module):
+    """kgrec's sequence-aware user encoder: a causal transformer over the user's latest
+    events, reading the same product vectors the model scores against.
+
+    Input at a position = the L2-normalised product vector (scaled by ``sqrt(dim)``) +
+    a position embedding + an event-type embedding (:func:`event_tokens`). The user is
+    the hidden state at the latest event.
+
+    Args:
+        dim: product vector size.
+        max_length: ``L``, the most events read.
+        event_weight: ``[E]`` the weight of each event type (``ingest.event_weights``,
+            ``EVENT_TYPES`` order); kept as a buffer so a loaded model maps weights the
+            way it was trained.
+        num_blocks, num_heads, dropout: the transformer.
+    """
+
+    def __init__(
+        self, dim: int, max_length: int, event_weight: Tensor, num_blocks: int = 2, num_heads: int = 1,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("event_weight", event_weight.float().reshape(-1).clone())
+        self.event = nn.Embedding(self.event_weight.numel() + 1, dim)
+        nn.init.normal_(self.event.weight, std=0.02)
+        self.encoder = CausalEncoder(dim, max_length, num_blocks, num_heads, dropout)
+        self.scale = dim**0.5
+
+    @property
+    def max_length(self) -> int:
+        return self.encoder.max_length
+
+    def forward(self, product_vectors: Tensor, index: Tensor, weight: Tensor) -> Tensor:
+        """Hidden states at every position.
+
+        Args:
+            product_vectors: ``[P, dim]`` the model's product vectors (normalised here).
+            index: ``[b, W]`` product indices, right-aligned (``W <= L``).
+            weight: ``[b, W]`` raw event weights, 0 = padding.
+
+        Returns:
+            ``[b, W, dim]``; position ``i`` has seen events ``<= i`` only.
+        """
+        present = weight > 0
+        x = nn.functional.normalize(product_vectors, dim=-1)[index] * self.scale
+        x = x + self.event(event_tokens(weight, self.event_weight))
+        return self.encoder(x, present)
+
+    def user_vectors(self, product_vectors: Tensor, index: Tensor, weight: Tensor, chunk: int = 4096) -> Tensor:
+        """``[b, dim]`` the hidden state at each row's latest event, in chunks of rows.
+
+        Args: as :meth:`forward` with ``W <= L``; leading all-padding columns are skipped.
+        """
+        out = []
+        for rows in torch.arange(index.shape[0]).split(chunk):
+            w, i = weight[rows], index[rows]
+            present, i, w = trim_padding(w > 0, i, w)
+            out.append(self(product_vectors, i, w)[:, -1])
+        return torch.cat(out) if out else product_vectors.new_zeros(0, product_vectors.shape[1])
