@@ -339,7 +339,7 @@ def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, 
 
 @cli.command("evaluate")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=Path("runs/models"), show_default=True, help=MODEL_OPTION_HELP)
-@click.option("--baselines", default="pop,itemknn,bpr,lightgcn", show_default=True, help="Comma-separated: pop, itemknn, bpr, lightgcn (empty for none).")
+@click.option("--baselines", default="pop,itemknn,bpr,lightgcn", show_default=True, help="Comma-separated: pop, itemknn, bpr, lightgcn, sasrec (empty for none; sasrec takes long on a CPU).")
 @click.option("--split", "part", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where to write the table as JSON. Default: MODEL/evaluation-<split>.json.")
 @config_options
