@@ -150,7 +150,8 @@ class SequenceUserEncoder(nn.Module):
             ``[b, W, dim]``; position ``i`` has seen events ``<= i`` only.
         """
         present = weight > 0
-        x = nn.functional.normalize(product_vectors, dim=-1)[index] * self.scale
+        # Gather, then normalise: normalising the whole catalog would cost O(P) per request.
+        x = nn.functional.normalize(product_vectors[index], dim=-1) * self.scale
         x = x + self.event(event_tokens(weight, self.event_weight))
         return self.encoder(x, present)
 
