@@ -113,16 +113,8 @@ class LoadedModel:
             events = read_user_events(self.store, user_ids[0])
             if events is None:
                 raise self.unknown_user(user_ids[0])
-            frame = pl.DataFrame(
-                {
-                    "user_id": [user_ids[0]] * len(events),
-                    "product_id": [e[0] for e in events],
-                    "timestamp": [e[1] for e in events],
-                    "weight": [e[2] for e in events],
-                },
-                schema={"user_id": pl.Utf8, "product_id": pl.Utf8, "timestamp": pl.Int64, "weight": pl.Float32},
-            )
-        elif self.store is not None:
+            return user_ids, self.user_histories(user_ids[0], events)
+        if self.store is not None:
             frame = read_events(self.store, user_ids)
         else:
             frame = self.snapshot.tables.interactions.select("user_id", "product_id", "timestamp", "weight")
@@ -137,6 +129,24 @@ class LoadedModel:
                 if user_id not in present and user_id not in self.recommender.user_ids:
                     raise self.unknown_user(user_id)
         return user_ids, self.histories_from_events(user_ids, frame)
+
+    def user_histories(self, user_id: str, events: list[tuple[str, int | None, float | None]]) -> Histories:
+        """One user's history (one row) from their ``(product_id, timestamp, weight)`` events;
+        the same as :meth:`histories_from_events` on those rows, without building a frame: on
+        the serving path a polars frame and its null filling cost about 0.7 ms of CPU a request."""
+        product = self.product_ids.indices([e[0] for e in events], strict=False)
+        keep = product >= 0  # events on products the model does not rank are left out
+        timestamp = np.asarray([0 if e[1] is None else e[1] for e in events], dtype=np.int64)
+        weight = np.asarray([1.0 if e[2] is None else e[2] for e in events], dtype=np.float32)
+        assert self.recommender.user_ids is not None
+        return Histories.from_events(
+            torch.zeros(int(keep.sum()), dtype=torch.long),
+            torch.from_numpy(product[keep].astype(np.int64)),
+            torch.from_numpy(timestamp[keep]),
+            torch.from_numpy(weight[keep]),
+            1,
+            user_index=torch.from_numpy(self.recommender.user_ids.indices([user_id], strict=False).astype(np.int64)),
+        )
 
     def histories_from_events(self, user_ids: list[str], events: pl.DataFrame) -> Histories:
         """Histories of ``user_ids`` (in that order) from an events frame
