@@ -144,7 +144,7 @@ async def _drive(url: str, users: list[str], clients: int, warmup_s: float, dura
             "cpu_s": time.process_time() - cpu_at_measure}
 
 
-def run_client(url: str, users_file: str, clients: int, warmup_s: float, duration_s: float, seed: int) -> None:
+def run_client(url: str, users_file: str, clients: int, warmup_s: float, duration_s: float, seed: int, out_file: str) -> None:
     try:
         import uvloop
 
@@ -153,7 +153,8 @@ def run_client(url: str, users_file: str, clients: int, warmup_s: float, duratio
         pass
     users = json.loads(Path(users_file).read_text())
     out = asyncio.run(_drive(url, users, clients, warmup_s, duration_s, seed))
-    print(json.dumps(out), flush=True)
+    # A file, not stdout: the parent reads the "measuring" line from stdout while this runs.
+    Path(out_file).write_text(json.dumps(out))
 
 
 # --------------------------------------------------------------------------- writer process
@@ -308,9 +309,10 @@ def run_phase(
     try:
         wait_healthy(url, server)
         phase_s = args.warmup + args.duration
+        client_out = users_file.parent / f"client-{http_port}.json"
         client = subprocess.Popen(
             [sys.executable, __file__, "--client", url, str(users_file), str(args.clients), str(args.warmup),
-             str(args.duration), str(args.seed)],
+             str(args.duration), str(args.seed), str(client_out)],
             env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for w in range(writers):
@@ -334,7 +336,7 @@ def run_phase(
             worker_cpu = sorted((round(workers_after[p] - workers_before.get(p, 0.0), 2) for p in workers_after), reverse=True)
         if client.returncode != 0:
             raise SystemExit(f"the client failed: {err[-3000:]}")
-        result = json.loads(out.strip().splitlines()[-1])
+        result = json.loads(client_out.read_text())
         writer_results = []
         for p in writer_procs:
             w_out, w_err = p.communicate(timeout=REQUEST_TIMEOUT_S + 60)
@@ -399,12 +401,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=["model.use_text=false", "train.epochs=2"])
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
-    parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=7, help=argparse.SUPPRESS)
     parser.add_argument("--writer", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the separate client process
-        url, users_file, clients, warmup, duration, seed = args.client
-        run_client(url, users_file, int(clients), float(warmup), float(duration), int(seed))
+        url, users_file, clients, warmup, duration, seed, out_file = args.client
+        run_client(url, users_file, int(clients), float(warmup), float(duration), int(seed), out_file)
         return
     if args.writer:  # a separate writer process
         shop_dir, rate, seconds, seed, *overrides = args.writer
