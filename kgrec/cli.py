@@ -505,8 +505,13 @@ def add_event_cmd(user_id: str, product_id: str, event: str | None, timestamp: s
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=Path("runs/models"), show_default=True, help=MODEL_OPTION_HELP)
 @click.option("--api-key-env", default=None, metavar="VAR", help="Require the key in environment variable VAR (header X-API-Key) on every endpoint but /health and /metrics.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes, each with its own warm model; about one per core left after Neo4j.")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256), help="Request threads per worker (ranking holds Python's lock, so a few suffice).")
+@click.option("--max-in-flight", default=128, show_default=True, type=click.IntRange(1, 100_000), help="Requests in progress per worker beyond which it answers 503 at once.")
+@click.option("--keep-alive", "keep_alive_s", default=75, show_default=True, type=click.IntRange(1, 3600), help="Seconds an idle connection stays open; keep it above your clients' and load balancer's idle timeout.")
 @config_options
-def serve_cmd(host: str, port: int, model_dir: Path, api_key_env: str | None, config) -> None:
+def serve_cmd(host: str, port: int, model_dir: Path, api_key_env: str | None, workers: int, threads: int,
+              max_in_flight: int, keep_alive_s: int, config) -> None:
     """Serve recommendations over HTTP.
 
     The model stays warm between requests. GET requests only read:
@@ -515,29 +520,24 @@ def serve_cmd(host: str, port: int, model_dir: Path, api_key_env: str | None, co
     also stores the explained list in Neo4j; GET /explain?user=U&product=P;
     GET /health. API docs at /docs.
 
+    Under load, run one worker per core (`--workers 2` on 2 cores beside Neo4j);
+    a worker past --max-in-flight requests answers 503 with Retry-After.
+
     \b
     Example:
-      kgrec serve --port 8000 &
+      kgrec serve --port 8000 --workers 2 &
       curl 'http://127.0.0.1:8000/recommend?user=U031&k=5'
     """
-    import uvicorn
-
-    from kgrec.pipeline import load_model
-    from kgrec.serve import create_app
-    from kgrec.store.connection import GraphStore
+    from kgrec.serve import ServeSettings, run_server
 
     api_key = None
     if api_key_env is not None:
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise click.UsageError(f"--api-key-env {api_key_env}: that environment variable is empty or not set. Export it first.")
-    store = GraphStore.connect(config.store)
-    loaded = load_model(config, model_dir, store)
-    console.print(f"Serving model {loaded.model_id} on http://{host}:{port} (docs at /docs).")
-    try:
-        uvicorn.run(create_app(config, loaded, api_key), host=host, port=port, log_level="warning")
-    finally:
-        store.close()
+    settings = ServeSettings(host=host, port=port, workers=workers, threads=threads, max_in_flight=max_in_flight,
+                             keep_alive_s=keep_alive_s, api_key_env=api_key_env)
+    run_server(config, model_dir, settings, api_key, echo=console.print)
 
 
 # --- search and analyst queries -------------------------------------------------------------

@@ -723,8 +723,6 @@ def search(
     events only to leave out their products (unless ``include_seen``). ``match`` reuses a
     :func:`match_query` result (the same query for many users).
     """
-    import torch
-
     from kgrec.rank.engine import torch_threads
     from kgrec.rank.params import RankParams, Weights
     from kgrec.rank.ranking import rank

@@ -141,10 +141,15 @@ class LoadedModel:
 
     def histories_from_events(self, user_ids: list[str], rows, product_ids, timestamps, weights) -> Histories:
         """Histories of ``user_ids`` from events given column-wise: ``rows`` (the event's user,
-        as a row of ``user_ids``), ``product_ids``, ``timestamps``, ``weights``. Events on
-        products the model does not rank are left out."""
+        as a row of ``user_ids``), ``product_ids``, ``timestamps``, ``weights`` (a missing
+        timestamp counts as 0, a missing weight as 1). Events on products the model does not
+        rank are left out. Lists or arrays: one served user's events never go through a
+        polars frame, which would cost about 0.7 ms of CPU a request."""
         product = self.product_ids.indices(product_ids, strict=False)
         keep = product >= 0
+        if isinstance(timestamps, list):
+            timestamps = [0 if t is None else t for t in timestamps]
+            weights = [1.0 if w is None else w for w in weights]
         assert self.recommender.user_ids is not None
         return Histories.from_events(
             torch.as_tensor(np.asarray(rows, dtype=np.int64)[keep]),

@@ -134,8 +134,6 @@ def category_query(categories: list[str]) -> str:
 def score(work: Path, heldout: pl.DataFrame, args: argparse.Namespace, timings: dict[str, float]) -> dict:
     import random
 
-    import torch
-
     from kgrec.config import load_config
     from kgrec.pipeline import load_model, match_query, prepare_search, rank_users, search
     from kgrec.rank.params import RankParams, Weights
