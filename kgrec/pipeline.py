@@ -692,6 +692,10 @@ def match_query(loaded, query: str, search_config=None) -> QueryMatch:
         linked = entity > 0
         candidates = linked if cfg.entity_mode == "filter" else candidates | linked
 
+    if loaded.recommender.product_text is None:
+        # A model trained without text (model.use_text=false) has no dense part: search is
+        # lexical and entity matching alone.
+        return QueryMatch(query=query, entities=entities, candidates=candidates, parts=parts)
     dense = loaded.query_scores(query).float()
     parts["dense"] = dense
     if cfg.dense_candidates > 0 and not (cfg.entity_mode == "filter" and memberships):

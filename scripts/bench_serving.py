@@ -9,7 +9,8 @@ shop, so no user data is touched:
 2. start ``kgrec serve`` in its own process and send ``--requests`` GET /recommend
    requests for random users from *another* process over loopback, one at a time;
    then ``--explain-requests`` more with ``explain=true`` (reasons read, nothing stored: GET
-   never writes); report p50/p95/p99;
+   never writes), then ``--search-requests`` personalised ``GET /search`` requests (a
+   product's brand and category word as the query); report p50/p95/p99 of each;
 3. rank every user with ``--all-users`` (batched matrix scoring) and time a naive loop
    of single-user calls over ``--naive-users`` users; report the ratio per user.
 
@@ -33,15 +34,15 @@ import time
 from pathlib import Path
 
 
-def client(url: str, users: list[str], explain: bool) -> list[float]:
-    """Sequential requests from this (separate) process; returns milliseconds per request."""
+def client(url: str, requests: list[list]) -> list[float]:
+    """Sequential ``[path, params]`` GET requests from this (separate) process; milliseconds each."""
     import httpx
 
     latencies = []
     with httpx.Client(timeout=30.0) as http:
-        for user in users:
+        for path, params in requests:
             start = time.perf_counter()
-            response = http.get(f"{url}/recommend", params={"user": user, "k": 10, "explain": str(explain).lower()})
+            response = http.get(f"{url}{path}", params=params)
             latencies.append((time.perf_counter() - start) * 1000)
             response.raise_for_status()
     return latencies
@@ -63,11 +64,12 @@ def main() -> None:
     parser.add_argument("--naive-users", type=int, default=300)
     parser.add_argument("--set", dest="overrides", action="append", default=["model.use_text=false", "train.epochs=3"])
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--client", nargs=3, metavar=("URL", "USERS_FILE", "EXPLAIN"), help=argparse.SUPPRESS)
+    parser.add_argument("--search-requests", type=int, default=300)
+    parser.add_argument("--client", nargs=2, metavar=("URL", "REQUESTS_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the separate client process
-        url, users_file, explain = args.client
-        print(json.dumps(client(url, json.loads(Path(users_file).read_text()), explain == "1")))
+        url, requests_file = args.client
+        print(json.dumps(client(url, json.loads(Path(requests_file).read_text()))))
         return
 
     from kgrec.config import load_config
@@ -117,12 +119,25 @@ def main() -> None:
 
         rng = random.Random(0)
         user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
-        for name, n, explain in (("recommend", args.requests, "0"), ("recommend_explain", args.explain_requests, "1")):
-            sample = [rng.choice(user_ids) for _ in range(n + 20)]
-            users_file = work / f"{name}.json"
-            users_file.write_text(json.dumps(sample))
+        # Search queries as shoppers type them: a product's brand and the last word of its category.
+        import polars as pl
+
+        catalog = pl.read_csv(shop["products"], infer_schema_length=0).select("brand", "category").drop_nulls()
+        queries = [f"{brand} {category.split('>')[-1].strip()}" for brand, category in catalog.sample(
+            min(catalog.height, args.search_requests + 20), seed=0, with_replacement=True).rows()]
+        runs = {
+            "recommend": [["/recommend", {"user": rng.choice(user_ids), "k": 10}] for _ in range(args.requests + 20)],
+            "recommend_explain": [["/recommend", {"user": rng.choice(user_ids), "k": 10, "explain": "true"}]
+                                  for _ in range(args.explain_requests + 20)],
+            "search": [["/search", {"query": q, "user": rng.choice(user_ids), "k": 10}] for q in queries],
+        }
+        for name, requests in runs.items():
+            if len(requests) <= 20:
+                continue
+            requests_file = work / f"{name}.json"
+            requests_file.write_text(json.dumps(requests))
             out = subprocess.run(
-                [sys.executable, __file__, "--client", url, str(users_file), explain],
+                [sys.executable, __file__, "--client", url, str(requests_file)],
                 capture_output=True, text=True, check=True, env=env,
             )
             figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[20:])  # first 20 warm up

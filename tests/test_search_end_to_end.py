@@ -225,3 +225,18 @@ def test_search_on_a_graph_without_the_indexes_says_how_to_fix_it(shop):
     finally:
         ensure_schema(store)
         store.run("CALL db.awaitIndexes(60)")
+
+
+def test_search_with_a_model_trained_without_text_uses_lexical_and_entity_parts(shop, tmp_path):
+    from kgrec.snapshot.snapshot import load_snapshot
+    from kgrec.train.artifacts import KgrecRecommender, save_model_dir
+    from kgrec.train.split import leave_last_out
+
+    config = load_config(None, ["model.use_text=false"])
+    snapshot = load_snapshot(shop["run"].model_dir / "snapshot")
+    model = KgrecRecommender(config, seed=0, epochs=1).fit(leave_last_out(snapshot), snapshot)
+    model_dir = save_model_dir(model, tmp_path / "models" / "no-text", {}, snapshot=snapshot)
+    loaded = load_model(config, model_dir, shop["store"])
+    result = search(config, loaded, "nevria action camera", k=3)
+    assert result.items[0]["product_id"] == "P001"
+    assert "dense" not in result.items[0] or result.items[0]["dense"] == 0.0
