@@ -326,11 +326,11 @@ def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, 
         final_fit=not no_final_fit, echo=console.print,
     )
     console.print(f"Model written to [bold]{run.model_dir}[/] (best epoch {run.best_epoch}, {run.seconds:.0f} s).")
-    console.print(_metrics_table("kgrec", {
-        f"test ({run.metrics['test']['fit']})": run.metrics["test"],
-        f"valid ({run.metrics['valid']['fit']})": run.metrics["valid"],
-    }))
-    console.print(f"Deployed: the fit on {run.metrics['deployed']['fit']}.")
+    console.print(_metrics_table("kgrec", {"test": run.metrics["test"], "valid": run.metrics["valid"]}))
+    console.print(
+        f"test: the fit on {run.metrics['test']['fit']}; valid: the fit on {run.metrics['valid']['fit']}; "
+        f"deployed: the fit on {run.metrics['deployed']['fit']}."
+    )
     if run.embeddings_written is not None:
         console.print(f"Wrote {run.embeddings_written:,} embeddings to Neo4j (vector index 'product_embedding').")
     else:
