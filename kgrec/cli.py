@@ -665,29 +665,8 @@ def _print_search(result) -> None:
         + "\nrelevance = " + " + ".join(f"{w:.2f}·{name}" for name, w in mix.items())
         + f"\nscore = {weights['relevance']:.2f}·relevance + {weights['popularity']:.2f}·popularity + {weights['diversity']:.2f}·diversity"
     )
-    table = Table(title=title, title_justify="left")
-    table.add_column("#", justify="right", min_width=2)
-    table.add_column("product", no_wrap=True, min_width=8)
-    table.add_column("title", overflow="ellipsis", no_wrap=True, max_width=24)
-    table.add_column("brand", overflow="ellipsis", no_wrap=True, max_width=10)
-    table.add_column("category", overflow="ellipsis", no_wrap=True, max_width=12)
     short = {"lexical": "lexic.", "dense": "dense", "entity": "entity", "personal": "person."}
-    for column in ("score", *(short[name] for name in mix), "relev.", "popul.", "divers."):
-        table.add_column(column, justify="right", no_wrap=True, min_width=5)
-    for item in result.items:
-        table.add_row(
-            str(item["rank"]),
-            escape(item["product_id"]),
-            escape(item.get("title") or ""),
-            escape(item.get("brand") or ""),
-            escape((item.get("category") or "").split(" > ")[-1]),
-            f"{item['score']:.3f}",
-            *(f"{item[name]:.3f}" for name in mix),
-            f"{item['relevance']:.3f}",
-            f"{item['popularity']:.3f}",
-            f"{item['diversity']:.3f}",
-        )
-    Console(width=max(console.width, 140)).print(table)
+    _print_ranked_items(title, result.items, [(name, short[name]) for name in mix])
 
 
 @contextmanager
@@ -702,22 +681,18 @@ def _loaded(config, model_dir: Path, offline: bool):
         yield load_model(config, model_dir, store)
 
 
-def _print_recommendations(result) -> None:
-    weights = result.weights
-    title = (
-        f"Top {len(result.items)} for {escape(result.user_id)} (model {result.model}, {result.history_size} products in history)"
-        + (f", query {escape(repr(result.query))}" if result.query else "")
-        + f"\nscore = {weights['relevance']:.2f}·relevance + {weights['popularity']:.2f}·popularity + {weights['diversity']:.2f}·diversity"
-    )
+def _print_ranked_items(title: str, items: list[dict], extra_parts: list[tuple[str, str]] = ()) -> None:
+    """One ranked list as a table: the product, its score and each part of it
+    (``extra_parts``: ``(key, header)`` of parts shown before the three of every score)."""
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right", min_width=2)
     table.add_column("product", no_wrap=True, min_width=8)
     table.add_column("title", overflow="ellipsis", no_wrap=True, max_width=24)
-    table.add_column("brand", overflow="ellipsis", no_wrap=True, max_width=8)
-    table.add_column("category", overflow="ellipsis", no_wrap=True, max_width=10)
-    for column in ("score", "relev.", "popul.", "divers."):
+    table.add_column("brand", overflow="ellipsis", no_wrap=True, max_width=10)
+    table.add_column("category", overflow="ellipsis", no_wrap=True, max_width=12)
+    for column in ("score", *(header for _, header in extra_parts), "relev.", "popul.", "divers."):
         table.add_column(column, justify="right", no_wrap=True, min_width=5)
-    for item in result.items:
+    for item in items:
         table.add_row(
             str(item["rank"]),
             escape(item["product_id"]),
@@ -725,12 +700,23 @@ def _print_recommendations(result) -> None:
             escape(item.get("brand") or ""),
             escape((item.get("category") or "").split(" > ")[-1]),
             f"{item['score']:.3f}",
+            *(f"{item[key]:.3f}" for key, _ in extra_parts),
             f"{item['relevance']:.3f}",
             f"{item['popularity']:.3f}",
             f"{item['diversity']:.3f}",
         )
-    # Ten columns need more than a pipe's default 80 characters to stay readable.
-    Console(width=max(console.width, 120)).print(table)
+    # Ten or more columns need more than a pipe's default 80 characters to stay readable.
+    Console(width=max(console.width, 120 + 10 * len(extra_parts))).print(table)
+
+
+def _print_recommendations(result) -> None:
+    weights = result.weights
+    title = (
+        f"Top {len(result.items)} for {escape(result.user_id)} (model {result.model}, {result.history_size} products in history)"
+        + (f", query {escape(repr(result.query))}" if result.query else "")
+        + f"\nscore = {weights['relevance']:.2f}·relevance + {weights['popularity']:.2f}·popularity + {weights['diversity']:.2f}·diversity"
+    )
+    _print_ranked_items(title, result.items)
     if result.explained:
         for item in result.items:
             reasons = item.get("reasons") or []
