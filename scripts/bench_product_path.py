@@ -105,20 +105,28 @@ def main() -> None:
 
 
 def hold_out_last(source: Path, out: Path) -> tuple[Path, pl.DataFrame]:
-    """Write the input files without each user's last product; return the held-out pairs."""
+    """Write the input files without each user's last product; return the held-out pairs.
+
+    Timestamps may be epoch seconds or ISO-8601 (as ``kgrec sample-data`` writes); without a
+    timestamp column the row order is the time order, as in ``kgrec build-graph``."""
     out.mkdir(parents=True, exist_ok=True)
     events = pl.read_csv(source / "interactions.csv", infer_schema_length=0)
-    events = events.with_columns(pl.col("timestamp").cast(pl.Int64)).with_row_index("row")
+    if "timestamp" not in events.columns:
+        events = events.with_row_index("timestamp").with_columns(pl.col("timestamp").cast(pl.Utf8))
+    stamps = events.get_column("timestamp")
+    numeric = stamps.cast(pl.Int64, strict=False)
+    parsed = numeric if numeric.null_count() == 0 else stamps.str.to_datetime(strict=False).dt.epoch("s")
+    events = events.with_columns(parsed.alias("_time")).with_row_index("_row")
     last = (
-        events.sort("timestamp", "product_id", "row")
+        events.sort("_time", "product_id", "_row")
         .group_by("user_id", maintain_order=True)
         .agg(pl.col("product_id").last(), pl.col("product_id").n_unique().alias("products"))
         .filter(pl.col("products") >= 3)
         .select("user_id", "product_id")
     )
-    kept = events.join(last, on=["user_id", "product_id"], how="anti").sort("row").drop("row")
-    kept.with_columns(pl.col("timestamp").cast(pl.Utf8)).write_csv(out / "interactions.csv")
-    for name in ("products.csv", "relations.csv"):
+    kept = events.join(last, on=["user_id", "product_id"], how="anti").sort("_row").drop("_row", "_time")
+    kept.write_csv(out / "interactions.csv")
+    for name in ("products.csv", "relations.csv", "users.csv"):
         if (source / name).exists() and not (out / name).exists():
             (out / name).symlink_to((source / name).resolve())
     last.write_csv(out.parent / "heldout.csv")

@@ -41,6 +41,8 @@ from pathlib import Path
 import polars as pl
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from bench_product_path import hold_out_last  # noqa: E402 - one hold-out rule for both benchmarks
 MODEL_DIR = Path("runs") / "models" / "model"
 
 
@@ -92,33 +94,6 @@ def main() -> None:
     print(f"personalised hybrid / best non-personalised search: {result['over_best_search']:.3f}")
     print(f"personalised hybrid / pure recommendation:          {result['over_recommendation']:.3f}")
     print(f"seconds: {timings}")
-
-
-def hold_out_last(source: Path, out: Path) -> tuple[Path, pl.DataFrame]:
-    """Write the input files without each user's last product; return the held-out pairs."""
-    out.mkdir(parents=True, exist_ok=True)
-    events = pl.read_csv(source / "interactions.csv", infer_schema_length=0)
-    if "timestamp" not in events.columns:
-        events = events.with_row_index("timestamp").with_columns(pl.col("timestamp").cast(pl.Utf8))
-    stamps = events.get_column("timestamp")
-    numeric = stamps.cast(pl.Int64, strict=False)
-    parsed = numeric if numeric.null_count() == 0 else stamps.str.to_datetime(strict=False).dt.epoch("s")
-    events = events.with_columns(parsed.alias("_time")).with_row_index("_row")
-    last = (
-        events.sort("_time", "product_id", "_row")
-        .group_by("user_id", maintain_order=True)
-        .agg(pl.col("product_id").last(), pl.col("product_id").n_unique().alias("products"))
-        .filter(pl.col("products") >= 3)
-        .select("user_id", "product_id")
-    )
-    kept = events.join(last, on=["user_id", "product_id"], how="anti").sort("_row").drop("_row", "_time")
-    kept.write_csv(out / "interactions.csv")
-    for name in ("products.csv", "relations.csv", "users.csv"):
-        if (source / name).exists() and not (out / name).exists():
-            (out / name).symlink_to((source / name).resolve())
-    last.write_csv(out.parent / "heldout.csv")
-    print(f"Held out {last.height:,} users' last products; {kept.height:,} of {events.height:,} events loaded.")
-    return out, last
 
 
 def category_query(categories: list[str]) -> str:
