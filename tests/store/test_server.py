@@ -57,41 +57,36 @@ def write_server_json(sdir: Path, pid: int, port: int) -> Path:
     return state_file
 
 
-def test_stop_server_does_not_signal_an_unrelated_process_a_stale_server_json_names(tmp_path: Path):
-    port = free_port()
-    unrelated = subprocess.Popen(["sleep", "60"])
-    cmdline = Path(f"/proc/{unrelated.pid}/cmdline")
+@pytest.fixture
+def unrelated():
+    """A live process that is not kgrec's server (``sleep 60``), running its own program already."""
+    process = subprocess.Popen(["sleep", "60"])
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
     deadline = time.monotonic() + 10
     while b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
         time.sleep(0.01)  # a loaded machine may not have exec'd it yet
-    try:
-        state_file = write_server_json(server_dir(port, tmp_path), unrelated.pid, port)
-        with pytest.raises(GraphStoreUnavailable, match=rf"Did not stop pid {unrelated.pid}.*sleep 60.*stale.*removed it"):
-            stop_server(port, home=tmp_path, grace_s=2)
-        time.sleep(0.5)
-        assert unrelated.poll() is None  # still running: no SIGTERM, no SIGKILL
-        assert not state_file.exists()
-        assert stop_server(port, home=tmp_path) is None
-    finally:
-        unrelated.kill()
-        unrelated.wait()
+    yield process
+    process.kill()
+    process.wait()
 
 
-def test_read_state_treats_a_reused_pid_as_no_server(tmp_path: Path):
+def test_stop_server_does_not_signal_an_unrelated_process_a_stale_server_json_names(tmp_path: Path, unrelated):
     port = free_port()
-    unrelated = subprocess.Popen(["sleep", "60"])
-    cmdline = Path(f"/proc/{unrelated.pid}/cmdline")
-    deadline = time.monotonic() + 10
-    while b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
-        time.sleep(0.01)  # a loaded machine may not have exec'd it yet
-    try:
-        state_file = write_server_json(server_dir(port, tmp_path), unrelated.pid, port)
-        assert read_state(port, home=tmp_path) is None  # so start_server starts a real one
-        assert not state_file.exists()
-        assert unrelated.poll() is None
-    finally:
-        unrelated.kill()
-        unrelated.wait()
+    state_file = write_server_json(server_dir(port, tmp_path), unrelated.pid, port)
+    with pytest.raises(GraphStoreUnavailable, match=rf"Did not stop pid {unrelated.pid}.*sleep 60.*stale.*removed it"):
+        stop_server(port, home=tmp_path, grace_s=2)
+    time.sleep(0.5)
+    assert unrelated.poll() is None  # still running: no SIGTERM, no SIGKILL
+    assert not state_file.exists()
+    assert stop_server(port, home=tmp_path) is None
+
+
+def test_read_state_treats_a_reused_pid_as_no_server(tmp_path: Path, unrelated):
+    port = free_port()
+    state_file = write_server_json(server_dir(port, tmp_path), unrelated.pid, port)
+    assert read_state(port, home=tmp_path) is None  # so start_server starts a real one
+    assert not state_file.exists()
+    assert unrelated.poll() is None
 
 
 def test_start_server_records_the_server_before_it_is_ready_so_a_killed_start_can_be_stopped():
