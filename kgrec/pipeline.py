@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -331,21 +331,12 @@ class Recommendations:
     weights: dict[str, float]
     query: str | None
     history_size: int
-    items: list[dict] = field(default_factory=list)
     explained: bool = False
     stored: bool = False
+    items: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "user_id": self.user_id,
-            "model": self.model,
-            "weights": self.weights,
-            "query": self.query,
-            "history_size": self.history_size,
-            "explained": self.explained,
-            "stored": self.stored,
-            "items": self.items,
-        }
+        return asdict(self)
 
 
 def load_model(config: KgrecConfig, model_dir: str | Path = DEFAULT_RUNS_DIR / "models", store: GraphStore | None = None):
@@ -609,18 +600,7 @@ class SearchResults:
     items: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "query": self.query,
-            "user_id": self.user_id,
-            "model": self.model,
-            "recognised": self.recognised,
-            "entities": self.entities,
-            "mix": self.mix,
-            "weights": self.weights,
-            "candidates": self.candidates,
-            "history_size": self.history_size,
-            "items": self.items,
-        }
+        return asdict(self)
 
 
 def match_query(loaded, query: str, search_config=None) -> QueryMatch:
