@@ -352,7 +352,9 @@ def rank_users(loaded, user_ids: list[str] | None, params, query: str | None = N
 
     ``user_ids`` None ranks every user with events. Users are scored and ranked
     ``rank.batch_size`` at a time; one user is a batch of one, so a user gets the same
-    list whichever way they are asked for.
+    list whichever way they are asked for. On a catalog above ``rank.exact_max_products``
+    only each user's retrieved candidates are ranked (``loaded.retriever``; not with a
+    query or ``rank`` normalisation, which need every product's score).
     """
     import torch
 
@@ -365,12 +367,16 @@ def rank_users(loaded, user_ids: list[str] | None, params, query: str | None = N
     # One thread for one request: many small steps, where a second thread's start-up costs
     # more than it saves; a batch uses rank.num_threads.
     threads = rank_cfg.request_threads if len(user_ids) == 1 else rank_cfg.num_threads
+    retriever = loaded.retriever if query is None and params.normalisation == "minmax" else None
     parts = []
     with torch_threads(threads):
         for start in range(0, len(user_ids), rank_cfg.batch_size):
             rows = torch.arange(start, min(start + rank_cfg.batch_size, len(user_ids)))
             batch = histories.select(rows) if len(user_ids) > rank_cfg.batch_size else histories
-            relevance = loaded.recommender.score(batch)
+            if retriever is not None:
+                relevance = retriever.candidates(loaded.recommender.user_vectors(batch), batch)
+            else:
+                relevance = loaded.recommender.score(batch)
             parts.append(rank(relevance, loaded.catalog, params, batch, query_scores))
     if not parts:
         empty = torch.zeros(0, params.k)

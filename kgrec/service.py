@@ -30,6 +30,7 @@ from kgrec.rank.exploration import ExplorationGraph
 from kgrec.rank.new_products import embed_new_products
 from kgrec.rank.parts import decayed_popularity
 from kgrec.rank.ranking import Catalog
+from kgrec.rank.retrieval import ProductIndex, Retriever
 from kgrec.snapshot.idmap import IdMap
 from kgrec.snapshot.snapshot import Snapshot, load_snapshot
 from kgrec.store.connection import GraphStore
@@ -82,6 +83,7 @@ class LoadedModel:
             ),
             product_embedding=self.recommender.product_embedding,
         )
+        self.retriever = self._build_retriever()
         # Python lists: picking 10 rows out of them costs microseconds, a polars gather ~0.5 ms.
         self.catalog_columns = {
             "product_id": products.get_column("product_id").to_list(),
@@ -175,6 +177,20 @@ class LoadedModel:
                 f"Product {product_id!r} is not in model {self.model_id} ({self.num_products:,} products)."
             )
         return int(index)
+
+    def _build_retriever(self) -> Retriever | None:
+        """The candidate stage for a catalog above ``rank.exact_max_products`` (None: score every
+        product). Products placed after training are in the index like the others."""
+        rank_config = self.config.rank
+        if self.num_products <= rank_config.exact_max_products:
+            return None
+        started = time.perf_counter()
+        index = ProductIndex(self.recommender.product_embedding, rank_config.retrieval, rank_config.retrieval_probes)
+        log.info(
+            "Ranking %d products from retrieved candidates (%s index, built in %.1f s).",
+            self.num_products, rank_config.retrieval, time.perf_counter() - started,
+        )
+        return Retriever(index, self.catalog.popularity, rank_config.retrieval_candidates)
 
     # --- queries ------------------------------------------------------------------------
 

@@ -161,6 +161,33 @@ def test_products_added_after_training_are_ranked_through_their_graph_neighbours
     assert "NEW-1" not in offline.product_ids
 
 
+def test_retrieved_candidates_rank_like_the_full_pass_and_include_new_products(
+    trained, graph_store: GraphStore, tmp_path: Path
+):
+    """Forced onto the candidate stage (rank.exact_max_products=0) with every product a candidate,
+    the lists equal the full pass's; a product added after training is still ranked."""
+    config, run, user_id = trained
+    twin = tmp_path / "new_products.csv"
+    twin.write_text(
+        "product_id,title,description,brand,category,price\n"
+        'NEW-1,Nevria Rugged Action Camera,"A rugged action camera.",Nevria,Electronics > Cameras > Action Camera,30.0\n'
+    )
+    events = tmp_path / "new_events.csv"
+    events.write_text("user_id,product_id,event,timestamp\nnewcomer,NEW-1,view,2025-01-01T00:00:00\n")
+    build_graph(config, twin, events)
+    full = load_model(config, run.model_dir, graph_store)
+    assert full.retriever is None
+    forced = config.model_copy(
+        update={"rank": config.rank.model_copy(update={"exact_max_products": 0, "retrieval": "exact", "retrieval_candidates": 200})}
+    )
+    retrieving = load_model(forced, run.model_dir, graph_store)
+    assert retrieving.retriever is not None and "NEW-1" in retrieving.product_ids
+    assert batch_lists(config, full, tmp_path / "full.jsonl", k=10) == batch_lists(forced, retrieving, tmp_path / "r.jsonl", k=10)
+    _, histories = retrieving.histories([user_id])
+    everything = recommend(forced, retrieving, user_id, k=121 - int(histories.lengths[0]))
+    assert "NEW-1" in [item["product_id"] for item in everything.items]
+
+
 def test_one_user_batch_and_http_give_identical_lists(trained, graph_store: GraphStore, tmp_path: Path):
     """recommend --user, recommend --all-users and GET /recommend agree for 50 random users,
     under the configured weights (diversity on) and under explicit ones."""

@@ -110,6 +110,27 @@ class RankConfig(BaseModel):
             "catalogs alike: a request is many small steps."
         ),
     )
+    exact_max_products: int = Field(
+        200_000,
+        ge=0,
+        description=(
+            "Catalogs up to this many products are ranked by scoring every product; larger ones rank "
+            "retrieved candidates only (retrieval_candidates per user plus as many popular products)."
+        ),
+    )
+    retrieval: Literal["exact", "ivf"] = Field(
+        "ivf",
+        description=(
+            "How a large catalog's candidates are found: 'exact' (every product scored in blocks, a running "
+            "top-k) or 'ivf' (faiss inverted-file index, approximate, much faster; needs faiss-cpu)."
+        ),
+    )
+    retrieval_candidates: int = Field(
+        400, ge=1, description="Products retrieved per user by relevance on a large catalog (at least num_candidates)."
+    )
+    retrieval_probes: int = Field(
+        32, ge=1, description="With retrieval 'ivf': the index's lists (about sqrt(products) in all) a user's search scans."
+    )
     reasons_per_product: int = Field(3, ge=0, description="Knowledge-graph reasons kept per recommended product (--explain).")
     explain_history_limit: int = Field(
         50, ge=1, description="The user's strongest history products that explanation paths start from."
@@ -124,6 +145,11 @@ class RankConfig(BaseModel):
             raise ValueError(
                 "relevance, popularity and diversity are all 0; give at least one a positive weight "
                 "(e.g. relevance=0.7, popularity=0.1, diversity=0.2)"
+            )
+        if self.retrieval_candidates < self.num_candidates:
+            raise ValueError(
+                f"retrieval_candidates ({self.retrieval_candidates}) must be at least num_candidates "
+                f"({self.num_candidates}): the diversity re-ranking picks its pool among the retrieved products"
             )
         return self
 

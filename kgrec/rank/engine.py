@@ -23,7 +23,7 @@ from kgrec.rank.params import RankParams
 from kgrec.rank.parts import normalise
 
 ExploreAt = Callable[[Tensor], Tensor]
-"""``explore_at(pool_index [b, m]) -> [b, m]`` exploration bonus of the pool's products."""
+"""``explore_at(product_index [b, m]) -> [b, m]`` exploration bonus of the pool's products."""
 
 
 # --------------------------------------------------------------------------- ranking
@@ -88,14 +88,22 @@ def rank_rows(
     product_embeddings: Tensor | None,
     params: RankParams,
     popularity_range: tuple[Tensor, Tensor] | None = None,
+    columns: Tensor | None = None,
+    relevance_low: Tensor | None = None,
 ) -> RankedList:
     """The ranking engine. ``scores [b, P]`` are raw relevances and are overwritten.
 
-    The excluded ``(row, product)`` pairs are never candidates. ``popularity_range``, the
-    per-row ``(low, high)`` of a ``[P]`` popularity over the candidates, may be precomputed. Dense ``[b, P]`` work is
+    The excluded ``(row, column)`` pairs are never candidates. ``popularity_range``, the
+    per-row ``(low, high)`` of the popularity over the candidates, may be precomputed. Dense ``[b, P]`` work is
     kept to a few passes: with min-max normalisation the per-user minimum and maximum
     come from in-place masking, and the normalised parts are only materialised for the
     pool; ``base`` is the one dense intermediate.
+
+    ``columns`` ``[b, C]``: the product of each column, when ``scores [b, C]`` (and a
+    ``[b, C]`` popularity) hold retrieved candidates rather than the catalog (``-1`` = an
+    empty column, which must be excluded); ``None``: column ``j`` is product ``j``.
+    ``relevance_low`` ``[b]``: a lower minimum of relevance than the columns hold (the
+    catalog's, for retrieved candidates), for min-max normalisation.
     """
     alpha, beta, gamma = params.weights.as_tuple()
     k, normalisation, num_candidates = params.k, params.normalisation, params.num_candidates
@@ -106,12 +114,14 @@ def rank_rows(
     if normalisation == "minmax":
         scores[excluded_row, excluded_index] = torch.inf
         rel_low = scores.amin(dim=1)
+        if relevance_low is not None:
+            rel_low = torch.minimum(rel_low, relevance_low)
         scores[excluded_row, excluded_index] = -torch.inf
         rel_scale, rel_shift = _minmax_affine(rel_low, scores.amax(dim=1))
-        if popularity.dim() == 1:
-            if popularity_range is None:
-                popularity_range = SortedValues(popularity).extremes(excluded_row, excluded_index, b)
+        if popularity_range is not None:
             pop_low, pop_high = popularity_range
+        elif popularity.dim() == 1:
+            pop_low, pop_high = SortedValues(popularity).extremes(excluded_row, excluded_index, b)
         else:
             masked = popularity.clone()
             masked[excluded_row, excluded_index] = torch.inf
@@ -142,6 +152,9 @@ def rank_rows(
         base = alpha * rel_dense + beta * pop_dense
     base[excluded_row, excluded_index] = -torch.inf
 
+    def products_of(column: Tensor) -> Tensor:
+        return column if columns is None else columns.gather(1, column).clamp(min=0)
+
     if gamma == 0:
         top = base.topk(take, dim=1)
         index, picked = top.indices, torch.isfinite(top.values)
@@ -153,15 +166,15 @@ def rank_rows(
         pool_rel, pool_pop = parts_at(pool_index)
         explore = torch.zeros_like(pool_rel)
         if explore_at is not None:  # a NaN bonus counts as none, so it cannot knock a candidate out
-            explore = explore_at(pool_index).float().nan_to_num(0.0).clamp(0.0, 1.0)
+            explore = explore_at(products_of(pool_index)).float().nan_to_num(0.0).clamp(0.0, 1.0)
         share = exploration_share if product_embeddings is not None else 1.0
         pool_embeddings = None
         if product_embeddings is not None and share < 1.0:
-            if product_embeddings.shape[0] != num_products:
+            if columns is None and product_embeddings.shape[0] != num_products:
                 raise ValueError(
                     f"product_embeddings has {product_embeddings.shape[0]} rows; expected one per product ({num_products})."
                 )
-            pool_embeddings = F.normalize(product_embeddings[pool_index].float(), dim=-1)  # [b, M, dim]
+            pool_embeddings = F.normalize(product_embeddings[products_of(pool_index)].float(), dim=-1)  # [b, M, dim]
         position, div, picked = mmr_select(
             alpha * pool_rel + beta * pool_pop, explore, pool_embeddings, take, gamma, share, valid
         )
@@ -173,7 +186,7 @@ def rank_rows(
         order = score.masked_fill(~picked, -torch.inf).argsort(dim=1, descending=True, stable=True)
         index, score, rel, pop, div, picked = (t.gather(1, order) for t in (index, score, rel, pop, div, picked))
     ranked = RankedList(
-        product_index=index.masked_fill(~picked, -1),
+        product_index=products_of(index).masked_fill(~picked, -1),
         score=score.masked_fill(~picked, -torch.inf),
         relevance=rel.masked_fill(~picked, 0.0),
         popularity=pop.masked_fill(~picked, 0.0),

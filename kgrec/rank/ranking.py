@@ -26,6 +26,7 @@ from kgrec.rank.engine import RankedList, SortedValues, rank_rows
 from kgrec.rank.exploration import ExplorationGraph
 from kgrec.rank.params import RankParams
 from kgrec.rank.parts import mix_query
+from kgrec.rank.retrieval import Candidates
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,19 @@ class Catalog:
 
 @torch.no_grad()
 def rank(
-    relevance: Tensor,
+    relevance: Tensor | Candidates,
     catalog: Catalog,
     params: RankParams,
     histories: Histories | None = None,
     query: Tensor | None = None,
 ) -> RankedList:
-    """Rank the catalog for a batch of users.
+    """Rank the catalog, or each user's retrieved candidates, for a batch of users.
 
     Args:
         relevance: ``[b, P]`` the recommender's scores (``[P]`` for one user); any scale,
-            non-finite = never a candidate.
+            non-finite = never a candidate. Or :class:`~kgrec.rank.retrieval.Candidates`:
+            only these products are ranked (with ``minmax`` normalisation, no query), their
+            relevance still scaled over the catalog, popularity too.
         catalog: popularity, exploration structure and product embeddings.
         params: weights, k, pool size, normalisation, query mix, ``include_seen``.
         histories: the users' current products (``b`` rows): excluded unless
@@ -82,9 +85,14 @@ def rank(
         :class:`RankedList` of ``[b, k]`` tensors, best first, padded with ``-1`` where a
         user has fewer than ``k`` candidates.
     """
+    columns = relevance_low = None
+    if isinstance(relevance, Candidates):
+        if query is not None or params.normalisation != "minmax":
+            raise ValueError("rank: retrieved candidates take minmax normalisation and no query; pass dense [b, P] scores.")
+        columns, relevance_low, relevance = relevance.product_index, relevance.lowest, relevance.relevance
     if relevance.dim() == 1:
         relevance = relevance.unsqueeze(0)
-    if relevance.dim() != 2 or relevance.shape[1] != catalog.num_products:
+    if relevance.dim() != 2 or (columns is None and relevance.shape[1] != catalog.num_products):
         raise ValueError(
             f"rank: relevance must be [b, P] with P = {catalog.num_products}; found shape {tuple(relevance.shape)}."
         )
@@ -92,13 +100,12 @@ def rank(
     if histories is not None and len(histories) != b:
         raise ValueError(f"rank: {len(histories)} histories for {b} rows of relevance; pass one per user.")
     scores = relevance.float().clone() if query is None else mix_query(relevance.float(), query.float(), params.query_mix)
+    # (row, product) pairs that are never candidates: the seen products, non-finite scores and popularity.
     excluded_row = excluded_index = torch.zeros(0, dtype=torch.long)
     if histories is not None and not params.include_seen:
         excluded_row, excluded_index = histories.row_of_entry, histories.product_index
-    # Non-finite scores are never candidates. One sum finds out whether there are any.
-    if not bool(torch.isfinite(scores.sum())):
-        bad_row, bad_index = (~torch.isfinite(scores)).nonzero(as_tuple=True)
-        excluded_row, excluded_index = torch.cat([excluded_row, bad_row]), torch.cat([excluded_index, bad_index])
+    if columns is None:
+        excluded_row, excluded_index = _with_non_finite(scores, excluded_row, excluded_index)
     popularity = catalog.popularity
     if not catalog.sorted_popularity.all_finite:
         bad = (~torch.isfinite(popularity)).nonzero().reshape(-1)
@@ -108,6 +115,12 @@ def rank(
     popularity_range = None
     if params.normalisation == "minmax":
         popularity_range = catalog.sorted_popularity.extremes(excluded_row, excluded_index, b)
+    if columns is not None:
+        # From products to the candidates' columns; empty columns are never candidates either.
+        popularity = popularity[columns.clamp(min=0)]
+        key = torch.arange(b).unsqueeze(1) * catalog.num_products + columns
+        excluded = torch.isin(key, excluded_row * catalog.num_products + excluded_index) | (columns < 0)
+        excluded_row, excluded_index = _with_non_finite(scores, *excluded.nonzero(as_tuple=True))
 
     explore_at = None
     exploration = catalog.exploration
@@ -122,5 +135,14 @@ def rank(
             bonus = exploration.float().reshape(-1, catalog.num_products).expand(b, -1)
             explore_at = lambda pool: bonus.gather(1, pool)  # noqa: E731
     return rank_rows(
-        scores, popularity, excluded_row, excluded_index, explore_at, catalog.product_embedding, params, popularity_range
+        scores, popularity, excluded_row, excluded_index, explore_at, catalog.product_embedding, params,
+        popularity_range, columns, relevance_low,
     )
+
+
+def _with_non_finite(scores: Tensor, excluded_row: Tensor, excluded_index: Tensor) -> tuple[Tensor, Tensor]:
+    """The excluded ``(row, column)`` pairs and those of the non-finite ``scores``."""
+    if bool(torch.isfinite(scores.sum())):  # one sum finds out whether there are any
+        return excluded_row, excluded_index
+    bad_row, bad_index = (~torch.isfinite(scores)).nonzero(as_tuple=True)
+    return torch.cat([excluded_row, bad_row]), torch.cat([excluded_index, bad_index])

@@ -1,0 +1,140 @@
+"""Candidate retrieval (kgrec.rank.retrieval) and ranking retrieved candidates instead of the catalog."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kgrec.errors import ConfigError
+from kgrec.models.history import Histories
+from kgrec.rank.exploration import ExplorationGraph
+from kgrec.rank.params import RankParams, Weights
+from kgrec.rank.ranking import Catalog, rank
+from kgrec.rank.retrieval import ProductIndex, Retriever, blocked_topk
+
+
+def clustered(num_clusters: int, per_cluster: int, dim: int, spread: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Unit vectors planted around ``num_clusters`` random centres: ``(vectors, cluster of each)``."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(num_clusters, dim, generator=generator), dim=-1)
+    cluster = torch.arange(num_clusters).repeat_interleave(per_cluster)
+    noise = F.normalize(torch.randn(cluster.numel(), dim, generator=generator), dim=-1)
+    return F.normalize(centres[cluster] + spread * noise, dim=-1), cluster
+
+
+
+def histories_of(seen_lists: list[list[int]]) -> Histories:
+    rows = torch.tensor([row for row, seen in enumerate(seen_lists) for _ in seen], dtype=torch.long)
+    products = torch.tensor([p for seen in seen_lists for p in seen], dtype=torch.long)
+    n = products.numel()
+    return Histories.from_events(rows, products, torch.zeros(n), torch.ones(n), len(seen_lists))
+
+
+def planted_catalog(num_products: int = 300, num_users: int = 12, seed: int = 5):
+    """Clustered products, users near some of them, each user's seen products among their best."""
+    products, cluster = clustered(15, num_products // 15, 16, 0.6, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    users = F.normalize(products[torch.randint(num_products, (num_users,), generator=generator)] + 0.3 * torch.randn(num_users, 16, generator=generator), dim=-1)
+    best = (users @ products.T).topk(8).indices
+    seen = [best[row, : row % 6].tolist() + [int(torch.randint(num_products, (1,), generator=generator))] for row in range(num_users)]
+    popularity = torch.rand(num_products, generator=generator) ** 4 * 50
+    graph = ExplorationGraph.build(cluster % 7, [[int(c)] for c in cluster], torch.full((15,), -1))
+    return products, users, histories_of(seen), Catalog(popularity, graph, products)
+
+
+def test_blocked_topk_equals_the_dense_topk_across_blocks():
+    generator = torch.Generator().manual_seed(0)
+    queries, keys = torch.randn(9, 12, generator=generator), torch.randn(1000, 12, generator=generator)
+    values, index, low_values, low_index = blocked_topk(queries, keys, 25, lowest=4, block_size=64)
+    dense = queries @ keys.T
+    assert torch.equal(index, dense.topk(25).indices)
+    assert torch.allclose(values, dense.topk(25).values, atol=1e-5)
+    assert torch.equal(low_index, dense.topk(4, largest=False).indices)
+    assert torch.allclose(low_values, dense.topk(4, largest=False).values, atol=1e-5)
+    # k above P: every key, best first.
+    values, index, _, _ = blocked_topk(queries[:2], keys[:30], 50, block_size=7)
+    assert index.shape == (2, 30) and torch.equal(index, (queries[:2] @ keys[:30].T).topk(30).indices)
+
+
+def test_exact_index_finds_what_blocked_topk_finds():
+    products, users, _, _ = planted_catalog()
+    values, index, low_values, low_index = ProductIndex(products, "exact").search(users, 40, lowest=3)
+    dense = users @ products.T
+    assert torch.equal(index, dense.topk(40).indices) and torch.equal(low_index, dense.topk(3, largest=False).indices)
+
+
+def test_ivf_index_recalls_nearly_all_of_the_exact_top_on_clustered_products():
+    pytest.importorskip("faiss")
+    products, _ = clustered(40, 250, 32, 0.5, seed=1)  # 10,000 products
+    queries, _ = clustered(40, 5, 32, 0.5, seed=2)
+    queries = F.normalize(queries, dim=-1)
+    index = ProductIndex(products, "ivf", probes=16)
+    values, found, low_values, _ = index.search(queries, 50, lowest=1)
+    exact = (queries @ products.T).topk(50).indices
+    recall = sum(len(set(f.tolist()) & set(e.tolist())) for f, e in zip(found, exact)) / exact.numel()
+    assert recall >= 0.9
+    # The scores are the inner products of what was found, best first; the lowest lies below them all.
+    assert torch.allclose(values, (queries.unsqueeze(1) * products[found]).sum(-1), atol=1e-5)
+    assert bool((values[:, :-1] >= values[:, 1:]).all()) and bool((low_values[:, 0] < values[:, -1]).all())
+
+
+def test_an_unknown_retrieval_method_is_a_config_error():
+    with pytest.raises(ConfigError, match="exact, ivf"):
+        ProductIndex(torch.randn(5, 4), "hnsw")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("weights", [(0.7, 0.1, 0.2), (0.6, 0.4, 0.0), (0.2, 0.3, 0.5)])
+def test_ranking_candidates_equals_the_full_pass_when_every_product_is_a_candidate(weights):
+    products, users, histories, catalog = planted_catalog()
+    params = RankParams(Weights.of(weights), k=10, num_candidates=30)
+    full = rank(users @ products.T, catalog, params, histories)
+    retriever = Retriever(ProductIndex(products, "exact"), catalog.popularity, num_candidates=products.shape[0])
+    retrieved = rank(retriever.candidates(users, histories), catalog, params, histories)
+    assert torch.equal(retrieved.product_index, full.product_index)
+    for name in ("score", "relevance", "popularity", "diversity"):
+        assert torch.allclose(getattr(retrieved, name), getattr(full, name), atol=1e-5), name
+
+
+def test_ranking_few_candidates_keeps_the_relevance_top_k_and_scales_over_the_catalog():
+    """Pure relevance: each user's top 10 lie in their 10 best unseen products, which the
+    retriever fetches even when seen products fill the head; the scores stay on the catalog's scale."""
+    products, users, histories, catalog = planted_catalog()
+    params = RankParams(Weights.of((1.0, 0.0, 0.0)), k=10, num_candidates=10)
+    full = rank(users @ products.T, catalog, params, histories)
+    candidates = Retriever(ProductIndex(products, "exact"), catalog.popularity, num_candidates=10).candidates(users, histories)
+    assert candidates.product_index.shape[1] < products.shape[0]
+    retrieved = rank(candidates, catalog, params, histories)
+    assert torch.equal(retrieved.product_index, full.product_index)
+    assert torch.allclose(retrieved.score, full.score, atol=1e-5)
+
+
+def test_ranked_candidates_never_include_seen_products_or_repeats():
+    products, users, histories, catalog = planted_catalog()
+    candidates = Retriever(ProductIndex(products, "exact"), catalog.popularity, num_candidates=5).candidates(users, histories)
+    for row in range(len(candidates)):
+        present = candidates.product_index[row][candidates.product_index[row] >= 0].tolist()
+        assert len(present) == len(set(present))
+    ranked = rank(candidates, catalog, RankParams(Weights.of((0.5, 0.2, 0.3)), k=10, num_candidates=5), histories)
+    for row in range(len(ranked)):
+        seen = set(histories.product_index[histories.indptr[row] : histories.indptr[row + 1]].tolist())
+        picked = ranked.user(row).product_index.tolist()
+        assert picked and not seen & set(picked)
+
+
+def test_the_most_popular_products_are_candidates_for_everyone():
+    products, users, histories, catalog = planted_catalog()
+    star = int(catalog.popularity.argmax())
+    far_user = -products[star : star + 1]  # the star is this user's least relevant product
+    candidates = Retriever(ProductIndex(products, "exact"), catalog.popularity, num_candidates=5).candidates(far_user)
+    assert star in candidates.product_index[0].tolist()
+    ranked = rank(candidates, catalog, RankParams(Weights.of((0.0, 1.0, 0.0)), k=1, num_candidates=5))
+    assert ranked.product_index[0, 0] == star
+
+
+def test_ranking_candidates_rejects_a_query():
+    products, users, histories, catalog = planted_catalog()
+    candidates = Retriever(ProductIndex(products, "exact"), catalog.popularity, 20).candidates(users, histories)
+    with pytest.raises(ValueError, match="no query"):
+        rank(candidates, catalog, RankParams(Weights.of((1, 0, 0))), histories, query=torch.rand(products.shape[0]))
