@@ -374,7 +374,7 @@ def rank_users(loaded, user_ids: list[str] | None, params, query: str | None = N
             rows = torch.arange(start, min(start + rank_cfg.batch_size, len(user_ids)))
             batch = histories.select(rows) if len(user_ids) > rank_cfg.batch_size else histories
             if retriever is not None:
-                relevance = retriever.candidates(loaded.recommender.user_vectors(batch), batch)
+                relevance = retriever.candidates(loaded.recommender.user_vectors(batch), batch, params.weights)
             else:
                 relevance = loaded.recommender.score(batch)
             parts.append(rank(relevance, loaded.catalog, params, batch, query_scores))

@@ -30,7 +30,7 @@ from kgrec.rank.exploration import ExplorationGraph
 from kgrec.rank.new_products import embed_new_products
 from kgrec.rank.parts import decayed_popularity
 from kgrec.rank.ranking import Catalog
-from kgrec.rank.retrieval import ProductIndex, Retriever
+from kgrec.rank.retrieval import Retriever
 from kgrec.snapshot.idmap import IdMap
 from kgrec.snapshot.snapshot import Snapshot, load_snapshot
 from kgrec.store.connection import GraphStore
@@ -185,12 +185,15 @@ class LoadedModel:
         if self.num_products <= rank_config.exact_max_products:
             return None
         started = time.perf_counter()
-        index = ProductIndex(self.recommender.product_embedding, rank_config.retrieval, rank_config.retrieval_probes)
+        retriever = Retriever(
+            self.recommender.product_embedding, self.catalog.sorted_popularity, rank_config.retrieval_candidates,
+            rank_config.retrieval, rank_config.retrieval_probes,
+        )
         log.info(
             "Ranking %d products from retrieved candidates (%s index, built in %.1f s).",
             self.num_products, rank_config.retrieval, time.perf_counter() - started,
         )
-        return Retriever(index, self.catalog.popularity, rank_config.retrieval_candidates)
+        return retriever
 
     # --- queries ------------------------------------------------------------------------
 

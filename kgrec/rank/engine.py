@@ -89,7 +89,7 @@ def rank_rows(
     params: RankParams,
     popularity_range: tuple[Tensor, Tensor] | None = None,
     columns: Tensor | None = None,
-    relevance_low: Tensor | None = None,
+    relevance_range: tuple[Tensor, Tensor] | None = None,
 ) -> RankedList:
     """The ranking engine. ``scores [b, P]`` are raw relevances and are overwritten.
 
@@ -102,7 +102,7 @@ def rank_rows(
     ``columns`` ``[b, C]``: the product of each column, when ``scores [b, C]`` (and a
     ``[b, C]`` popularity) hold retrieved candidates rather than the catalog (``-1`` = an
     empty column, which must be excluded); ``None``: column ``j`` is product ``j``.
-    ``relevance_low`` ``[b]``: a lower minimum of relevance than the columns hold (the
+    ``relevance_range`` ``([b], [b])``: a wider range of relevance than the columns hold (the
     catalog's, for retrieved candidates), for min-max normalisation.
     """
     alpha, beta, gamma = params.weights.as_tuple()
@@ -114,10 +114,11 @@ def rank_rows(
     if normalisation == "minmax":
         scores[excluded_row, excluded_index] = torch.inf
         rel_low = scores.amin(dim=1)
-        if relevance_low is not None:
-            rel_low = torch.minimum(rel_low, relevance_low)
         scores[excluded_row, excluded_index] = -torch.inf
-        rel_scale, rel_shift = _minmax_affine(rel_low, scores.amax(dim=1))
+        rel_high = scores.amax(dim=1)
+        if relevance_range is not None:
+            rel_low, rel_high = torch.minimum(rel_low, relevance_range[0]), torch.maximum(rel_high, relevance_range[1])
+        rel_scale, rel_shift = minmax_affine(rel_low, rel_high)
         if popularity_range is not None:
             pop_low, pop_high = popularity_range
         elif popularity.dim() == 1:
@@ -128,7 +129,7 @@ def rank_rows(
             pop_low = masked.amin(dim=1)
             masked[excluded_row, excluded_index] = -torch.inf
             pop_high = masked.amax(dim=1)
-        pop_scale, pop_shift = _minmax_affine(pop_low, pop_high)
+        pop_scale, pop_shift = minmax_affine(pop_low, pop_high)
 
         def parts_at(pool: Tensor) -> tuple[Tensor, Tensor]:
             rel = (scores.gather(1, pool) * rel_scale[:, None] + rel_shift[:, None]).clamp(0.0, 1.0)
@@ -238,7 +239,7 @@ class SortedValues:
         return torch.zeros(b, dtype=torch.long).index_add_(0, key_row, (key_position == rank_in_row).long())
 
 
-def _minmax_affine(low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+def minmax_affine(low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
     """``(scale, shift)`` with ``x·scale + shift = (x - low) / (high - low)``; ``(0, 0)`` when high <= low."""
     spread = high - low
     informative = torch.isfinite(spread) & (spread > 0)

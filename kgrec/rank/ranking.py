@@ -85,11 +85,12 @@ def rank(
         :class:`RankedList` of ``[b, k]`` tensors, best first, padded with ``-1`` where a
         user has fewer than ``k`` candidates.
     """
-    columns = relevance_low = None
+    columns = relevance_range = None
     if isinstance(relevance, Candidates):
         if query is not None or params.normalisation != "minmax":
             raise ValueError("rank: retrieved candidates take minmax normalisation and no query; pass dense [b, P] scores.")
-        columns, relevance_low, relevance = relevance.product_index, relevance.lowest, relevance.relevance
+        columns, relevance_range = relevance.product_index, (relevance.lowest, relevance.highest)
+        relevance = relevance.relevance
     if relevance.dim() == 1:
         relevance = relevance.unsqueeze(0)
     if relevance.dim() != 2 or (columns is None and relevance.shape[1] != catalog.num_products):
@@ -136,7 +137,7 @@ def rank(
             explore_at = lambda pool: bonus.gather(1, pool)  # noqa: E731
     return rank_rows(
         scores, popularity, excluded_row, excluded_index, explore_at, catalog.product_embedding, params,
-        popularity_range, columns, relevance_low,
+        popularity_range, columns, relevance_range,
     )
 
 

@@ -1,13 +1,19 @@
-"""Candidate retrieval: each user's best products by inner product, without a ``[b, P]`` pass.
+"""Candidate retrieval: each user's best products for the ranking, without a ``[b, P]`` pass.
 
 The recommender scores a product by the inner product of the user's vector with the
 product's embedding (:meth:`kgrec.train.recommender.Recommender.score`). On a large catalog
 (``rank.exact_max_products``) ranking does not score every product: a :class:`Retriever`
-finds each user's ``C`` best products (``rank.retrieval_candidates``) in a
-:class:`ProductIndex`, adds the ``C`` most popular products (so the popularity part still
-finds its winners), and :func:`kgrec.rank.ranking.rank` ranks only these
-(:class:`Candidates`). Min-max normalisation stays over the whole catalog: the index also
-finds each user's lowest score.
+finds each user's ``C`` best products (``rank.retrieval_candidates``) by the ranking's own
+``α·relevance + β·popularity`` and :func:`kgrec.rank.ranking.rank` ranks only these
+(:class:`Candidates`).
+
+That sum is an inner product too. With relevance and popularity min-max normalised over
+the catalog (``rel = (u·e - low) / (high - low)``, likewise popularity), it orders a user's
+products as ``[α·u/(high - low), β/(pop_high - pop_low)] · [e, pop]`` does: one more column
+on the product side, the user's weights and scales on the query side. So the index holds
+``[e, pop]`` and a user is searched twice: first with ``[u, 0]`` for the lowest and highest
+relevance (the scale), then with the weighted query for the candidates. With an exact index
+the candidates hold the full pass's MMR pool and top-k.
 
 :class:`ProductIndex` searches either exactly (:func:`blocked_topk`: blocks of products with
 a running top-k, memory bounded) or approximately with an inverted-file index (faiss
@@ -30,6 +36,8 @@ from torch import Tensor
 
 from kgrec.errors import ConfigError
 from kgrec.models.history import Histories
+from kgrec.rank.engine import SortedValues, minmax_affine
+from kgrec.rank.params import Weights
 
 RetrievalMethod = Literal["exact", "ivf"]
 RETRIEVAL_METHODS: tuple[str, ...] = ("exact", "ivf")
@@ -38,9 +46,9 @@ BLOCK_SIZE = 65_536
 """Products scored at once by :func:`blocked_topk`: a ``[b, BLOCK_SIZE]`` block is 64 MiB at b = 256."""
 TRAINING_POINTS_PER_LIST = 64
 """Products sampled per inverted list to cluster the catalog (faiss asks for at least 39)."""
-LOW_END_PROBE_SHARE = 4
-"""The search for a user's lowest score scans ``probes / 4`` lists: it only sets where 0 lies
-on the min-max scale, where a small error moves every score of the user alike."""
+SCALE_PROBE_SHARE = 4
+"""The search for a user's lowest and highest relevance scans ``probes / 4`` lists: it only
+sets the min-max scale, which a near miss changes little."""
 
 
 @torch.no_grad()
@@ -124,11 +132,14 @@ class ProductIndex:
         return index
 
     @torch.no_grad()
-    def search(self, queries: Tensor, k: int, lowest: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def search(
+        self, queries: Tensor, k: int, lowest: int = 0, probes: int | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The ``k`` highest and the ``lowest`` lowest inner products of each query.
 
         Args:
             queries: ``[b, dim]``.
+            probes: with ``"ivf"``, the lists scanned (default: the index's ``probes``).
 
         Returns:
             ``(values [b, k], index [b, k], low_values [b, lowest], low_index [b, lowest])``,
@@ -138,8 +149,9 @@ class ProductIndex:
         queries = queries.float().contiguous()
         if self._ivf is None:
             return blocked_topk(queries, self.embedding, k, lowest)
-        values, index = self._ivf_search(queries, k, self.probes)
-        low_values, low_index = self._ivf_search(-queries, lowest, max(1, self.probes // LOW_END_PROBE_SHARE))
+        probes = self.probes if probes is None else probes
+        values, index = self._ivf_search(queries, k, probes)
+        low_values, low_index = self._ivf_search(-queries, lowest, probes)
         return values, index, -low_values, low_index
 
     def _ivf_search(self, queries: Tensor, k: int, probes: int) -> tuple[Tensor, Tensor]:
@@ -162,70 +174,96 @@ class Candidates:
     Attributes:
         product_index: ``[b, C]`` long, each product at most once per row; ``-1`` = an empty slot.
         relevance: ``[b, C]`` float, the recommender's score of each candidate (``-inf`` at empty slots).
-        lowest: ``[b]`` float, the user's lowest score over the catalog's products they have not
-            seen (``inf``: unknown); min-max normalisation uses it so that relevance is scaled
-            over the catalog, as without retrieval.
+        lowest, highest: ``[b]`` float, the user's lowest and highest score over the catalog's
+            products they have not seen (``inf`` and ``-inf``: unknown); min-max normalisation
+            uses them, so relevance is scaled over the catalog as without retrieval.
     """
 
     product_index: Tensor
     relevance: Tensor
     lowest: Tensor
+    highest: Tensor
 
     def __len__(self) -> int:
         return self.product_index.shape[0]
 
 
 class Retriever:
-    """The candidate stage: per user the ``num_candidates`` best products by inner product,
-    plus the ``num_candidates`` most popular products (the same for everyone).
+    """The candidate stage: per user the ``num_candidates`` best products by
+    ``α·relevance + β·popularity``, both min-max normalised over the catalog (module docstring).
 
     Args:
-        index: the products' :class:`ProductIndex`.
-        popularity: ``[P]`` the popularity ranking uses (non-finite counts as none).
+        product_embedding: ``[P, dim]`` the embeddings the recommender scores with.
+        popularity: the popularity ranking uses, sorted (``Catalog.sorted_popularity``).
         num_candidates: ``C``.
+        method, probes: the :class:`ProductIndex` over ``[embedding, popularity]``.
     """
 
-    def __init__(self, index: ProductIndex, popularity: Tensor, num_candidates: int) -> None:
+    def __init__(
+        self,
+        product_embedding: Tensor,
+        popularity: SortedValues,
+        num_candidates: int,
+        method: RetrievalMethod = "exact",
+        probes: int = 32,
+    ) -> None:
         if num_candidates < 1:
             raise ConfigError(f"rank.retrieval_candidates must be at least 1; found {num_candidates}.")
-        if popularity.numel() != index.num_products:
-            raise ValueError(f"popularity has {popularity.numel()} products; the index has {index.num_products}.")
-        self.index = index
+        if popularity.values.numel() != product_embedding.shape[0]:
+            raise ValueError(
+                f"popularity has {popularity.values.numel()} products; product_embedding has {product_embedding.shape[0]}."
+            )
+        self.embedding = product_embedding.float()
+        self.popularity = popularity
         self.num_candidates = num_candidates
-        finite = torch.nan_to_num(popularity.float(), nan=-torch.inf, posinf=-torch.inf)
-        self.popular = finite.topk(min(num_candidates, finite.numel())).indices.sort().values
+        # Popularity as one more key column, scaled to [0, 1] so that it does not swamp the clustering.
+        finite = torch.nan_to_num(popularity.values.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        self.popularity_unit = float(finite.abs().max()) if finite.numel() and float(finite.abs().max()) > 0 else 1.0
+        keys = torch.cat([self.embedding, (finite / self.popularity_unit).unsqueeze(1)], dim=1)
+        self.index = ProductIndex(keys, method, probes)
+
+    @property
+    def num_products(self) -> int:
+        return self.embedding.shape[0]
 
     @torch.no_grad()
-    def candidates(self, user_vectors: Tensor, histories: Histories | None = None) -> Candidates:
-        """The candidates of ``b`` users from their ``[b, dim]`` vectors.
+    def candidates(self, user_vectors: Tensor, histories: Histories | None, weights: Weights) -> Candidates:
+        """The candidates of ``b`` users from their ``[b, dim]`` vectors, for ``weights``.
 
-        ``histories`` (one row per user) only make the search fetch more: a user's seen products
-        may fill part of their best ``C``, so up to ``C`` more are fetched (as many as the longest
-        history of the batch); ranking itself excludes the seen products.
+        ``histories`` (one row per user): their products are skipped in the scale and make the
+        search fetch more, since they may fill part of a user's best ``C`` (up to ``C`` more, as
+        many as the longest history of the batch); ranking itself excludes them.
         """
         b = user_vectors.shape[0]
-        seen = histories.product_index if histories is not None else torch.zeros(0, dtype=torch.long)
-        seen_row = histories.row_of_entry if histories is not None else torch.zeros(0, dtype=torch.long)
-        longest = int(histories.lengths.max()) if histories is not None and b else 0
-        extra = min(longest, self.num_candidates)
-        values, index, low_values, low_index = self.index.search(user_vectors, self.num_candidates + extra, 1 + extra)
-        # The popular products' scores are computed exactly: they are few.
-        popular_values = user_vectors.float() @ self.index.embedding[self.popular].T  # [b, m]
-        product_index = torch.cat([index, self.popular.expand(b, -1)], dim=1)
-        relevance = torch.cat([values, popular_values], dim=1)
-        # One slot per product: sort each row by product and empty the repeats.
-        product_index, order = product_index.sort(dim=1)
-        relevance = relevance.gather(1, order)
-        repeat = torch.zeros_like(product_index, dtype=torch.bool)
-        repeat[:, 1:] = product_index[:, 1:] == product_index[:, :-1]
-        empty = repeat | (product_index < 0)
-        product_index = product_index.masked_fill(empty, -1)
-        relevance = relevance.masked_fill(empty, -torch.inf)
-        # The lowest score among products the user has not seen (inf when all found are seen).
-        num_products = self.index.num_products
-        low_seen = torch.isin(torch.arange(b).unsqueeze(1) * num_products + low_index, seen_row * num_products + seen)
-        lowest = low_values.masked_fill(low_seen | (low_index < 0), torch.inf).amin(dim=1)
-        return Candidates(product_index, relevance, lowest)
+        user_vectors = user_vectors.float()
+        if histories is None:
+            seen_row = seen = torch.zeros(0, dtype=torch.long)
+        else:
+            seen_row, seen = histories.row_of_entry, histories.product_index
+        extra = min(int(histories.lengths.max()) if histories is not None and b else 0, self.num_candidates)
+        seen_key = seen_row * self.num_products + seen
+        rows = torch.arange(b).unsqueeze(1)
+
+        def unseen(values: Tensor, index: Tensor, fill: float) -> Tensor:
+            return values.masked_fill(torch.isin(rows * self.num_products + index, seen_key) | (index < 0), fill)
+
+        # 1. Each user's scale: the highest and lowest relevance over the products they have not seen.
+        plain = torch.cat([user_vectors, user_vectors.new_zeros(b, 1)], dim=1)
+        probes = max(1, self.index.probes // SCALE_PROBE_SHARE)
+        high_values, high_index, low_values, low_index = self.index.search(plain, 1 + extra, 1 + extra, probes)
+        high = unseen(high_values, high_index, -torch.inf).amax(dim=1)
+        lowest = unseen(low_values, low_index, torch.inf).amin(dim=1)
+        rel_scale = minmax_affine(lowest, high)[0]
+        pop_low, pop_high = self.popularity.extremes(seen_row, seen, b)
+        pop_scale = minmax_affine(pop_low, pop_high)[0]
+        # 2. The best by alpha·relevance + beta·popularity, as the ranking orders them.
+        alpha, beta, _ = weights.as_tuple()
+        query = torch.cat([alpha * rel_scale[:, None] * user_vectors, (beta * pop_scale * self.popularity_unit)[:, None]], dim=1)
+        _, index, _, _ = self.index.search(query, self.num_candidates + extra)
+        # Columns in product order (ties then break as in the full pass); relevance computed exactly.
+        index = index.sort(dim=1).values
+        relevance = torch.bmm(self.embedding[index.clamp(min=0)], user_vectors.unsqueeze(2)).squeeze(2)
+        return Candidates(index, relevance.masked_fill(index < 0, -torch.inf), lowest, high)
 
 
 def _import_faiss():

@@ -85,56 +85,76 @@ def test_an_unknown_retrieval_method_is_a_config_error():
         ProductIndex(torch.randn(5, 4), "hnsw")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("weights", [(0.7, 0.1, 0.2), (0.6, 0.4, 0.0), (0.2, 0.3, 0.5)])
+WEIGHTS = [(0.7, 0.1, 0.2), (0.6, 0.4, 0.0), (0.2, 0.3, 0.5), (1.0, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
 def test_ranking_candidates_equals_the_full_pass_when_every_product_is_a_candidate(weights):
     products, users, histories, catalog = planted_catalog()
     params = RankParams(Weights.of(weights), k=10, num_candidates=30)
     full = rank(users @ products.T, catalog, params, histories)
-    retriever = Retriever(ProductIndex(products, "exact"), catalog.popularity, num_candidates=products.shape[0])
-    retrieved = rank(retriever.candidates(users, histories), catalog, params, histories)
+    retriever = Retriever(products, catalog.sorted_popularity, num_candidates=products.shape[0])
+    retrieved = rank(retriever.candidates(users, histories, params.weights), catalog, params, histories)
     assert torch.equal(retrieved.product_index, full.product_index)
     for name in ("score", "relevance", "popularity", "diversity"):
         assert torch.allclose(getattr(retrieved, name), getattr(full, name), atol=1e-5), name
 
 
-def test_ranking_few_candidates_keeps_the_relevance_top_k_and_scales_over_the_catalog():
-    """Pure relevance: each user's top 10 lie in their 10 best unseen products, which the
-    retriever fetches even when seen products fill the head; the scores stay on the catalog's scale."""
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_ranking_few_exact_candidates_gives_the_full_pass_lists_and_scores(weights):
+    """C = the MMR pool = 30 of 300 products: the exact index retrieves the best by the ranking's
+    own relevance + popularity on the catalog's scale, past the seen products that fill the head."""
     products, users, histories, catalog = planted_catalog()
-    params = RankParams(Weights.of((1.0, 0.0, 0.0)), k=10, num_candidates=10)
+    params = RankParams(Weights.of(weights), k=10, num_candidates=30)
     full = rank(users @ products.T, catalog, params, histories)
-    candidates = Retriever(ProductIndex(products, "exact"), catalog.popularity, num_candidates=10).candidates(users, histories)
+    candidates = Retriever(products, catalog.sorted_popularity, num_candidates=30).candidates(users, histories, params.weights)
     assert candidates.product_index.shape[1] < products.shape[0]
     retrieved = rank(candidates, catalog, params, histories)
     assert torch.equal(retrieved.product_index, full.product_index)
     assert torch.allclose(retrieved.score, full.score, atol=1e-5)
 
 
+def test_ivf_candidates_recall_the_full_pass_top_k():
+    pytest.importorskip("faiss")
+    products, users, histories, catalog = planted_catalog(num_products=3000, num_users=40)
+    params = RankParams(Weights.of((0.7, 0.1, 0.2)), k=10, num_candidates=50)
+    full = rank(users @ products.T, catalog, params, histories)
+    retriever = Retriever(products, catalog.sorted_popularity, 100, method="ivf", probes=16)
+    retrieved = rank(retriever.candidates(users, histories, params.weights), catalog, params, histories)
+    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(retrieved.product_index, full.product_index))
+    assert hits / full.product_index.numel() >= 0.9
+
+
 def test_ranked_candidates_never_include_seen_products_or_repeats():
     products, users, histories, catalog = planted_catalog()
-    candidates = Retriever(ProductIndex(products, "exact"), catalog.popularity, num_candidates=5).candidates(users, histories)
+    weights = Weights.of((0.5, 0.2, 0.3))
+    candidates = Retriever(products, catalog.sorted_popularity, num_candidates=5).candidates(users, histories, weights)
     for row in range(len(candidates)):
         present = candidates.product_index[row][candidates.product_index[row] >= 0].tolist()
         assert len(present) == len(set(present))
-    ranked = rank(candidates, catalog, RankParams(Weights.of((0.5, 0.2, 0.3)), k=10, num_candidates=5), histories)
+    ranked = rank(candidates, catalog, RankParams(weights, k=10, num_candidates=5), histories)
     for row in range(len(ranked)):
         seen = set(histories.product_index[histories.indptr[row] : histories.indptr[row + 1]].tolist())
         picked = ranked.user(row).product_index.tolist()
         assert picked and not seen & set(picked)
 
 
-def test_the_most_popular_products_are_candidates_for_everyone():
-    products, users, histories, catalog = planted_catalog()
+def test_popularity_weights_retrieve_the_most_popular_product_for_a_user_far_from_it():
+    products, _, _, catalog = planted_catalog()
     star = int(catalog.popularity.argmax())
     far_user = -products[star : star + 1]  # the star is this user's least relevant product
-    candidates = Retriever(ProductIndex(products, "exact"), catalog.popularity, num_candidates=5).candidates(far_user)
+    weights = Weights.of((0.1, 0.9, 0.0))
+    candidates = Retriever(products, catalog.sorted_popularity, num_candidates=5).candidates(far_user, None, weights)
     assert star in candidates.product_index[0].tolist()
-    ranked = rank(candidates, catalog, RankParams(Weights.of((0.0, 1.0, 0.0)), k=1, num_candidates=5))
-    assert ranked.product_index[0, 0] == star
+    params = RankParams(weights, k=5, num_candidates=5)
+    assert torch.equal(rank(candidates, catalog, params).product_index, rank(far_user @ products.T, catalog, params).product_index)
+    relevance_only = Retriever(products, catalog.sorted_popularity, 5).candidates(far_user, None, Weights.of((1, 0, 0)))
+    assert star not in relevance_only.product_index[0].tolist()
 
 
 def test_ranking_candidates_rejects_a_query():
     products, users, histories, catalog = planted_catalog()
-    candidates = Retriever(ProductIndex(products, "exact"), catalog.popularity, 20).candidates(users, histories)
+    weights = Weights.of((1, 0, 0))
+    candidates = Retriever(products, catalog.sorted_popularity, 20).candidates(users, histories, weights)
     with pytest.raises(ValueError, match="no query"):
-        rank(candidates, catalog, RankParams(Weights.of((1, 0, 0))), histories, query=torch.rand(products.shape[0]))
+        rank(candidates, catalog, RankParams(weights), histories, query=torch.rand(products.shape[0]))
