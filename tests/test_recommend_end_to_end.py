@@ -131,11 +131,8 @@ def test_cli_recommend_json_and_all_users(trained, tmp_path: Path):
     assert len(lines) == 80 and all(len(line["items"]) == 5 == len(line["scores"]) for line in lines)
 
 
-def test_products_added_after_training_are_ranked_through_their_graph_neighbours(
-    trained, graph_store: GraphStore, tmp_path: Path
-):
-    config, run, user_id = trained
-    # A twin of P001 (same title, brand, category) arrives after training, with one event.
+def add_twin_product(config, tmp_path: Path) -> None:
+    """A twin of P001 (same title, brand, category), NEW-1, arrives after training, with one event."""
     twin = tmp_path / "new_products.csv"
     twin.write_text(
         "product_id,title,description,brand,category,price\n"
@@ -144,6 +141,13 @@ def test_products_added_after_training_are_ranked_through_their_graph_neighbours
     events = tmp_path / "new_events.csv"
     events.write_text("user_id,product_id,event,timestamp\nnewcomer,NEW-1,view,2025-01-01T00:00:00\n")
     build_graph(config, twin, events)
+
+
+def test_products_added_after_training_are_ranked_through_their_graph_neighbours(
+    trained, graph_store: GraphStore, tmp_path: Path
+):
+    config, run, user_id = trained
+    add_twin_product(config, tmp_path)
 
     loaded = load_model(config, run.model_dir, graph_store)
     assert "NEW-1" in loaded.product_ids and len(loaded.product_ids) == 121
@@ -164,28 +168,21 @@ def test_products_added_after_training_are_ranked_through_their_graph_neighbours
 def test_retrieved_candidates_rank_like_the_full_pass_and_include_new_products(
     trained, graph_store: GraphStore, tmp_path: Path
 ):
-    """Forced onto the candidate stage (rank.exact_max_products=0) with every product a candidate,
-    the lists equal the full pass's; a product added after training is still ranked."""
-    config, run, user_id = trained
-    twin = tmp_path / "new_products.csv"
-    twin.write_text(
-        "product_id,title,description,brand,category,price\n"
-        'NEW-1,Nevria Rugged Action Camera,"A rugged action camera.",Nevria,Electronics > Cameras > Action Camera,30.0\n'
-    )
-    events = tmp_path / "new_events.csv"
-    events.write_text("user_id,product_id,event,timestamp\nnewcomer,NEW-1,view,2025-01-01T00:00:00\n")
-    build_graph(config, twin, events)
+    """Forced onto the candidate stage (rank.exact_max_products=0) with the exact index, 30
+    candidates of 121 products give the full pass's lists; a product added after training is retrieved."""
+    config, run, _ = trained
+    add_twin_product(config, tmp_path)
+    small_pool = {"num_candidates": 30, "retrieval_candidates": 30}
+    config = config.model_copy(update={"rank": config.rank.model_copy(update=small_pool)})
     full = load_model(config, run.model_dir, graph_store)
     assert full.retriever is None
-    forced = config.model_copy(
-        update={"rank": config.rank.model_copy(update={"exact_max_products": 0, "retrieval": "exact", "retrieval_candidates": 200})}
-    )
+    forced = config.model_copy(update={"rank": config.rank.model_copy(update={"exact_max_products": 0, "retrieval": "exact"})})
     retrieving = load_model(forced, run.model_dir, graph_store)
     assert retrieving.retriever is not None and "NEW-1" in retrieving.product_ids
     assert batch_lists(config, full, tmp_path / "full.jsonl", k=10) == batch_lists(forced, retrieving, tmp_path / "r.jsonl", k=10)
-    _, histories = retrieving.histories([user_id])
-    everything = recommend(forced, retrieving, user_id, k=121 - int(histories.lengths[0]))
-    assert "NEW-1" in [item["product_id"] for item in everything.items]
+    new = retrieving.product_index("NEW-1")
+    vector = retrieving.recommender.product_embedding[new : new + 1]
+    assert new in retrieving.retriever.candidates(vector, None, Weights.of((1, 0, 0))).product_index[0].tolist()
 
 
 def test_one_user_batch_and_http_give_identical_lists(trained, graph_store: GraphStore, tmp_path: Path):

@@ -126,10 +126,10 @@ class RankConfig(BaseModel):
         ),
     )
     retrieval_candidates: int = Field(
-        400, ge=1, description="Products retrieved per user by relevance on a large catalog (at least num_candidates)."
+        400, ge=1, description="Products retrieved per user by relevance and popularity on a large catalog (at least num_candidates)."
     )
     retrieval_probes: int = Field(
-        32, ge=1, description="With retrieval 'ivf': the index's lists (about sqrt(products) in all) a user's search scans."
+        64, ge=1, description="With retrieval 'ivf': the index's lists (about sqrt(products) in all) a user's search scans."
     )
     reasons_per_product: int = Field(3, ge=0, description="Knowledge-graph reasons kept per recommended product (--explain).")
     explain_history_limit: int = Field(

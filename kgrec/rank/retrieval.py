@@ -13,7 +13,9 @@ products as ``[α·u/(high - low), β/(pop_high - pop_low)] · [e, pop]`` does: 
 on the product side, the user's weights and scales on the query side. So the index holds
 ``[e, pop]`` and a user is searched twice: first with ``[u, 0]`` for the lowest and highest
 relevance (the scale), then with the weighted query for the candidates. With an exact index
-the candidates hold the full pass's MMR pool and top-k.
+the candidates hold the full pass's MMR pool and top-k. The ``C`` most popular products are
+added for everyone: an approximate index scans the clusters near the user, and misses popular
+products elsewhere.
 
 :class:`ProductIndex` searches either exactly (:func:`blocked_topk`: blocks of products with
 a running top-k, memory bounded) or approximately with an inverted-file index (faiss
@@ -46,9 +48,6 @@ BLOCK_SIZE = 65_536
 """Products scored at once by :func:`blocked_topk`: a ``[b, BLOCK_SIZE]`` block is 64 MiB at b = 256."""
 TRAINING_POINTS_PER_LIST = 64
 """Products sampled per inverted list to cluster the catalog (faiss asks for at least 39)."""
-SCALE_PROBE_SHARE = 4
-"""The search for a user's lowest and highest relevance scans ``probes / 4`` lists: it only
-sets the min-max scale, which a near miss changes little."""
 
 
 @torch.no_grad()
@@ -103,7 +102,7 @@ class ProductIndex:
         probes: with ``"ivf"``, the lists a query scans (more: higher recall, slower).
     """
 
-    def __init__(self, embedding: Tensor, method: RetrievalMethod = "exact", probes: int = 32) -> None:
+    def __init__(self, embedding: Tensor, method: RetrievalMethod = "exact", probes: int = 64) -> None:
         if method not in RETRIEVAL_METHODS:
             raise ConfigError(f"rank.retrieval must be one of {', '.join(RETRIEVAL_METHODS)}; found {method!r}.")
         if probes < 1:
@@ -190,7 +189,8 @@ class Candidates:
 
 class Retriever:
     """The candidate stage: per user the ``num_candidates`` best products by
-    ``α·relevance + β·popularity``, both min-max normalised over the catalog (module docstring).
+    ``α·relevance + β·popularity``, both min-max normalised over the catalog (module docstring),
+    and the ``num_candidates`` most popular products.
 
     Args:
         product_embedding: ``[P, dim]`` the embeddings the recommender scores with.
@@ -205,7 +205,7 @@ class Retriever:
         popularity: SortedValues,
         num_candidates: int,
         method: RetrievalMethod = "exact",
-        probes: int = 32,
+        probes: int = 64,
     ) -> None:
         if num_candidates < 1:
             raise ConfigError(f"rank.retrieval_candidates must be at least 1; found {num_candidates}.")
@@ -221,6 +221,7 @@ class Retriever:
         self.popularity_unit = float(finite.abs().max()) if finite.numel() and float(finite.abs().max()) > 0 else 1.0
         keys = torch.cat([self.embedding, (finite / self.popularity_unit).unsqueeze(1)], dim=1)
         self.index = ProductIndex(keys, method, probes)
+        self.popular = finite.topk(min(num_candidates, finite.numel())).indices
 
     @property
     def num_products(self) -> int:
@@ -249,8 +250,7 @@ class Retriever:
 
         # 1. Each user's scale: the highest and lowest relevance over the products they have not seen.
         plain = torch.cat([user_vectors, user_vectors.new_zeros(b, 1)], dim=1)
-        probes = max(1, self.index.probes // SCALE_PROBE_SHARE)
-        high_values, high_index, low_values, low_index = self.index.search(plain, 1 + extra, 1 + extra, probes)
+        high_values, high_index, low_values, low_index = self.index.search(plain, 1 + extra, 1 + extra)
         high = unseen(high_values, high_index, -torch.inf).amax(dim=1)
         lowest = unseen(low_values, low_index, torch.inf).amin(dim=1)
         rel_scale = minmax_affine(lowest, high)[0]
@@ -260,8 +260,14 @@ class Retriever:
         alpha, beta, _ = weights.as_tuple()
         query = torch.cat([alpha * rel_scale[:, None] * user_vectors, (beta * pop_scale * self.popularity_unit)[:, None]], dim=1)
         _, index, _, _ = self.index.search(query, self.num_candidates + extra)
-        # Columns in product order (ties then break as in the full pass); relevance computed exactly.
+        # 3. The most popular products too: an approximate index scans the lists near the user
+        # and misses popular products far from them, which popularity and MMR's novelty favour.
+        index = torch.cat([index, self.popular.expand(b, -1)], dim=1)
+        # Columns in product order (ties then break as in the full pass), each product once.
         index = index.sort(dim=1).values
+        repeat = torch.zeros_like(index, dtype=torch.bool)
+        repeat[:, 1:] = index[:, 1:] == index[:, :-1]
+        index = index.masked_fill(repeat, -1)
         relevance = torch.bmm(self.embedding[index.clamp(min=0)], user_vectors.unsqueeze(2)).squeeze(2)
         return Candidates(index, relevance.masked_fill(index < 0, -torch.inf), lowest, high)
 
