@@ -96,7 +96,8 @@ class ProductIndex:
     """The products' vectors prepared once for maximum-inner-product search.
 
     Args:
-        embedding: ``[P, dim]`` the product embeddings the recommender scores with.
+        embedding: ``[P, dim]`` one vector per product (for a :class:`Retriever`, the product
+            embedding with popularity as one more column).
         method: ``"exact"`` (:func:`blocked_topk`) or ``"ivf"`` (faiss ``IndexIVFFlat`` with
             ``round(sqrt(P))`` lists; needs the ``faiss-cpu`` package).
         probes: with ``"ivf"``, the lists a query scans (more: higher recall, slower).
@@ -107,18 +108,17 @@ class ProductIndex:
             raise ConfigError(f"rank.retrieval must be one of {', '.join(RETRIEVAL_METHODS)}; found {method!r}.")
         if probes < 1:
             raise ConfigError(f"rank.retrieval_probes must be at least 1; found {probes}.")
-        self.embedding = embedding.float().contiguous()
         self.method = method
         self.probes = probes
-        self._ivf = self._build_ivf() if method == "ivf" else None
+        self.num_products = embedding.shape[0]
+        embedding = embedding.float().contiguous()
+        # faiss keeps its own copy of the vectors: the exact search alone needs them here.
+        self.embedding = embedding if method == "exact" else None
+        self._ivf = self._build_ivf(embedding) if method == "ivf" else None
 
-    @property
-    def num_products(self) -> int:
-        return self.embedding.shape[0]
-
-    def _build_ivf(self):
+    def _build_ivf(self, embedding: Tensor):
         faiss = _import_faiss()
-        num_products, dim = self.embedding.shape
+        num_products, dim = embedding.shape
         # About sqrt(P) lists of sqrt(P) products; no more lists than the sample can train.
         num_lists = max(1, min(round(math.sqrt(num_products)), num_products // 39))
         generator = torch.Generator().manual_seed(0)
@@ -126,8 +126,8 @@ class ProductIndex:
         with _faiss_threads(faiss):
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, num_lists, faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = 0
-            index.train(self.embedding[sample.sort().values].numpy())
-            index.add(self.embedding.numpy())
+            index.train(embedding[sample.sort().values].numpy())
+            index.add(embedding.numpy())
         return index
 
     @torch.no_grad()
@@ -146,7 +146,7 @@ class ProductIndex:
             finds fewer (``"ivf"`` returns only products of the lists it scans).
         """
         queries = queries.float().contiguous()
-        if self._ivf is None:
+        if self.embedding is not None:
             return blocked_topk(queries, self.embedding, k, lowest)
         probes = self.probes if probes is None else probes
         values, index = self._ivf_search(queries, k, probes)
