@@ -5,10 +5,14 @@ after their first, the history is the products before it (the latest
 ``model.history_length``, recency-weighted) and the target is the product itself.
 That is exactly the leave-last-out task, and the same rule ranks users at serving time.
 
-Each step propagates over the full graph (train edges only), builds the batch's user
-vectors from their histories and applies the softmax (or BPR) loss. The valid NDCG@10
-of :func:`kgrec.train.evaluate.evaluate` drives early stopping; the best epoch's
-weights are kept.
+Each step computes the product vectors it needs, builds the batch's user vectors from
+their histories and applies the softmax (or BPR) loss. With ``train.propagation:
+cached`` (the default) a step pays only for its products: the text terms are propagated
+once, the one-hop terms live, the deeper ones refreshed every epoch
+(:meth:`~kgrec.models.kgrec_model.KgrecModel.cache_propagation`), so an epoch grows
+linearly with the data; ``full`` propagates the whole graph at every step. The valid
+NDCG@10 of :func:`kgrec.train.evaluate.evaluate` drives early stopping; the best
+epoch's weights are kept.
 """
 
 from __future__ import annotations
@@ -209,6 +213,9 @@ def train_model(
         )
     model, product_text = build_model(snapshot, train, model_cfg, features_cfg, progress=progress, event_weight=event_weight)
     model.to(device)
+    cached = train_cfg.propagation == "cached" and model_cfg.user_mode == "history"
+    if cached:
+        model.cache_propagation()
     popularity = torch.bincount(train.product_index, minlength=snapshot.num_products).float()
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     sampler = NegativeSampler(train, snapshot.num_products) if train_cfg.loss == "bpr" else None
@@ -228,6 +235,8 @@ def train_model(
         for epoch in range(1, max_epochs + 1):
             t0 = time.perf_counter()
             model.train()
+            if cached and epoch > 1:
+                model.refresh_context()
             order = torch.randperm(targets.numel(), generator=generator)
             total = 0.0
             batch_size = train_cfg.sequence_batch_size if sequential else train_cfg.batch_size
@@ -235,12 +244,12 @@ def train_model(
                 batch = order[s : s + batch_size]
                 if sequential:
                     loss = _sequence_loss(
-                        model, hist_index[batch], hist_weight[batch], train_cfg, popularity, generator, device
+                        model, hist_index[batch], hist_weight[batch], train_cfg, popularity, generator, device, cached
                     )
                 else:
                     loss = _step_loss(
                         model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
-                        train_cfg, sampler, generator, device,
+                        train_cfg, sampler, generator, device, cached,
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -252,7 +261,7 @@ def train_model(
                 )
             record = EpochRecord(epoch, total / targets.numel(), None, 0.0)
             if has_valid and (epoch % train_cfg.eval_every == 0 or epoch == max_epochs):
-                metrics = _evaluate_model(model, split, "valid")
+                metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
                 record.valid_ndcg = metrics[VALID_METRIC]
                 if record.valid_ndcg > best[0]:
                     best, best_metrics, stale = (record.valid_ndcg, epoch), metrics, 0
@@ -274,7 +283,7 @@ def train_model(
     else:
         best_epoch = len(history)
         if has_valid and not best_metrics:
-            best_metrics = _evaluate_model(model, split, "valid")
+            best_metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
     model.eval()
     model.to("cpu")
     records = {
@@ -287,6 +296,15 @@ def train_model(
 
 
 # --------------------------------------------------------------------------- helpers
+def _product_vectors(model: KgrecModel, cached: bool, rows: Tensor | None = None) -> Tensor:
+    """``[len(rows), dim]`` the step's product vectors (all products when ``rows`` is None):
+    by cached propagation, or by propagating the whole graph."""
+    if cached:
+        return model.product_vectors(rows)
+    products = model.propagate()["product"]
+    return products if rows is None else products[rows]
+
+
 def _sequence_loss(
     model: KgrecModel,
     index: Tensor,
@@ -295,11 +313,14 @@ def _sequence_loss(
     popularity: Tensor,
     generator: torch.Generator,
     device: torch.device,
+    cached: bool,
 ) -> Tensor:
     """Next-product softmax at every position of a batch of users' windows (SASRec-style).
 
-    One propagation per step feeds both the encoder's inputs and the products scored
-    against, so graph, text projection and encoder all get gradients.
+    The same product vectors feed the encoder's inputs and are scored against, so graph,
+    text projection and encoder all get gradients. Up to ``full_softmax_max_products``
+    every product is a candidate; above it, only the batch's products and the sampled
+    negatives are computed at all.
 
     Args:
         index, weight: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`).
@@ -307,16 +328,33 @@ def _sequence_loss(
     """
     present, index, weight = trim_padding(weight > 0, index, weight)
     index, weight, present = index.to(device), weight.to(device), present.to(device)
-    nodes = model.propagate()
-    products = nodes["product"]
     assert model.user_encoder is not None
-    hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
     positions = present[:, :-1] & present[:, 1:]
-    user_vec, targets = hidden[positions], index[:, 1:][positions]
-    num_products = products.shape[0]
+    num_products = model.num_nodes["product"]
     if num_products <= cfg.full_softmax_max_products or cfg.negatives == 0:
-        return softmax_loss(user_vec, products, targets, cfg.temperature)
-    return sampled_softmax_loss(user_vec, products, targets, cfg.temperature, popularity, cfg.negatives, generator)
+        products = _product_vectors(model, cached)
+        hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
+        return softmax_loss(hidden[positions], products, index[:, 1:][positions], cfg.temperature)
+    negatives, log_q = popularity_negatives(popularity, cfg.negatives, generator)
+    rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
+    products = _product_vectors(model, cached, rows)
+    local_index, local_negatives = local[: index.numel()].view_as(index), local[index.numel() :]
+    hidden = model.user_encoder(products, local_index[:, :-1], weight[:, :-1])
+    return sampled_softmax_loss(
+        hidden[positions], products, local_index[:, 1:][positions], cfg.temperature, local_negatives, log_q.to(device)
+    )
+
+
+def popularity_negatives(popularity: Tensor, num_negatives: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``num_negatives`` products drawn in proportion to popularity (+1), and each draw's
+    logQ correction ``log(num_negatives · q)`` (both ``[num_negatives]``).
+
+    Drawing by popularity finds the hard, popular negatives; :func:`sampled_softmax_loss`
+    lowers each draw's logit by its correction so the sum over the draws estimates the
+    sum over the whole catalog (importance sampling, Bengio & Senécal 2008)."""
+    q = (popularity + 1.0) / (popularity + 1.0).sum()
+    negatives = torch.multinomial(q, num_negatives, replacement=True, generator=generator)
+    return negatives, torch.log(q[negatives] * num_negatives)
 
 
 def sampled_softmax_loss(
@@ -324,29 +362,25 @@ def sampled_softmax_loss(
     product_emb: Tensor,
     target: Tensor,
     temperature: float,
-    popularity: Tensor,
-    num_negatives: int,
-    generator: torch.Generator,
+    negatives: Tensor,
+    log_q: Tensor,
 ) -> Tensor:
-    """Softmax over the target and ``num_negatives`` products drawn by popularity, with logQ correction.
+    """Softmax over the target and drawn negatives, with logQ correction.
 
-    Drawing negatives in proportion to popularity (+1) finds the hard, popular ones; each
-    drawn product's ``exp(logit)`` is divided by ``num_negatives · q`` (its expected count
-    among the draws, i.e. its logit lowered by ``log(num_negatives · q)``), so the sum over
-    the draws estimates the sum over the whole catalog and the loss tends to the full
-    softmax's as draws grow (importance sampling, Bengio & Senécal 2008). The target is
-    always a candidate, uncorrected; draws equal to it are masked (it is counted once).
+    Each drawn product's ``exp(logit)`` is divided by ``num_negatives · q`` (its expected
+    count among the draws), so the loss tends to the full softmax's as draws grow. The
+    target is always a candidate, uncorrected; draws equal to it are masked (it is
+    counted once).
 
     Args:
-        user_vec: ``[n, dim]``; product_emb: ``[P, dim]``; target: ``[n]``; popularity: ``[P]``.
+        user_vec: ``[n, dim]``; product_emb: ``[P', dim]``; target: ``[n]`` rows of
+            ``product_emb``; negatives, log_q: ``[M]`` from :func:`popularity_negatives`
+            (``negatives`` as rows of ``product_emb``).
     """
-    q = (popularity + 1.0) / (popularity + 1.0).sum()
-    negatives = torch.multinomial(q, num_negatives, replacement=True, generator=generator).to(target.device)
-    log_q = torch.log(q.to(target.device) * num_negatives)
     u = F.normalize(user_vec, dim=-1)
     p = F.normalize(product_emb, dim=-1)
     pos = (u * p[target]).sum(-1, keepdim=True) / temperature
-    neg = u @ p[negatives].t() / temperature - log_q[negatives].unsqueeze(0)
+    neg = u @ p[negatives].t() / temperature - log_q.unsqueeze(0)
     neg = neg.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
     return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(target))
 
@@ -361,8 +395,9 @@ def _step_loss(
     sampler: NegativeSampler | None,
     generator: torch.Generator,
     device: torch.device,
+    cached: bool,
 ) -> Tensor:
-    nodes = model.propagate()
+    nodes = {"product": model.product_vectors()} if cached else model.propagate()
     users_d, targets_d = users.to(device), targets.to(device)
     user_vec = model.user_vectors(nodes, users_d, hist_index.to(device), hist_weight.to(device))
     products = nodes["product"]
@@ -377,14 +412,14 @@ def _step_loss(
 
 
 @torch.no_grad()
-def _evaluate_model(model: KgrecModel, split: InteractionSplit, part: str) -> dict[str, float]:
+def _evaluate_model(model: KgrecModel, split: InteractionSplit, part: str, max_users: int | None) -> dict[str, float]:
     """The model as it is now, through the recommender contract and the one evaluator."""
     from kgrec.train.artifacts import KgrecRecommender
 
     recommender = KgrecRecommender({"model": model.config.model_dump(mode="json")})
     recommender.set_state(model, None)
     model.train()
-    return evaluate(recommender, split, part, ks=(10, 20))
+    return evaluate(recommender, split, part, ks=(10, 20), max_users=max_users)
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
