@@ -57,6 +57,14 @@ class TrainConfig(BaseModel):
     temperature: float = Field(0.1, gt=0, description="Softmax temperature on cosine-like scores.")
     patience: int = Field(3, ge=1, description="Stop after this many evaluations without a better valid NDCG@10.")
     eval_every: int = Field(1, ge=1, description="Evaluate on the valid part every this many epochs.")
+    nproc: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Processes that train one model together with torch.distributed DistributedDataParallel (gloo on the "
+            "CPU, NCCL on GPUs): each step's batch is split between them and their gradients averaged."
+        ),
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' takes a CUDA GPU when one is visible, else the CPU."
     )

@@ -21,12 +21,13 @@ import copy
 import random
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from kgrec.errors import TrainingError
 from kgrec.features.config import FeaturesConfig
@@ -101,15 +102,35 @@ def next_item_pairs(train: Pairs, history_length: int, decay: float) -> tuple[Te
     return user[keep], history_index, history_weight, product[keep]
 
 
+@dataclass
+class Texts:
+    """Text embeddings a model is built with: ``[P, d]`` products, ``[B, d]`` brand and
+    ``[C, d]`` category names (None when off or absent)."""
+
+    product: Tensor | None = None
+    brand: Tensor | None = None
+    category: Tensor | None = None
+
+
+def encode_texts(snapshot: Snapshot, model_cfg: ModelConfig, features_cfg: FeaturesConfig, progress: bool = False) -> Texts:
+    """The text embeddings ``model_cfg`` asks for (none without ``use_text``; names only with ``use_kg``)."""
+    texts = Texts()
+    if model_cfg.use_text:
+        from kgrec.features.text import encode_names, encode_products
+
+        texts.product = encode_products(snapshot.tables.products, features_cfg, progress=progress)
+        if model_cfg.use_kg:
+            if len(snapshot.brand_ids):
+                texts.brand = encode_names(snapshot.brand_ids.ids.to_list(), features_cfg, progress=progress)
+            if len(snapshot.category_ids):
+                texts.category = encode_names(snapshot.category_ids.ids.to_list(), features_cfg, progress=progress)
+    return texts
+
+
 def build_model(
-    snapshot: Snapshot,
-    train: Pairs,
-    model_cfg: ModelConfig,
-    features_cfg: FeaturesConfig,
-    progress: bool = False,
-    event_weight: Tensor | None = None,
-) -> tuple[KgrecModel, Tensor | None]:
-    """The untrained model over ``train``'s edges, with text features when ``use_text``.
+    snapshot: Snapshot, train: Pairs, model_cfg: ModelConfig, texts: Texts, event_weight: Tensor | None = None
+) -> KgrecModel:
+    """The untrained model over ``train``'s edges.
 
     ``event_weight``: ``[E]`` weight of each event type, for the transformer user encoder."""
     graph = graph_from_snapshot(
@@ -121,25 +142,15 @@ def build_model(
         use_user_nodes=model_cfg.use_user_nodes,
         relation_weight=model_cfg.relation_weight,
     )
-    product_text = brand_text = category_text = None
-    if model_cfg.use_text:
-        from kgrec.features.text import encode_names, encode_products
-
-        product_text = encode_products(snapshot.tables.products, features_cfg, progress=progress)
-        if model_cfg.use_kg:
-            if len(snapshot.brand_ids):
-                brand_text = encode_names(snapshot.brand_ids.ids.to_list(), features_cfg, progress=progress)
-            if len(snapshot.category_ids):
-                category_text = encode_names(snapshot.category_ids.ids.to_list(), features_cfg, progress=progress)
     has_id = torch.bincount(train.product_index, minlength=snapshot.num_products) > 0
     model = KgrecModel(
-        graph, model_cfg, product_text, brand_text, category_text, product_has_id=has_id, event_weight=event_weight
+        graph, model_cfg, texts.product, texts.brand, texts.category, product_has_id=has_id, event_weight=event_weight
     )
     histories = Histories.from_events(
         train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users
     )
     model.set_histories(*histories.latest(model.history_length, model.history_decay))
-    return model, product_text
+    return model
 
 
 def train_model(
@@ -174,6 +185,11 @@ def train_model(
     (:func:`_sequence_loss`), ``train.sequence_batch_size`` users per step; else examples
     are :func:`next_item_pairs`.
 
+    With ``train.nproc`` N > 1, N processes train one model with ``torch.distributed``
+    DistributedDataParallel (gloo on the CPU, NCCL on GPUs): every step's batch is split
+    between them and their gradients are averaged, so N processes take the steps one
+    process would, each on 1/N of the examples. Rank 0 evaluates and decides when to stop.
+
     Returns:
         ``(model, product_text, records)``: the module with the kept epoch's weights (on the
         CPU), the text embeddings (None without text) and the training records
@@ -183,116 +199,236 @@ def train_model(
         TrainingError: no usable device, or no user has two train products.
     """
     started = time.perf_counter()
-    device = resolve_device(train_cfg.device)
-    seed_everything(seed)
-    train = split.train
-    sequential = model_cfg.sequence_encoder
-    if sequential:
-        # Examples are users' windows; ``targets`` holds their rows (shuffled like pairs).
-        hist_index, hist_weight = training_windows(
-            Histories.from_events(train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users),
-            model_cfg.sequence_length,
-        )
-        targets = torch.arange(hist_index.shape[0])
-        users = targets
+    resolve_device(train_cfg.device)  # fail before encoding texts or starting processes
+    texts = encode_texts(snapshot, model_cfg, features_cfg, progress=progress)
+    job = _TrainJob(snapshot, split, model_cfg, train_cfg, texts, seed, progress, epochs, event_weight)
+    if train_cfg.nproc == 1:
+        model, records = job.run()
     else:
-        users, hist_index, hist_weight, targets = next_item_pairs(train, model_cfg.history_length, model_cfg.recency_decay)
-    if model_cfg.user_mode != "history":
-        # ID users also learn from their first product (no history needed).
-        first = torch.ones(len(train), dtype=torch.bool)
-        first[1:] = train.user_index[1:] != train.user_index[:-1]
-        pad = torch.zeros(int(first.sum()), model_cfg.history_length)
-        users = torch.cat([users, train.user_index[first]])
-        hist_index = torch.cat([hist_index, pad.long()])
-        hist_weight = torch.cat([hist_weight, pad])
-        targets = torch.cat([targets, train.product_index[first]])
-    if targets.numel() == 0:
-        raise TrainingError(
-            f"No training examples: every user has fewer than 2 train products ({len(train):,} train pairs, "
-            f"{snapshot.num_users:,} users). Add more interactions per user."
-        )
-    model, product_text = build_model(snapshot, train, model_cfg, features_cfg, progress=progress, event_weight=event_weight)
-    model.to(device)
-    cached = train_cfg.propagation == "cached" and model_cfg.user_mode == "history"
-    if cached:
-        model.cache_propagation()
-    popularity = torch.bincount(train.product_index, minlength=snapshot.num_products).float()
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    sampler = NegativeSampler(train, snapshot.num_products) if train_cfg.loss == "bpr" else None
-    generator = torch.Generator().manual_seed(seed)
+        model, records = _run_distributed(job, train_cfg.nproc)
+    records["seconds"] = time.perf_counter() - started
+    return model, texts.product, records
 
-    has_valid = len(split.valid) > 0
-    early_stop = has_valid and epochs is None
-    max_epochs = epochs if epochs is not None else train_cfg.epochs
-    history: list[EpochRecord] = []
-    best = (-1.0, 0)
-    best_state: dict[str, Tensor] | None = None
-    best_metrics: dict[str, float] = {}
-    stale = 0
 
-    bar = _progress_bar(max_epochs, progress)
-    try:
-        for epoch in range(1, max_epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            if cached and epoch > 1:
-                model.refresh_context()
-            order = torch.randperm(targets.numel(), generator=generator)
-            total = 0.0
-            batch_size = train_cfg.sequence_batch_size if sequential else train_cfg.batch_size
-            for s in range(0, order.numel(), batch_size):
-                batch = order[s : s + batch_size]
-                if sequential:
-                    loss = _sequence_loss(
-                        model, hist_index[batch], hist_weight[batch], train_cfg, popularity, generator, device, cached
-                    )
-                else:
-                    loss = _step_loss(
-                        model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
-                        train_cfg, sampler, generator, device, cached,
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * batch.numel()
-            if not np.isfinite(total):
-                raise TrainingError(
-                    f"Training diverged at epoch {epoch} (loss is not finite); lower train.lr (now {train_cfg.lr})."
+@dataclass
+class _TrainJob:
+    """Everything one training run needs; :meth:`run` trains as process ``rank`` of ``world``."""
+
+    snapshot: Snapshot
+    split: InteractionSplit
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    texts: Texts
+    seed: int
+    progress: bool
+    epochs: int | None
+    event_weight: Tensor | None
+
+    def examples(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(users, history_index, history_weight, targets)``, one row per training example."""
+        model_cfg, train = self.model_cfg, self.split.train
+        if model_cfg.sequence_encoder:
+            # Examples are users' windows; ``targets`` holds their rows (shuffled like pairs).
+            hist_index, hist_weight = training_windows(
+                Histories.from_events(
+                    train.user_index, train.product_index, train.timestamp, train.weight, self.snapshot.num_users
+                ),
+                model_cfg.sequence_length,
+            )
+            targets = torch.arange(hist_index.shape[0])
+            users = targets
+        else:
+            users, hist_index, hist_weight, targets = next_item_pairs(train, model_cfg.history_length, model_cfg.recency_decay)
+        if model_cfg.user_mode != "history":
+            # ID users also learn from their first product (no history needed).
+            first = torch.ones(len(train), dtype=torch.bool)
+            first[1:] = train.user_index[1:] != train.user_index[:-1]
+            pad = torch.zeros(int(first.sum()), model_cfg.history_length)
+            users = torch.cat([users, train.user_index[first]])
+            hist_index = torch.cat([hist_index, pad.long()])
+            hist_weight = torch.cat([hist_weight, pad])
+            targets = torch.cat([targets, train.product_index[first]])
+        if targets.numel() == 0:
+            raise TrainingError(
+                f"No training examples: every user has fewer than 2 train products ({len(train):,} train pairs, "
+                f"{self.snapshot.num_users:,} users). Add more interactions per user."
+            )
+        return users, hist_index, hist_weight, targets
+
+    def run(self, rank: int = 0, world: int = 1) -> tuple[KgrecModel, dict[str, Any]]:
+        """Train; with ``world`` > 1 inside an initialised process group (see :func:`_run_distributed`)."""
+        model_cfg, train_cfg, split = self.model_cfg, self.train_cfg, self.split
+        device = resolve_device(train_cfg.device)
+        if device.type == "cuda" and world > 1:
+            device = torch.device("cuda", rank % torch.cuda.device_count())
+        seed_everything(self.seed)
+        users, hist_index, hist_weight, targets = self.examples()
+        model = build_model(self.snapshot, split.train, model_cfg, self.texts, self.event_weight)
+        model.to(device)
+        cached = train_cfg.propagation == "cached" and model_cfg.user_mode == "history"
+        if cached:
+            model.cache_propagation()
+        sequential = model_cfg.sequence_encoder
+        popularity = torch.bincount(split.train.product_index, minlength=self.snapshot.num_products).float()
+        sampler = NegativeSampler(split.train, self.snapshot.num_products) if train_cfg.loss == "bpr" else None
+        generator = torch.Generator().manual_seed(self.seed)
+
+        def step_loss(batch: Tensor) -> Tensor:
+            if sequential:
+                return _sequence_loss(
+                    model, hist_index[batch], hist_weight[batch], train_cfg, popularity, generator, device, cached
                 )
-            record = EpochRecord(epoch, total / targets.numel(), None, 0.0)
-            if has_valid and (epoch % train_cfg.eval_every == 0 or epoch == max_epochs):
-                metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
-                record.valid_ndcg = metrics[VALID_METRIC]
-                if record.valid_ndcg > best[0]:
-                    best, best_metrics, stale = (record.valid_ndcg, epoch), metrics, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    stale += 1
-            record.seconds = time.perf_counter() - t0
-            history.append(record)
-            _update_bar(bar, record, best)
-            if early_stop and stale >= train_cfg.patience:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
+            return _step_loss(
+                model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
+                train_cfg, sampler, generator, device, cached,
+            )
 
-    if early_stop and best_state is not None:
-        model.load_state_dict(best_state)
-        best_epoch = best[1]
-    else:
-        best_epoch = len(history)
-        if has_valid and not best_metrics:
-            best_metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
+        loss_of = _StepLoss(step_loss, model)
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Buffers (histories, texts) are built identically on every rank: no broadcasts.
+            loss_of = DistributedDataParallel(loss_of, device_ids=[device.index] if device.type == "cuda" else None,
+                                              broadcast_buffers=False)
+            torch.manual_seed(self.seed + rank)  # different dropout on each rank's share
+        optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+        has_valid = len(split.valid) > 0
+        early_stop = has_valid and self.epochs is None
+        max_epochs = self.epochs if self.epochs is not None else train_cfg.epochs
+        history: list[EpochRecord] = []
+        best = (-1.0, 0)
+        best_state: dict[str, Tensor] | None = None
+        best_metrics: dict[str, float] = {}
+        stale = 0
+        batch_size = train_cfg.sequence_batch_size if sequential else train_cfg.batch_size
+
+        bar = _progress_bar(max_epochs, self.progress and rank == 0)
+        try:
+            for epoch in range(1, max_epochs + 1):
+                t0 = time.perf_counter()
+                model.train()
+                if cached and epoch > 1:
+                    model.refresh_context()
+                order = torch.randperm(targets.numel(), generator=generator)  # the same on every rank
+                total = torch.zeros(2)  # loss sum, examples
+                for s in range(0, order.numel(), batch_size):
+                    batch = order[s : s + batch_size][rank::world]
+                    if batch.numel() == 0 or order[s : s + batch_size].numel() < world:
+                        continue  # every rank takes every step, or none does
+                    loss = loss_of(batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += torch.tensor([float(loss.detach()) * batch.numel(), batch.numel()])
+                if world > 1:
+                    torch.distributed.all_reduce(total)
+                if not np.isfinite(float(total[0])):
+                    raise TrainingError(
+                        f"Training diverged at epoch {epoch} (loss is not finite); lower train.lr (now {train_cfg.lr})."
+                    )
+                record = EpochRecord(epoch, float(total[0] / total[1].clamp(min=1)), None, 0.0)
+                stop = False
+                if has_valid and (epoch % train_cfg.eval_every == 0 or epoch == max_epochs):
+                    if rank == 0:
+                        metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
+                        record.valid_ndcg = metrics[VALID_METRIC]
+                        if record.valid_ndcg > best[0]:
+                            best, best_metrics, stale = (record.valid_ndcg, epoch), metrics, 0
+                            best_state = copy.deepcopy(model.state_dict())
+                        else:
+                            stale += 1
+                        stop = early_stop and stale >= train_cfg.patience
+                    if world > 1:
+                        decision = torch.tensor([int(stop)])
+                        torch.distributed.broadcast(decision, 0)  # rank 0 decides for all
+                        stop = bool(decision[0])
+                record.seconds = time.perf_counter() - t0
+                history.append(record)
+                _update_bar(bar, record, best)
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+
+        if early_stop and best_state is not None:
+            model.load_state_dict(best_state)
+            best_epoch = best[1]
+        else:
+            best_epoch = len(history)
+            if has_valid and not best_metrics and rank == 0:
+                best_metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
+        model.eval()
+        model.to("cpu")
+        records = {
+            "best_epoch": best_epoch, "processes": world, "epochs": [asdict(record) for record in history],
+            "valid": best_metrics,
+        }
+        return model, records
+
+
+class _StepLoss(nn.Module):
+    """One training step's loss as a module's forward, which DistributedDataParallel needs
+    to synchronise the gradients of ``model``'s parameters."""
+
+    def __init__(self, step_loss: Any, model: KgrecModel) -> None:
+        super().__init__()
+        self.model = model
+        self._step_loss = step_loss
+
+    def forward(self, batch: Tensor) -> Tensor:
+        return self._step_loss(batch)
+
+
+def _run_distributed(job: _TrainJob, nproc: int) -> tuple[KgrecModel, dict[str, Any]]:
+    """Run ``job`` in ``nproc`` processes (``torch.multiprocessing.spawn``) and return rank 0's model."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="kgrec-ddp-") as tmp:
+        result = Path(tmp) / "rank0.pt"
+        try:
+            mp.spawn(_distributed_worker, args=(nproc, _free_port(), job, result), nprocs=nproc, join=True)
+        except mp.ProcessRaisedException as e:
+            message = str(e).strip().splitlines()[-1]
+            raise TrainingError(f"Distributed training (train.nproc={nproc}) failed in a worker: {message}") from e
+        except mp.ProcessExitedException as e:
+            raise TrainingError(
+                f"A distributed training worker (train.nproc={nproc}) died ({e}); it may have run out of memory. "
+                "Lower train.nproc or the batch size."
+            ) from e
+        state, records = torch.load(result, weights_only=False)
+    model = build_model(job.snapshot, job.split.train, job.model_cfg, job.texts, job.event_weight)
+    model.load_state_dict(state)
     model.eval()
-    model.to("cpu")
-    records = {
-        "best_epoch": best_epoch,
-        "seconds": time.perf_counter() - started,
-        "epochs": [asdict(record) for record in history],
-        "valid": best_metrics,
-    }
-    return model, product_text, records
+    return model, records
+
+
+def _distributed_worker(rank: int, world: int, port: int, job: _TrainJob, result: Path) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    use_cuda = resolve_device(job.train_cfg.device).type == "cuda"
+    dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the processes share the cores
+    try:
+        model, records = job.run(rank, world)
+        if rank == 0:
+            torch.save((model.state_dict(), records), result)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- helpers
