@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -288,8 +289,11 @@ class _TrainJob:
             from torch.nn.parallel import DistributedDataParallel
 
             # Buffers (histories, texts) are built identically on every rank: no broadcasts.
-            loss_of = DistributedDataParallel(loss_of, device_ids=[device.index] if device.type == "cuda" else None,
-                                              broadcast_buffers=False)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+                loss_of = DistributedDataParallel(
+                    loss_of, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+                )
             torch.manual_seed(self.seed + rank)  # different dropout on each rank's share
         optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
 
