@@ -21,6 +21,8 @@ No file or network I/O here.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,6 +46,19 @@ class _SymmetricSpMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
         return None, ctx.adj @ grad
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ x`` for a sparse ``A`` whose transpose ``A_t`` is given (the backward pass is ``A_t @ grad``)."""
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.adj_t = adj_t
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, None, Tensor]:  # type: ignore[override]
+        return None, None, ctx.adj_t @ grad
 
 
 class KgrecModel(nn.Module):
@@ -119,6 +134,7 @@ class KgrecModel(nn.Module):
         self.register_buffer("history_weight", torch.zeros(self.num_nodes["user"], length))
         # Set by cache_propagation (training only; never saved with the model).
         self._one_hop: tuple[Tensor, Tensor, Tensor] | None = None
+        self._one_hop_matrix: tuple[Tensor, Tensor] | None = None
         self._text_context: Tensor | None = None
         self._name_context: Tensor | None = None
         self._id_context: Tensor | None = None
@@ -217,6 +233,10 @@ class KgrecModel(nn.Module):
         indptr[1:] = torch.cumsum(torch.bincount(row, minlength=count), 0)
         device = self.embedding["product"].weight.device
         self._one_hop = (indptr.to(device), col.to(device), val.to(device))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            one_hop = torch.sparse_csr_tensor(indptr, col, val, (count, adj.shape[0]))
+            self._one_hop_matrix = (one_hop.to(device), one_hop.t().to_sparse_csr().to(device))
         self._text_context = self._propagate_fixed(self._text_features("product"), block)
         self._name_context = self._propagate_fixed(self._text_features("name"), block)
         self.refresh_context()
@@ -274,12 +294,16 @@ class KgrecModel(nn.Module):
         the products and their one-hop neighbours, and the text projections."""
         device = self.embedding["product"].weight.device
         count = self.num_nodes["product"]
+        every = rows is None  # one sparse product; a subset gathers its rows' edges instead
         rows = torch.arange(count, device=device) if rows is None else rows.to(device)
         ids = self.layer0(with_text=False)
         start = self.offsets["product"][0]
         layers = self.config.layers
         out = ids[start + rows]
-        if layers >= 1:
+        if layers >= 1 and every:
+            out = out + _SpMM.apply(*self._one_hop_matrix, ids)
+            out = out / (layers + 1) + self._id_context
+        elif layers >= 1:
             indptr, col, val = self._one_hop
             lengths = indptr[rows + 1] - indptr[rows]
             edge = torch.repeat_interleave(indptr[rows] - torch.cumsum(lengths, 0) + lengths, lengths) + torch.arange(
@@ -289,9 +313,9 @@ class KgrecModel(nn.Module):
             out = out + torch.zeros_like(out).index_add(0, target, val[edge].unsqueeze(-1) * ids[col[edge]])
             out = out / (layers + 1) + self._id_context[rows]
         if self._text_context is not None:
-            out = out + self.text_proj(self._text_context[rows])
+            out = out + self.text_proj(self._text_context if every else self._text_context[rows])
         if self._name_context is not None:
-            out = out + self.name_proj(self._name_context[rows])
+            out = out + self.name_proj(self._name_context if every else self._name_context[rows])
         return out
 
     # ---- users
