@@ -296,10 +296,11 @@ MODEL_OPTION_HELP = "Model directory, or a folder with a `latest` pointer. Defau
 @click.option("--graph", "graph_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Train from this snapshot (no database needed). Default: export Neo4j first.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Model directory to write. Default: runs/models/<timestamp>.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train (overrides train.device). auto: a GPU when one is visible.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None, help="Processes training one model together with torch.distributed DDP (overrides train.nproc): gloo on CPU cores, NCCL with one GPU each.")
 @click.option("--write-embeddings/--no-write-embeddings", default=None, help="Write embeddings back to Neo4j. Default: yes when the graph came from Neo4j.")
 @click.option("--no-final-fit", is_flag=True, help="Deploy the train + valid model instead of fitting once more on every interaction (for experiments).")
 @config_options
-def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, write_embeddings: bool | None, no_final_fit: bool, config) -> None:
+def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, nproc: int | None, write_embeddings: bool | None, no_final_fit: bool, config) -> None:
     """Train, evaluate and fit the GNN + text model.
 
     Exports the graph (or reads --graph) and embeds product text with the offline
@@ -316,11 +317,14 @@ def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, 
     Example:
       kgrec train
       kgrec train --graph snapshots/shop --device cuda --set train.epochs=60
+      kgrec train --nproc 2          # two processes, one model (docs/SCALING.md)
     """
     from kgrec.pipeline import train
 
     if device is not None:
         config.train.device = device
+    if nproc is not None:
+        config.train.nproc = nproc
     run = train(
         config, graph_dir, out_dir, progress=True, write_embeddings=write_embeddings,
         final_fit=not no_final_fit, echo=console.print,
@@ -331,6 +335,12 @@ def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, 
         f"test: the fit on {run.metrics['test']['fit']}; valid: the fit on {run.metrics['valid']['fit']}; "
         f"deployed: the fit on {run.metrics['deployed']['fit']}."
     )
+    for part in ("test", "valid"):
+        if "sampled_from" in run.metrics[part]:
+            console.print(
+                f"{part}: scored on a fixed random sample of {run.metrics[part]['users']:,.0f} of its "
+                f"{run.metrics[part]['sampled_from']:,.0f} users (train.eval_users), each ranked against every product."
+            )
     if run.embeddings_written is not None:
         console.print(f"Wrote {run.embeddings_written:,} embeddings to Neo4j (vector index 'product_embedding').")
     else:

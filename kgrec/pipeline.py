@@ -206,7 +206,7 @@ def train(
     def make(epochs: int | None) -> KgrecRecommender:
         return KgrecRecommender(config, seed=config.seed, epochs=epochs, progress=progress)
 
-    reported = fit_and_evaluate(make, split, snapshot, product_category=categories)
+    reported = fit_and_evaluate(make, split, snapshot, product_category=categories, max_users=config.train.eval_users)
     refit = reported.model
     assert isinstance(refit, KgrecRecommender)
     best_epoch = reported.epochs or refit.best_epoch

@@ -21,6 +21,8 @@ No file or network I/O here.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,6 +46,19 @@ class _SymmetricSpMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
         return None, ctx.adj @ grad
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ x`` for a sparse ``A`` whose transpose ``A_t`` is given (the backward pass is ``A_t @ grad``)."""
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.adj_t = adj_t
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, None, Tensor]:  # type: ignore[override]
+        return None, None, ctx.adj_t @ grad
 
 
 class KgrecModel(nn.Module):
@@ -117,6 +132,12 @@ class KgrecModel(nn.Module):
         length = self.history_length
         self.register_buffer("history_index", torch.zeros(self.num_nodes["user"], length, dtype=torch.long))
         self.register_buffer("history_weight", torch.zeros(self.num_nodes["user"], length))
+        # Set by cache_propagation (training only; never saved with the model).
+        self._one_hop: tuple[Tensor, Tensor, Tensor] | None = None
+        self._one_hop_matrix: tuple[Tensor, Tensor] | None = None
+        self._text_context: Tensor | None = None
+        self._name_context: Tensor | None = None
+        self._id_context: Tensor | None = None
 
     @property
     def history_length(self) -> int:
@@ -142,19 +163,20 @@ class KgrecModel(nn.Module):
         self.history_index = history_index.to(self.history_index.device)
         self.history_weight = history_weight.to(self.history_weight.device)
 
-    def layer0(self) -> Tensor:
-        """``[N, dim]`` input embeddings of all nodes, in the adjacency's numbering."""
+    def layer0(self, with_text: bool = True) -> Tensor:
+        """``[N, dim]`` input embeddings of all nodes, in the adjacency's numbering
+        (``with_text=False``: the ID embeddings alone)."""
         parts = []
         for t in NODE_TYPES:
             n = self.num_nodes[t]
             x = self.embedding[t].weight[:n]
             if t == "product":
                 x = x * self.product_has_id.unsqueeze(-1).to(x.dtype)
-                if self.text_proj is not None:
+                if with_text and self.text_proj is not None:
                     x = x + self.text_proj(self.product_text)
-            elif t == "brand" and self.brand_text is not None:
+            elif t == "brand" and with_text and self.brand_text is not None:
                 x = x + self.name_proj(self.brand_text)
-            elif t == "category" and self.category_text is not None:
+            elif t == "category" and with_text and self.category_text is not None:
                 x = x + self.name_proj(self.category_text)
             elif t == "user" and self.config.user_mode == "history":
                 x = x * 0  # users only relay in history mode; their own vector comes from history
@@ -171,6 +193,130 @@ class KgrecModel(nn.Module):
             out = out + x
         out = out / (self.config.layers + 1)
         return {t: out[s : s + n] for t, (s, n) in self.offsets.items()}
+
+    # ---- cached propagation: training whose step cost does not grow with the graph
+    def cache_propagation(self, block: int = 64) -> None:
+        """Prepare :meth:`product_vectors`, the training-time form of :meth:`propagate`.
+
+        Propagation is linear and parameter-free, so a product's final vector splits into
+        ``(1/(K+1)) Σ_k (Â^k X0)_p`` terms that cost very different amounts:
+
+        - the text parts, ``(Σ_k Â^k T)_p W``: ``T`` (product texts, brand and category
+          names) is fixed, so ``Σ_k Â^k T`` is computed once here and ``W`` (the
+          projections) still gets its exact gradient;
+        - the product's own ID embedding and its one-hop neighbours' (brands, categories,
+          related products; users hold zeros in ``history`` mode), live with gradients, at
+          the cost of the product's own edges;
+        - the deeper ID terms (``k >= 2``: co-interacted products, other products of the
+          brand), which reach most of the graph: a no-grad propagation refreshed by
+          :meth:`refresh_context` (once per epoch in training).
+
+        A step then costs what its products cost, not what the graph costs, so an epoch
+        grows linearly with the data. With a fresh context, :meth:`product_vectors` equals
+        ``propagate()["product"]``; only the deeper ID terms lag within an epoch and pass
+        no gradient to the neighbours they come from.
+
+        Args:
+            block: columns of the text features propagated at once (bounds memory to
+                ``N × block`` floats per layer).
+        """
+        if self.config.user_mode != "history":
+            raise ValueError("cached propagation needs user_mode 'history' (users hold no ID embedding)")
+        adj = self.adjacency.to("cpu")
+        start, count = self.offsets["product"]
+        user_start, num_users = self.offsets["user"]
+        crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+        row = torch.repeat_interleave(torch.arange(adj.shape[0]), crow[1:] - crow[:-1])
+        keep = (row >= start) & (row < start + count) & ~((col >= user_start) & (col < user_start + num_users))
+        row, col, val = row[keep] - start, col[keep], val[keep]
+        indptr = torch.zeros(count + 1, dtype=torch.long)
+        indptr[1:] = torch.cumsum(torch.bincount(row, minlength=count), 0)
+        device = self.embedding["product"].weight.device
+        self._one_hop = (indptr.to(device), col.to(device), val.to(device))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            one_hop = torch.sparse_csr_tensor(indptr, col, val, (count, adj.shape[0]))
+            self._one_hop_matrix = (one_hop.to(device), one_hop.t().to_sparse_csr().to(device))
+        self._text_context = self._propagate_fixed(self._text_features("product"), block)
+        self._name_context = self._propagate_fixed(self._text_features("name"), block)
+        self.refresh_context()
+
+    def _text_features(self, kind: str) -> Tensor | None:
+        """``[N, text_dim]`` the product texts (``kind="product"``) or brand and category names
+        (``"name"``) at their nodes' rows, zeros elsewhere; None when the model has none."""
+        if kind == "product":
+            parts = {"product": self.product_text} if self.text_proj is not None else {}
+        else:
+            parts = {t: getattr(self, f"{t}_text") for t in ("brand", "category") if getattr(self, f"{t}_text") is not None}
+        if not parts:
+            return None
+        first = next(iter(parts.values()))
+        out = first.new_zeros(sum(self.num_nodes.values()), first.shape[1])
+        for t, x in parts.items():
+            s, n = self.offsets[t]
+            out[s : s + n] = x
+        return out
+
+    @torch.no_grad()
+    def _propagate_fixed(self, x: Tensor | None, block: int) -> Tensor | None:
+        """``[num_products, d]`` product rows of ``(1/(K+1)) Σ_{k=0..K} Â^k x``, ``block`` columns at a time."""
+        if x is None:
+            return None
+        start, count = self.offsets["product"]
+        adj = self.adjacency
+        out = []
+        for cols in x.split(block, dim=1):
+            layer = cols.to(adj.device)
+            total = layer[start : start + count].clone()
+            for _ in range(self.config.layers):
+                layer = adj @ layer
+                total += layer[start : start + count]
+            out.append(total / (self.config.layers + 1))
+        return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def refresh_context(self) -> None:
+        """Recompute the deeper (``k >= 2``) ID terms of :meth:`product_vectors` from the
+        current ID embeddings: one propagation of the whole graph, without gradients."""
+        start, count = self.offsets["product"]
+        layer = self.layer0(with_text=False)
+        context = torch.zeros(count, layer.shape[1], device=layer.device)
+        adj = self.adjacency
+        for k in range(1, self.config.layers + 1):
+            layer = adj @ layer
+            if k >= 2:
+                context += layer[start : start + count]
+        self._id_context = context / (self.config.layers + 1)
+
+    def product_vectors(self, rows: Tensor | None = None) -> Tensor:
+        """``[len(rows), dim]`` final product vectors (all products when ``rows`` is None) by
+        cached propagation (:meth:`cache_propagation`); gradients reach the ID embeddings of
+        the products and their one-hop neighbours, and the text projections."""
+        device = self.embedding["product"].weight.device
+        count = self.num_nodes["product"]
+        every = rows is None  # one sparse product; a subset gathers its rows' edges instead
+        rows = torch.arange(count, device=device) if rows is None else rows.to(device)
+        ids = self.layer0(with_text=False)
+        start = self.offsets["product"][0]
+        layers = self.config.layers
+        out = ids[start + rows]
+        if layers >= 1 and every:
+            out = out + _SpMM.apply(*self._one_hop_matrix, ids)
+            out = out / (layers + 1) + self._id_context
+        elif layers >= 1:
+            indptr, col, val = self._one_hop
+            lengths = indptr[rows + 1] - indptr[rows]
+            edge = torch.repeat_interleave(indptr[rows] - torch.cumsum(lengths, 0) + lengths, lengths) + torch.arange(
+                int(lengths.sum()), device=device
+            )
+            target = torch.repeat_interleave(torch.arange(rows.numel(), device=device), lengths)
+            out = out + torch.zeros_like(out).index_add(0, target, val[edge].unsqueeze(-1) * ids[col[edge]])
+            out = out / (layers + 1) + self._id_context[rows]
+        if self._text_context is not None:
+            out = out + self.text_proj(self._text_context if every else self._text_context[rows])
+        if self._name_context is not None:
+            out = out + self.name_proj(self._name_context if every else self._name_context[rows])
+        return out
 
     # ---- users
     def user_vectors(self, nodes: dict[NodeType, Tensor], user_index: Tensor,

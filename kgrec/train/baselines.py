@@ -392,6 +392,7 @@ def fit_and_evaluate(
     device: str = "cpu",
     ks: tuple[int, ...] = (10, 20),
     product_category: Tensor | None = None,
+    max_users: int | None = None,
     **kwargs: object,
 ) -> BaselineResult:
     """The reporting protocol, the same for kgrec and every baseline.
@@ -404,6 +405,7 @@ def fit_and_evaluate(
 
     Args:
         make: a baseline name (``kwargs`` are its settings) or a factory ``make(epochs)``.
+        max_users: test on a fixed random sample of this many users (see :func:`evaluate`).
     """
     if isinstance(make, str):
         name = make
@@ -427,7 +429,7 @@ def fit_and_evaluate(
         else:
             epochs = getattr(model, "epochs", None)
     model.fit(final_split, snapshot, device)
-    test = evaluate(model, final_split, "test", ks=ks, product_category=product_category)
+    test = evaluate(model, final_split, "test", ks=ks, product_category=product_category, max_users=max_users)
     if valid_ndcg is not None and not valid_metrics:
         valid_metrics = {"ndcg@10": valid_ndcg}
     return BaselineResult(model.name, test, epochs, valid_ndcg, time.perf_counter() - started, model, valid_metrics)

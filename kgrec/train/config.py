@@ -36,9 +36,35 @@ class TrainConfig(BaseModel):
             "above it, over `negatives` popularity-sampled products with logQ correction."
         ),
     )
+    propagation: Literal["cached", "full"] = Field(
+        "cached",
+        description=(
+            "How a training step gets its product vectors: 'cached' = the text terms are propagated once, each "
+            "product's own and one-hop terms live, the deeper ID terms from a propagation refreshed every epoch "
+            "(a step costs what its products cost; an epoch grows linearly with the data); 'full' = propagate the "
+            "whole graph at every step (exact gradients; an epoch grows with the square of the shop). "
+            "model.user_mode 'id' and 'hybrid' always use 'full'."
+        ),
+    )
+    eval_users: int | None = Field(
+        50_000,
+        ge=1,
+        description=(
+            "Users scored in each evaluation (valid during training, test after the refit): a fixed random sample "
+            "of this many when a part has more, ranked against the whole catalog (None: every user)."
+        ),
+    )
     temperature: float = Field(0.1, gt=0, description="Softmax temperature on cosine-like scores.")
     patience: int = Field(3, ge=1, description="Stop after this many evaluations without a better valid NDCG@10.")
     eval_every: int = Field(1, ge=1, description="Evaluate on the valid part every this many epochs.")
+    nproc: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Processes that train one model together with torch.distributed DistributedDataParallel (gloo on the "
+            "CPU, NCCL on GPUs): each step's batch is split between them and their gradients averaged."
+        ),
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' takes a CUDA GPU when one is visible, else the CPU."
     )

@@ -49,6 +49,7 @@ def evaluate(
     product_category: Tensor | None = None,
     product_popularity: Tensor | None = None,
     restrict_products: Tensor | None = None,
+    max_users: int | None = None,
 ) -> dict[str, float]:
     """Rank all products for every user of ``part`` and average the metrics.
 
@@ -66,6 +67,9 @@ def evaluate(
             :meth:`InteractionSplit.product_popularity` (train pairs per product).
         restrict_products: ``[c]`` long; when given only positives among these products
             count (e.g. ``split.cold_product_index``), the ranking is still over all products.
+        max_users: score a fixed random sample of this many of the part's users when it
+            has more (the same sample every call; each still ranked against every product).
+            The result's ``sampled_from`` then says how many users the part has.
 
     Returns:
         ``{"recall@10": ..., "ndcg@10": ..., "hit@10": ..., "mrr@10": ..., "coverage@10": ...,
@@ -101,6 +105,10 @@ def evaluate(
         seen = seen + split.valid.matrix(split.num_users, num_products)
     popularity = (product_popularity if product_popularity is not None else split.product_popularity()).float()
     users = torch.unique(positives.user_index)  # sorted
+    part_users = users.numel()
+    if max_users is not None and part_users > max_users:
+        sample = torch.randperm(part_users, generator=torch.Generator().manual_seed(0))[:max_users]
+        users = users[sample].sort().values
     k_max = ks[-1]
 
     sums = {f"{name}@{k}": 0.0 for k in ks for name in ("recall", "ndcg", "hit", "mrr", "avg_pop")}
@@ -153,6 +161,8 @@ def evaluate(
         if product_category is not None:
             result[f"ild@{k}"] = ild_sums[k] / ild_counts[k] if ild_counts[k] else float("nan")
     result["users"] = float(num_users)
+    if num_users < part_users:
+        result["sampled_from"] = float(part_users)
     return dict(sorted(result.items(), key=lambda item: _key_order(item[0])))
 
 

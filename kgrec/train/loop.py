@@ -5,10 +5,14 @@ after their first, the history is the products before it (the latest
 ``model.history_length``, recency-weighted) and the target is the product itself.
 That is exactly the leave-last-out task, and the same rule ranks users at serving time.
 
-Each step propagates over the full graph (train edges only), builds the batch's user
-vectors from their histories and applies the softmax (or BPR) loss. The valid NDCG@10
-of :func:`kgrec.train.evaluate.evaluate` drives early stopping; the best epoch's
-weights are kept.
+Each step computes the product vectors it needs, builds the batch's user vectors from
+their histories and applies the softmax (or BPR) loss. With ``train.propagation:
+cached`` (the default) a step pays only for its products: the text terms are propagated
+once, the one-hop terms live, the deeper ones refreshed every epoch
+(:meth:`~kgrec.models.kgrec_model.KgrecModel.cache_propagation`), so an epoch grows
+linearly with the data; ``full`` propagates the whole graph at every step. The valid
+NDCG@10 of :func:`kgrec.train.evaluate.evaluate` drives early stopping; the best
+epoch's weights are kept.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from __future__ import annotations
 import copy
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from kgrec.errors import TrainingError
 from kgrec.features.config import FeaturesConfig
@@ -97,15 +103,35 @@ def next_item_pairs(train: Pairs, history_length: int, decay: float) -> tuple[Te
     return user[keep], history_index, history_weight, product[keep]
 
 
+@dataclass
+class Texts:
+    """Text embeddings a model is built with: ``[P, d]`` products, ``[B, d]`` brand and
+    ``[C, d]`` category names (None when off or absent)."""
+
+    product: Tensor | None = None
+    brand: Tensor | None = None
+    category: Tensor | None = None
+
+
+def encode_texts(snapshot: Snapshot, model_cfg: ModelConfig, features_cfg: FeaturesConfig, progress: bool = False) -> Texts:
+    """The text embeddings ``model_cfg`` asks for (none without ``use_text``; names only with ``use_kg``)."""
+    texts = Texts()
+    if model_cfg.use_text:
+        from kgrec.features.text import encode_names, encode_products
+
+        texts.product = encode_products(snapshot.tables.products, features_cfg, progress=progress)
+        if model_cfg.use_kg:
+            if len(snapshot.brand_ids):
+                texts.brand = encode_names(snapshot.brand_ids.ids.to_list(), features_cfg, progress=progress)
+            if len(snapshot.category_ids):
+                texts.category = encode_names(snapshot.category_ids.ids.to_list(), features_cfg, progress=progress)
+    return texts
+
+
 def build_model(
-    snapshot: Snapshot,
-    train: Pairs,
-    model_cfg: ModelConfig,
-    features_cfg: FeaturesConfig,
-    progress: bool = False,
-    event_weight: Tensor | None = None,
-) -> tuple[KgrecModel, Tensor | None]:
-    """The untrained model over ``train``'s edges, with text features when ``use_text``.
+    snapshot: Snapshot, train: Pairs, model_cfg: ModelConfig, texts: Texts, event_weight: Tensor | None = None
+) -> KgrecModel:
+    """The untrained model over ``train``'s edges.
 
     ``event_weight``: ``[E]`` weight of each event type, for the transformer user encoder."""
     graph = graph_from_snapshot(
@@ -117,25 +143,15 @@ def build_model(
         use_user_nodes=model_cfg.use_user_nodes,
         relation_weight=model_cfg.relation_weight,
     )
-    product_text = brand_text = category_text = None
-    if model_cfg.use_text:
-        from kgrec.features.text import encode_names, encode_products
-
-        product_text = encode_products(snapshot.tables.products, features_cfg, progress=progress)
-        if model_cfg.use_kg:
-            if len(snapshot.brand_ids):
-                brand_text = encode_names(snapshot.brand_ids.ids.to_list(), features_cfg, progress=progress)
-            if len(snapshot.category_ids):
-                category_text = encode_names(snapshot.category_ids.ids.to_list(), features_cfg, progress=progress)
     has_id = torch.bincount(train.product_index, minlength=snapshot.num_products) > 0
     model = KgrecModel(
-        graph, model_cfg, product_text, brand_text, category_text, product_has_id=has_id, event_weight=event_weight
+        graph, model_cfg, texts.product, texts.brand, texts.category, product_has_id=has_id, event_weight=event_weight
     )
     histories = Histories.from_events(
         train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users
     )
     model.set_histories(*histories.latest(model.history_length, model.history_decay))
-    return model, product_text
+    return model
 
 
 def train_model(
@@ -170,6 +186,11 @@ def train_model(
     (:func:`_sequence_loss`), ``train.sequence_batch_size`` users per step; else examples
     are :func:`next_item_pairs`.
 
+    With ``train.nproc`` N > 1, N processes train one model with ``torch.distributed``
+    DistributedDataParallel (gloo on the CPU, NCCL on GPUs): every step's batch is split
+    between them and their gradients are averaged, so N processes take the steps one
+    process would, each on 1/N of the examples. Rank 0 evaluates and decides when to stop.
+
     Returns:
         ``(model, product_text, records)``: the module with the kept epoch's weights (on the
         CPU), the text embeddings (None without text) and the training records
@@ -179,114 +200,251 @@ def train_model(
         TrainingError: no usable device, or no user has two train products.
     """
     started = time.perf_counter()
-    device = resolve_device(train_cfg.device)
-    seed_everything(seed)
-    train = split.train
-    sequential = model_cfg.sequence_encoder
-    if sequential:
-        # Examples are users' windows; ``targets`` holds their rows (shuffled like pairs).
-        hist_index, hist_weight = training_windows(
-            Histories.from_events(train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users),
-            model_cfg.sequence_length,
-        )
-        targets = torch.arange(hist_index.shape[0])
-        users = targets
+    resolve_device(train_cfg.device)  # fail before encoding texts or starting processes
+    texts = encode_texts(snapshot, model_cfg, features_cfg, progress=progress)
+    job = _TrainJob(snapshot, split, model_cfg, train_cfg, texts, seed, progress, epochs, event_weight)
+    if train_cfg.nproc == 1:
+        model, records = job.run()
     else:
-        users, hist_index, hist_weight, targets = next_item_pairs(train, model_cfg.history_length, model_cfg.recency_decay)
-    if model_cfg.user_mode != "history":
-        # ID users also learn from their first product (no history needed).
-        first = torch.ones(len(train), dtype=torch.bool)
-        first[1:] = train.user_index[1:] != train.user_index[:-1]
-        pad = torch.zeros(int(first.sum()), model_cfg.history_length)
-        users = torch.cat([users, train.user_index[first]])
-        hist_index = torch.cat([hist_index, pad.long()])
-        hist_weight = torch.cat([hist_weight, pad])
-        targets = torch.cat([targets, train.product_index[first]])
-    if targets.numel() == 0:
-        raise TrainingError(
-            f"No training examples: every user has fewer than 2 train products ({len(train):,} train pairs, "
-            f"{snapshot.num_users:,} users). Add more interactions per user."
-        )
-    model, product_text = build_model(snapshot, train, model_cfg, features_cfg, progress=progress, event_weight=event_weight)
-    model.to(device)
-    popularity = torch.bincount(train.product_index, minlength=snapshot.num_products).float()
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    sampler = NegativeSampler(train, snapshot.num_products) if train_cfg.loss == "bpr" else None
-    generator = torch.Generator().manual_seed(seed)
+        model, records = _run_distributed(job, train_cfg.nproc)
+    records["seconds"] = time.perf_counter() - started
+    return model, texts.product, records
 
-    has_valid = len(split.valid) > 0
-    early_stop = has_valid and epochs is None
-    max_epochs = epochs if epochs is not None else train_cfg.epochs
-    history: list[EpochRecord] = []
-    best = (-1.0, 0)
-    best_state: dict[str, Tensor] | None = None
-    best_metrics: dict[str, float] = {}
-    stale = 0
 
-    bar = _progress_bar(max_epochs, progress)
-    try:
-        for epoch in range(1, max_epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            order = torch.randperm(targets.numel(), generator=generator)
-            total = 0.0
-            batch_size = train_cfg.sequence_batch_size if sequential else train_cfg.batch_size
-            for s in range(0, order.numel(), batch_size):
-                batch = order[s : s + batch_size]
-                if sequential:
-                    loss = _sequence_loss(
-                        model, hist_index[batch], hist_weight[batch], train_cfg, popularity, generator, device
-                    )
-                else:
-                    loss = _step_loss(
-                        model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
-                        train_cfg, sampler, generator, device,
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * batch.numel()
-            if not np.isfinite(total):
-                raise TrainingError(
-                    f"Training diverged at epoch {epoch} (loss is not finite); lower train.lr (now {train_cfg.lr})."
+@dataclass
+class _TrainJob:
+    """Everything one training run needs; :meth:`run` trains as process ``rank`` of ``world``."""
+
+    snapshot: Snapshot
+    split: InteractionSplit
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    texts: Texts
+    seed: int
+    progress: bool
+    epochs: int | None
+    event_weight: Tensor | None
+
+    def examples(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(users, history_index, history_weight, targets)``, one row per training example."""
+        model_cfg, train = self.model_cfg, self.split.train
+        if model_cfg.sequence_encoder:
+            # Examples are users' windows; ``targets`` holds their rows (shuffled like pairs).
+            hist_index, hist_weight = training_windows(
+                Histories.from_events(
+                    train.user_index, train.product_index, train.timestamp, train.weight, self.snapshot.num_users
+                ),
+                model_cfg.sequence_length,
+            )
+            targets = torch.arange(hist_index.shape[0])
+            users = targets
+        else:
+            users, hist_index, hist_weight, targets = next_item_pairs(train, model_cfg.history_length, model_cfg.recency_decay)
+        if model_cfg.user_mode != "history":
+            # ID users also learn from their first product (no history needed).
+            first = torch.ones(len(train), dtype=torch.bool)
+            first[1:] = train.user_index[1:] != train.user_index[:-1]
+            pad = torch.zeros(int(first.sum()), model_cfg.history_length)
+            users = torch.cat([users, train.user_index[first]])
+            hist_index = torch.cat([hist_index, pad.long()])
+            hist_weight = torch.cat([hist_weight, pad])
+            targets = torch.cat([targets, train.product_index[first]])
+        if targets.numel() == 0:
+            raise TrainingError(
+                f"No training examples: every user has fewer than 2 train products ({len(train):,} train pairs, "
+                f"{self.snapshot.num_users:,} users). Add more interactions per user."
+            )
+        return users, hist_index, hist_weight, targets
+
+    def run(self, rank: int = 0, world: int = 1) -> tuple[KgrecModel, dict[str, Any]]:
+        """Train; with ``world`` > 1 inside an initialised process group (see :func:`_run_distributed`)."""
+        model_cfg, train_cfg, split = self.model_cfg, self.train_cfg, self.split
+        device = resolve_device(train_cfg.device)
+        if device.type == "cuda" and world > 1:
+            device = torch.device("cuda", rank % torch.cuda.device_count())
+        seed_everything(self.seed)
+        users, hist_index, hist_weight, targets = self.examples()
+        model = build_model(self.snapshot, split.train, model_cfg, self.texts, self.event_weight)
+        model.to(device)
+        cached = train_cfg.propagation == "cached" and model_cfg.user_mode == "history"
+        if cached:
+            model.cache_propagation()
+        sequential = model_cfg.sequence_encoder
+        popularity = torch.bincount(split.train.product_index, minlength=self.snapshot.num_products).float()
+        sampler = NegativeSampler(split.train, self.snapshot.num_products) if train_cfg.loss == "bpr" else None
+        generator = torch.Generator().manual_seed(self.seed)
+
+        def step_loss(batch: Tensor) -> Tensor:
+            if sequential:
+                return _sequence_loss(
+                    model, hist_index[batch], hist_weight[batch], train_cfg, popularity, generator, device, cached
                 )
-            record = EpochRecord(epoch, total / targets.numel(), None, 0.0)
-            if has_valid and (epoch % train_cfg.eval_every == 0 or epoch == max_epochs):
-                metrics = _evaluate_model(model, split, "valid")
-                record.valid_ndcg = metrics[VALID_METRIC]
-                if record.valid_ndcg > best[0]:
-                    best, best_metrics, stale = (record.valid_ndcg, epoch), metrics, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    stale += 1
-            record.seconds = time.perf_counter() - t0
-            history.append(record)
-            _update_bar(bar, record, best)
-            if early_stop and stale >= train_cfg.patience:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
+            return _step_loss(
+                model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
+                train_cfg, sampler, generator, device, cached,
+            )
 
-    if early_stop and best_state is not None:
-        model.load_state_dict(best_state)
-        best_epoch = best[1]
-    else:
-        best_epoch = len(history)
-        if has_valid and not best_metrics:
-            best_metrics = _evaluate_model(model, split, "valid")
+        loss_of = _StepLoss(step_loss, model)
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Buffers (histories, texts) are built identically on every rank: no broadcasts.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+                loss_of = DistributedDataParallel(
+                    loss_of, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+                )
+            torch.manual_seed(self.seed + rank)  # different dropout on each rank's share
+        optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+        has_valid = len(split.valid) > 0
+        early_stop = has_valid and self.epochs is None
+        max_epochs = self.epochs if self.epochs is not None else train_cfg.epochs
+        history: list[EpochRecord] = []
+        best = (-1.0, 0)
+        best_state: dict[str, Tensor] | None = None
+        best_metrics: dict[str, float] = {}
+        stale = 0
+        batch_size = train_cfg.sequence_batch_size if sequential else train_cfg.batch_size
+
+        bar = _progress_bar(max_epochs, self.progress and rank == 0)
+        try:
+            for epoch in range(1, max_epochs + 1):
+                t0 = time.perf_counter()
+                model.train()
+                if cached and epoch > 1:
+                    model.refresh_context()
+                order = torch.randperm(targets.numel(), generator=generator)  # the same on every rank
+                total = torch.zeros(2)  # loss sum, examples
+                for s in range(0, order.numel(), batch_size):
+                    batch = order[s : s + batch_size][rank::world]
+                    if batch.numel() == 0 or order[s : s + batch_size].numel() < world:
+                        continue  # every rank takes every step, or none does
+                    loss = loss_of(batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += torch.tensor([float(loss.detach()) * batch.numel(), batch.numel()])
+                if world > 1:
+                    torch.distributed.all_reduce(total)
+                if not np.isfinite(float(total[0])):
+                    raise TrainingError(
+                        f"Training diverged at epoch {epoch} (loss is not finite); lower train.lr (now {train_cfg.lr})."
+                    )
+                record = EpochRecord(epoch, float(total[0] / total[1].clamp(min=1)), None, 0.0)
+                stop = False
+                if has_valid and (epoch % train_cfg.eval_every == 0 or epoch == max_epochs):
+                    if rank == 0:
+                        metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
+                        record.valid_ndcg = metrics[VALID_METRIC]
+                        if record.valid_ndcg > best[0]:
+                            best, best_metrics, stale = (record.valid_ndcg, epoch), metrics, 0
+                            best_state = copy.deepcopy(model.state_dict())
+                        else:
+                            stale += 1
+                        stop = early_stop and stale >= train_cfg.patience
+                    if world > 1:
+                        decision = torch.tensor([int(stop)])
+                        torch.distributed.broadcast(decision, 0)  # rank 0 decides for all
+                        stop = bool(decision[0])
+                record.seconds = time.perf_counter() - t0
+                history.append(record)
+                _update_bar(bar, record, best)
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+
+        if early_stop and best_state is not None:
+            model.load_state_dict(best_state)
+            best_epoch = best[1]
+        else:
+            best_epoch = len(history)
+            if has_valid and not best_metrics and rank == 0:
+                best_metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
+        model.eval()
+        model.to("cpu")
+        records = {
+            "best_epoch": best_epoch, "processes": world, "epochs": [asdict(record) for record in history],
+            "valid": best_metrics,
+        }
+        return model, records
+
+
+class _StepLoss(nn.Module):
+    """One training step's loss as a module's forward, which DistributedDataParallel needs
+    to synchronise the gradients of ``model``'s parameters."""
+
+    def __init__(self, step_loss: Any, model: KgrecModel) -> None:
+        super().__init__()
+        self.model = model
+        self._step_loss = step_loss
+
+    def forward(self, batch: Tensor) -> Tensor:
+        return self._step_loss(batch)
+
+
+def _run_distributed(job: _TrainJob, nproc: int) -> tuple[KgrecModel, dict[str, Any]]:
+    """Run ``job`` in ``nproc`` processes (``torch.multiprocessing.spawn``) and return rank 0's model."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="kgrec-ddp-") as tmp:
+        result = Path(tmp) / "rank0.pt"
+        try:
+            mp.spawn(_distributed_worker, args=(nproc, _free_port(), job, result), nprocs=nproc, join=True)
+        except mp.ProcessRaisedException as e:
+            message = str(e).strip().splitlines()[-1]
+            raise TrainingError(f"Distributed training (train.nproc={nproc}) failed in a worker: {message}") from e
+        except mp.ProcessExitedException as e:
+            raise TrainingError(
+                f"A distributed training worker (train.nproc={nproc}) died ({e}); it may have run out of memory. "
+                "Lower train.nproc or the batch size."
+            ) from e
+        state, records = torch.load(result, weights_only=False)
+    model = build_model(job.snapshot, job.split.train, job.model_cfg, job.texts, job.event_weight)
+    model.load_state_dict(state)
     model.eval()
-    model.to("cpu")
-    records = {
-        "best_epoch": best_epoch,
-        "seconds": time.perf_counter() - started,
-        "epochs": [asdict(record) for record in history],
-        "valid": best_metrics,
-    }
-    return model, product_text, records
+    return model, records
+
+
+def _distributed_worker(rank: int, world: int, port: int, job: _TrainJob, result: Path) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    use_cuda = resolve_device(job.train_cfg.device).type == "cuda"
+    dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the processes share the cores
+    try:
+        model, records = job.run(rank, world)
+        if rank == 0:
+            torch.save((model.state_dict(), records), result)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- helpers
+def _product_vectors(model: KgrecModel, cached: bool, rows: Tensor | None = None) -> Tensor:
+    """``[len(rows), dim]`` the step's product vectors (all products when ``rows`` is None):
+    by cached propagation, or by propagating the whole graph."""
+    if cached:
+        return model.product_vectors(rows)
+    products = model.propagate()["product"]
+    return products if rows is None else products[rows]
+
+
 def _sequence_loss(
     model: KgrecModel,
     index: Tensor,
@@ -295,11 +453,14 @@ def _sequence_loss(
     popularity: Tensor,
     generator: torch.Generator,
     device: torch.device,
+    cached: bool,
 ) -> Tensor:
     """Next-product softmax at every position of a batch of users' windows (SASRec-style).
 
-    One propagation per step feeds both the encoder's inputs and the products scored
-    against, so graph, text projection and encoder all get gradients.
+    The same product vectors feed the encoder's inputs and are scored against, so graph,
+    text projection and encoder all get gradients. Up to ``full_softmax_max_products``
+    every product is a candidate; above it, only the batch's products and the sampled
+    negatives are computed at all.
 
     Args:
         index, weight: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`).
@@ -307,16 +468,33 @@ def _sequence_loss(
     """
     present, index, weight = trim_padding(weight > 0, index, weight)
     index, weight, present = index.to(device), weight.to(device), present.to(device)
-    nodes = model.propagate()
-    products = nodes["product"]
     assert model.user_encoder is not None
-    hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
     positions = present[:, :-1] & present[:, 1:]
-    user_vec, targets = hidden[positions], index[:, 1:][positions]
-    num_products = products.shape[0]
+    num_products = model.num_nodes["product"]
     if num_products <= cfg.full_softmax_max_products or cfg.negatives == 0:
-        return softmax_loss(user_vec, products, targets, cfg.temperature)
-    return sampled_softmax_loss(user_vec, products, targets, cfg.temperature, popularity, cfg.negatives, generator)
+        products = _product_vectors(model, cached)
+        hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
+        return softmax_loss(hidden[positions], products, index[:, 1:][positions], cfg.temperature)
+    negatives, log_q = popularity_negatives(popularity, cfg.negatives, generator)
+    rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
+    products = _product_vectors(model, cached, rows)
+    local_index, local_negatives = local[: index.numel()].view_as(index), local[index.numel() :]
+    hidden = model.user_encoder(products, local_index[:, :-1], weight[:, :-1])
+    return sampled_softmax_loss(
+        hidden[positions], products, local_index[:, 1:][positions], cfg.temperature, local_negatives, log_q.to(device)
+    )
+
+
+def popularity_negatives(popularity: Tensor, num_negatives: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``num_negatives`` products drawn in proportion to popularity (+1), and each draw's
+    logQ correction ``log(num_negatives · q)`` (both ``[num_negatives]``).
+
+    Drawing by popularity finds the hard, popular negatives; :func:`sampled_softmax_loss`
+    lowers each draw's logit by its correction so the sum over the draws estimates the
+    sum over the whole catalog (importance sampling, Bengio & Senécal 2008)."""
+    q = (popularity + 1.0) / (popularity + 1.0).sum()
+    negatives = torch.multinomial(q, num_negatives, replacement=True, generator=generator)
+    return negatives, torch.log(q[negatives] * num_negatives)
 
 
 def sampled_softmax_loss(
@@ -324,29 +502,25 @@ def sampled_softmax_loss(
     product_emb: Tensor,
     target: Tensor,
     temperature: float,
-    popularity: Tensor,
-    num_negatives: int,
-    generator: torch.Generator,
+    negatives: Tensor,
+    log_q: Tensor,
 ) -> Tensor:
-    """Softmax over the target and ``num_negatives`` products drawn by popularity, with logQ correction.
+    """Softmax over the target and drawn negatives, with logQ correction.
 
-    Drawing negatives in proportion to popularity (+1) finds the hard, popular ones; each
-    drawn product's ``exp(logit)`` is divided by ``num_negatives · q`` (its expected count
-    among the draws, i.e. its logit lowered by ``log(num_negatives · q)``), so the sum over
-    the draws estimates the sum over the whole catalog and the loss tends to the full
-    softmax's as draws grow (importance sampling, Bengio & Senécal 2008). The target is
-    always a candidate, uncorrected; draws equal to it are masked (it is counted once).
+    Each drawn product's ``exp(logit)`` is divided by ``num_negatives · q`` (its expected
+    count among the draws), so the loss tends to the full softmax's as draws grow. The
+    target is always a candidate, uncorrected; draws equal to it are masked (it is
+    counted once).
 
     Args:
-        user_vec: ``[n, dim]``; product_emb: ``[P, dim]``; target: ``[n]``; popularity: ``[P]``.
+        user_vec: ``[n, dim]``; product_emb: ``[P', dim]``; target: ``[n]`` rows of
+            ``product_emb``; negatives, log_q: ``[M]`` from :func:`popularity_negatives`
+            (``negatives`` as rows of ``product_emb``).
     """
-    q = (popularity + 1.0) / (popularity + 1.0).sum()
-    negatives = torch.multinomial(q, num_negatives, replacement=True, generator=generator).to(target.device)
-    log_q = torch.log(q.to(target.device) * num_negatives)
     u = F.normalize(user_vec, dim=-1)
     p = F.normalize(product_emb, dim=-1)
     pos = (u * p[target]).sum(-1, keepdim=True) / temperature
-    neg = u @ p[negatives].t() / temperature - log_q[negatives].unsqueeze(0)
+    neg = u @ p[negatives].t() / temperature - log_q.unsqueeze(0)
     neg = neg.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
     return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(target))
 
@@ -361,8 +535,9 @@ def _step_loss(
     sampler: NegativeSampler | None,
     generator: torch.Generator,
     device: torch.device,
+    cached: bool,
 ) -> Tensor:
-    nodes = model.propagate()
+    nodes = {"product": model.product_vectors()} if cached else model.propagate()
     users_d, targets_d = users.to(device), targets.to(device)
     user_vec = model.user_vectors(nodes, users_d, hist_index.to(device), hist_weight.to(device))
     products = nodes["product"]
@@ -377,14 +552,14 @@ def _step_loss(
 
 
 @torch.no_grad()
-def _evaluate_model(model: KgrecModel, split: InteractionSplit, part: str) -> dict[str, float]:
+def _evaluate_model(model: KgrecModel, split: InteractionSplit, part: str, max_users: int | None) -> dict[str, float]:
     """The model as it is now, through the recommender contract and the one evaluator."""
     from kgrec.train.artifacts import KgrecRecommender
 
     recommender = KgrecRecommender({"model": model.config.model_dump(mode="json")})
     recommender.set_state(model, None)
     model.train()
-    return evaluate(recommender, split, part, ks=(10, 20))
+    return evaluate(recommender, split, part, ks=(10, 20), max_users=max_users)
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

@@ -164,3 +164,44 @@ def test_model_user_modes():
         model = KgrecModel(planted_graph(), ModelConfig(dim=4, user_encoder="mean", user_mode=mode))
         users, _ = model.get_embedding()
         assert users.shape == (3, 4)
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2, 3])
+def test_cached_propagation_equals_full_propagation_when_fresh(layers):
+    torch.manual_seed(0)
+    names = torch.randn(2, 8)
+    model = KgrecModel(
+        planted_graph(), ModelConfig(dim=4, layers=layers), product_text=torch.randn(5, 8),
+        brand_text=names, category_text=torch.randn(2, 8),
+        product_has_id=torch.tensor([True, True, True, True, False]),
+    )
+    model.cache_propagation(block=3)  # blocks narrower than the text: exercises the column split
+    full = model.propagate()["product"]
+    assert torch.allclose(model.product_vectors(), full, atol=1e-6)
+    rows = torch.tensor([4, 1, 1])
+    assert torch.allclose(model.product_vectors(rows), full[rows], atol=1e-6)
+
+
+def test_cached_propagation_gives_one_hop_gradients_and_lags_only_deeper_terms():
+    torch.manual_seed(0)
+    model = KgrecModel(planted_graph(), ModelConfig(dim=4, layers=2, use_text=False))
+    model.cache_propagation()
+    # Product 0's brand and category are one hop away: they get gradients. Product 1 is
+    # two hops away (same user, same category): its term is cached, without a gradient.
+    model.product_vectors(torch.tensor([0])).sum().backward()
+    assert model.embedding["brand"].weight.grad[0].abs().sum() > 0
+    assert model.embedding["category"].weight.grad[0].abs().sum() > 0
+    assert model.embedding["product"].weight.grad[0].abs().sum() > 0
+    assert model.embedding["product"].weight.grad[1].abs().sum() == 0
+    # After an update the deeper terms lag until refreshed; then the two agree again.
+    with torch.no_grad():
+        model.embedding["product"].weight.add_(1.0)
+    assert not torch.allclose(model.product_vectors(), model.propagate()["product"], atol=1e-4)
+    model.refresh_context()
+    assert torch.allclose(model.product_vectors(), model.propagate()["product"], atol=1e-6)
+
+
+def test_cached_propagation_needs_history_users():
+    model = KgrecModel(planted_graph(), ModelConfig(dim=4, user_mode="id"))
+    with pytest.raises(ValueError, match="history"):
+        model.cache_propagation()

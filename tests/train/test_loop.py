@@ -153,14 +153,15 @@ def test_train_model_with_text_uses_the_encoder(planted, tmp_path, monkeypatch):
 
 def test_sampled_softmax_with_log_q_approximates_the_full_softmax():
     from kgrec.models.kgrec_model import softmax_loss
-    from kgrec.train.loop import sampled_softmax_loss
+    from kgrec.train.loop import popularity_negatives, sampled_softmax_loss
 
     gen = torch.Generator().manual_seed(0)
     users, products = torch.randn(64, 8, generator=gen), torch.randn(40, 8, generator=gen)
     target = torch.randint(40, (64,), generator=gen)
     popularity = torch.arange(40).float() ** 2  # heavily skewed proposal
     full = softmax_loss(users, products, target, temperature=0.5)
-    sampled = sampled_softmax_loss(users, products, target, 0.5, popularity, 200_000, gen)
+    negatives, log_q = popularity_negatives(popularity, 200_000, gen)
+    sampled = sampled_softmax_loss(users, products, target, 0.5, negatives, log_q)
     assert abs(float(sampled) - float(full)) < 0.05 * float(full)
 
 
@@ -180,3 +181,29 @@ def test_transformer_encoder_applies_to_history_mode_only():
     assert ModelConfig(user_encoder="transformer").sequence_encoder
     assert not ModelConfig(user_encoder="transformer", user_mode="id").sequence_encoder
     assert not ModelConfig(user_encoder="mean").sequence_encoder
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_cached_and_full_propagation_both_learn_the_chains(planted, sampled):
+    """Cached propagation (the default) learns as well as propagating the whole graph at every step."""
+    snapshot, split = planted
+    model_cfg = ModelConfig(dim=16, layers=2, use_text=False, user_encoder="transformer", sequence_length=8,
+                            encoder_dropout=0.1)
+    extra = {"full_softmax_max_products": 10, "negatives": 30} if sampled else {}
+    scores = {}
+    for propagation in ("cached", "full"):
+        cfg = TrainConfig(epochs=12, sequence_batch_size=32, lr=0.01, device="cpu", propagation=propagation, **extra)
+        scores[propagation] = evaluate(fit(snapshot, split, model_cfg, cfg, epochs=12), split, "test", ks=(10,))["ndcg@10"]
+    assert scores["cached"] > 0.5
+    assert scores["cached"] > scores["full"] - 0.1
+
+
+def test_evaluate_scores_a_fixed_sample_of_users(planted):
+    snapshot, split = planted
+    scorer = lambda u: torch.rand(u.numel(), split.num_products, generator=torch.Generator().manual_seed(int(u.sum())))
+    everyone = evaluate(scorer, split, "test", ks=(10,))
+    a = evaluate(scorer, split, "test", ks=(10,), max_users=50)
+    b = evaluate(scorer, split, "test", ks=(10,), max_users=50)
+    assert a["users"] == 50 and a["sampled_from"] == everyone["users"] > 50
+    assert a == b  # the same users each time
+    assert "sampled_from" not in everyone
