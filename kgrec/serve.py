@@ -25,9 +25,12 @@ Interactive docs are at ``/docs``.
 
 The process model (:func:`run_server`): ``--workers N`` processes share the port, each with
 its own warm model and Neo4j driver, one torch thread and a few request threads (``--threads``;
-ranking holds the GIL, so more threads only queue inside Python). Each worker answers 503 at
-once, with ``Retry-After``, when ``--max-in-flight`` requests are already in progress in it,
-instead of queueing without bound. Idle keep-alive connections are kept ``--keep-alive``
+ranking holds the GIL, so more threads only queue inside Python). ``GET /recommend`` requests
+that arrive while a batch is being ranked are ranked together in the next batch
+(:class:`RecommendBatcher`): one read of their events and one pass through the model, at a
+fraction of the CPU time per user, and nothing waits when requests come one at a time. Each
+worker answers 503 at once, with ``Retry-After``, when ``--max-in-flight`` requests are
+already in progress in it, instead of queueing without bound. Idle keep-alive connections are kept ``--keep-alive``
 seconds, longer than HTTP clients keep theirs (httpx: 5 s), so it is always the client that
 closes an idle connection: a server closing one while a request is on its way is what clients
 see as a read error or "server disconnected".

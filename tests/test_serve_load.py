@@ -228,17 +228,22 @@ def test_serve_workers_require_the_key_and_see_new_events_at_once(server, shop_m
 
 
 def test_one_users_history_equals_the_batch_read(shop_model):
-    """The served path (one user, plain lists) and the batch path (a frame of every user's
-    events) build the same history."""
+    """The served path (one user, plain lists), a served batch (a list of users, repeats
+    included) and the batch path (a frame of every user's events) build the same history."""
     config, model_dir, users, _, env = shop_model
     with GraphStore(env["NEO4J_URI"], auth=(env["NEO4J_USER"], env["NEO4J_PASSWORD"])) as store:
         loaded = load_model(config, model_dir, store)
         batch_ids, batch = loaded.histories(None)
-        for user in users[:20]:
+        served_ids = [*users[:20], users[3]]
+        _, served = loaded.histories(served_ids)
+        for position, user in enumerate(served_ids):
             _, one = loaded.histories([user])
             row = batch.select(torch.tensor([batch_ids.index(user)]))
+            in_served = served.select(torch.tensor([position]))
             for name in ("indptr", "product_index", "weight", "user_index"):
-                assert getattr(one, name).tolist() == getattr(row, name).tolist(), (user, name)
+                assert getattr(one, name).tolist() == getattr(row, name).tolist() == getattr(in_served, name).tolist(), (
+                    user, name,
+                )
     # Missing timestamps and weights, and a product the model does not rank.
     product = loaded.product_ids.ids[0]
     history = loaded.histories_from_events(
