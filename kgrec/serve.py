@@ -30,10 +30,10 @@ that arrive while a batch is being ranked are ranked together in the next batch
 (:class:`RecommendBatcher`): one read of their events and one pass through the model, at a
 fraction of the CPU time per user, and nothing waits when requests come one at a time. Each
 worker answers 503 at once, with ``Retry-After``, when ``--max-in-flight`` requests are
-already in progress in it, instead of queueing without bound. Idle keep-alive connections are kept ``--keep-alive``
-seconds, longer than HTTP clients keep theirs (httpx: 5 s), so it is always the client that
-closes an idle connection: a server closing one while a request is on its way is what clients
-see as a read error or "server disconnected".
+already in progress in it, instead of queueing without bound. Idle keep-alive connections
+are kept ``--keep-alive`` seconds, longer than HTTP clients keep theirs (httpx: 5 s), so it
+is always the client that closes an idle connection: a server closing one while a request
+is on its way is what clients see as a read error or "server disconnected".
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
     return app
 
 
-# Users ranked in one batch at most. Per user, a batch of 32 costs about a sixth of the CPU
+# Users ranked in one batch at most. Per user, a batch of 32 costs about an eighth of the CPU
 # time of one user alone (docs/BENCHMARKS.md); larger batches save little more and make
 # every request in them wait for the slowest part.
 MAX_BATCH_USERS = 32
