@@ -531,7 +531,8 @@ def serve_cmd(host: str, port: int, model_dir: Path, api_key_env: str | None, wo
     GET /health. API docs at /docs.
 
     Under load, run one worker per core (`--workers 2` on 2 cores beside Neo4j);
-    a worker past --max-in-flight requests answers 503 with Retry-After.
+    GET /recommend requests that arrive together are ranked in one batch, and a
+    worker past --max-in-flight requests answers 503 with Retry-After.
 
     \b
     Example:

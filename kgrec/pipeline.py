@@ -336,7 +336,9 @@ class Recommendations:
     items: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Field by field, not dataclasses.asdict: the values are plain JSON already, and
+        # asdict's deep copy of every item costs about 0.1 ms of CPU in a served request.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 def load_model(config: KgrecConfig, model_dir: str | Path = DEFAULT_RUNS_DIR / "models", store: GraphStore | None = None):
@@ -400,21 +402,38 @@ def recommend(
     ``explain=True`` adds the knowledge-graph reasons (read from Neo4j, nothing written);
     :func:`store_reasons` stores them.
     """
-    from kgrec.service import items
-
-    params = _rank_params(config, loaded, k, weights, include_seen)
-    _, ranked, histories = rank_users(loaded, [user_id], params, query)
-    result = Recommendations(
-        user_id=user_id,
-        model=loaded.model_id,
-        weights=params.weights.to_dict(),
-        query=query,
-        history_size=int(histories.lengths[0]),
-        items=items(loaded, ranked.user(0)),
-    )
+    result = recommend_users(config, loaded, [user_id], k, weights, query, include_seen)[0]
     if explain:
         add_reasons(config, loaded, result)
     return result
+
+
+def recommend_users(
+    config: KgrecConfig,
+    loaded,
+    user_ids: list[str],
+    k: int | None = None,
+    weights=None,
+    query: str | None = None,
+    include_seen: bool = False,
+) -> list[Recommendations]:
+    """:func:`recommend` for several users at once (one read of their events, one pass through
+    the model): the same lists as one by one, at a fraction of the CPU time per user."""
+    from kgrec.service import items
+
+    params = _rank_params(config, loaded, k, weights, include_seen)
+    _, ranked, histories = rank_users(loaded, user_ids, params, query)
+    return [
+        Recommendations(
+            user_id=user_id,
+            model=loaded.model_id,
+            weights=params.weights.to_dict(),
+            query=query,
+            history_size=int(histories.lengths[row]),
+            items=items(loaded, ranked.user(row)),
+        )
+        for row, user_id in enumerate(user_ids)
+    ]
 
 
 def _rank_params(config: KgrecConfig, loaded, k, weights, include_seen):
@@ -533,12 +552,19 @@ def add_event(
     event: str | None = None,
     timestamp: str | None = None,
     value: float | None = None,
+    store: GraphStore | None = None,
 ) -> dict:
     """Record one interaction in Neo4j now; the user's next recommendations use it.
 
     The row goes through the same validation as a file row (event type, timestamp,
     ids); the product must already be in the graph, the user is created if new.
+    ``store``: an open store to write through (a process that records many events keeps
+    one); None opens one for this event and closes it.
     """
+    if store is None:
+        with GraphStore.connect(config.store) as own:
+            return add_event(config, user_id, product_id, event, timestamp, value, store=own)
+
     import time
 
     import polars as pl
@@ -558,13 +584,12 @@ def add_event(
         },
         schema={name: pl.Utf8 for name in ("user_id", "product_id", "event", "timestamp", "value")},
     )
-    with GraphStore.connect(config.store) as store:
-        if not store.read("MATCH (p:Product {id: $id}) RETURN p.id AS id", {"id": product_id}):
-            raise UnknownProductError(
-                f"Product {product_id!r} is not in the graph at {store.uri}. Add it with `kgrec build-graph --products …` first."
-            )
-        rows = validate_interactions(raw, "add-event", pl.Series([product_id]), config.ingest, IngestReport())
-        write_interaction_rows(store, GraphTables(products=pl.DataFrame(), interactions=rows), config.store.batch_size)
+    if not store.read("MATCH (p:Product {id: $id}) RETURN p.id AS id", {"id": product_id}):
+        raise UnknownProductError(
+            f"Product {product_id!r} is not in the graph at {store.uri}. Add it with `kgrec build-graph --products …` first."
+        )
+    rows = validate_interactions(raw, "add-event", pl.Series([product_id]), config.ingest, IngestReport())
+    write_interaction_rows(store, GraphTables(products=pl.DataFrame(), interactions=rows), config.store.batch_size)
     return rows.to_dicts()[0]
 
 

@@ -25,25 +25,32 @@ Interactive docs are at ``/docs``.
 
 The process model (:func:`run_server`): ``--workers N`` processes share the port, each with
 its own warm model and Neo4j driver, one torch thread and a few request threads (``--threads``;
-ranking holds the GIL, so more threads only queue inside Python). Each worker answers 503 at
-once, with ``Retry-After``, when ``--max-in-flight`` requests are already in progress in it,
-instead of queueing without bound. Idle keep-alive connections are kept ``--keep-alive``
-seconds, longer than HTTP clients keep theirs (httpx: 5 s), so it is always the client that
-closes an idle connection: a server closing one while a request is on its way is what clients
-see as a read error or "server disconnected".
+ranking holds the GIL, so more threads only queue inside Python). ``GET /recommend`` requests
+that arrive while a batch is being ranked are ranked together in the next batch
+(:class:`RecommendBatcher`): one read of their events and one pass through the model, at a
+fraction of the CPU time per user, and nothing waits when requests come one at a time. Each
+worker answers 503 at once, with ``Retry-After``, when ``--max-in-flight`` requests are
+already in progress in it, instead of queueing without bound. Idle keep-alive connections
+are kept ``--keep-alive`` seconds, longer than HTTP clients keep theirs (httpx: 5 s), so it
+is always the client that closes an idle connection: a server closing one while a request
+is on its way is what clients see as a read error or "server disconnected".
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hmac
 import json
 import os
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from kgrec import pipeline
 from kgrec.config import KgrecConfig
@@ -101,8 +108,13 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
             include_seen=include_seen,
         )
 
+    batcher = RecommendBatcher(
+        lambda options, user_ids: pipeline.recommend_users(config, loaded, user_ids, *options), MAX_BATCH_USERS
+    )
+
+    # async: the request waits for its batch on the event loop; the batch is ranked on a thread.
     @app.get("/recommend", dependencies=guarded)
-    def recommend(
+    async def recommend(
         user: str = Query(..., description="The user id."),
         k: int = Query(10, description="How many products."),
         query: str | None = Query(None, description="Optional text: a personalised search."),
@@ -110,9 +122,10 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
         include_seen: bool = Query(False, description="Also rank products the user already interacted with."),
         explain: bool = Query(False, description="Add knowledge-graph reasons (read only)."),
     ) -> JSONResponse:
-        result = ranked(user, k, query, weights, include_seen)
+        options = (k, Weights.parse(weights) if weights is not None else None, query, include_seen)
+        result = await batcher.rank(options, user)
         if explain:
-            pipeline.add_reasons(config, loaded, result)
+            await run_in_threadpool(pipeline.add_reasons, config, loaded, result)
         # Plain JSON values already: a JSONResponse skips FastAPI's recursive encoder (~1 ms a request).
         return JSONResponse(result.to_dict())
 
@@ -153,6 +166,82 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
         return Response(content=body, media_type=content_type)
 
     return app
+
+
+# Users ranked in one batch at most. Per user, a batch of 32 costs about an eighth of the CPU
+# time of one user alone (docs/BENCHMARKS.md); larger batches save little more and make
+# every request in them wait for the slowest part.
+MAX_BATCH_USERS = 32
+
+
+class RecommendBatcher:
+    """Ranks the requests that arrive together as one batch (``GET /recommend``).
+
+    While a batch is ranked on a worker thread, the requests that arrive meanwhile queue
+    here; the next batch takes the oldest queued requests with the same options (``k``,
+    weights, query, ``include_seen``), up to ``max_batch`` users. Nothing waits for a batch
+    to fill: a lone request is a batch of one, ranked at once. Every user in a batch gets
+    the list it would get alone (:func:`kgrec.pipeline.recommend_users`). A batch that fails
+    with a user error (an unknown user among them) is ranked again one user at a time, so
+    each request gets its own answer or its own error.
+
+    One batch is ranked at a time per worker: ranking holds Python's lock, so a second
+    batch beside it would only slow both down.
+    """
+
+    def __init__(self, rank_users: Callable[[Hashable, list[str]], list], max_batch: int):
+        self.rank_users = rank_users
+        self.max_batch = max_batch
+        self.queued: dict[Hashable, list[tuple[str, asyncio.Future]]] = {}
+        self.draining: asyncio.Task | None = None  # one event loop per worker: no lock needed
+
+    async def rank(self, options: Hashable, user_id: str) -> Any:
+        """The result for ``user_id`` under ``options``, ranked in a batch with its neighbours."""
+        future = asyncio.get_running_loop().create_future()
+        self.queued.setdefault(options, []).append((user_id, future))
+        if self.draining is None:
+            self.draining = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        import anyio.to_thread
+
+        batch: list[tuple[str, asyncio.Future]] = []
+        try:
+            while self.queued:
+                options, waiting = next(iter(self.queued.items()))  # the oldest options first
+                batch = [(u, f) for u, f in waiting[: self.max_batch] if not f.done()]  # done: the client left
+                if len(waiting) > self.max_batch:
+                    self.queued[options] = waiting[self.max_batch:]
+                else:
+                    del self.queued[options]
+                if not batch:
+                    continue
+                outcomes = await anyio.to_thread.run_sync(self._rank_batch, options, [u for u, _ in batch])
+                for (_, future), outcome in zip(batch, outcomes):
+                    if not future.done():
+                        if isinstance(outcome, Exception):
+                            future.set_exception(outcome)
+                        else:
+                            future.set_result(outcome)
+        except BaseException:  # the worker shuts down: no request may wait forever
+            for _, future in [*batch, *(entry for waiting in self.queued.values() for entry in waiting)]:
+                future.cancel()
+            self.queued.clear()
+            raise
+        finally:
+            self.draining = None
+
+    def _rank_batch(self, options: Hashable, user_ids: list[str]) -> list[Any]:
+        """One result or one exception per user."""
+        try:
+            return self.rank_users(options, user_ids)
+        except KgrecError as error:
+            if len(user_ids) == 1:
+                return [error]
+        except Exception as error:  # noqa: BLE001 - a bug: every request of the batch answers 500
+            return [error] * len(user_ids)
+        return [self._rank_batch(options, [user_id])[0] for user_id in user_ids]
 
 
 # --- the server process ----------------------------------------------------------------
@@ -251,6 +340,10 @@ def load_worker_app(config: KgrecConfig, model_dir: str | Path, settings: ServeS
         raise
     app = ServingApp(create_app(config, loaded, api_key), close=store.close,
                      threads=settings.threads, max_in_flight=settings.max_in_flight)
+    # The model, the catalog and the imported libraries live as long as the worker: out of
+    # the collector's sight, a full collection no longer walks them in the middle of a request.
+    gc.collect()
+    gc.freeze()
     return app, loaded
 
 

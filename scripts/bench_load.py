@@ -6,13 +6,17 @@ synthetic shop (the ``kgrec sample-data`` default: 500 products, 300 users), and
 itself: every phase has a time limit.
 
 1. write the shop, build the graph, train a small model (text off, few epochs);
-2. for each server setup (``--setup``) and each writer count (0 and ``--writers``):
-   start ``kgrec serve`` in its own process, then from a *separate* client process keep
-   ``--clients`` concurrent keep-alive connections busy with ``GET /recommend?user=U&k=10``
-   (random users, no pause between a response and the next request) for ``--warmup`` +
-   ``--duration`` seconds; the first ``--warmup`` seconds are not counted. Writers are
-   separate processes calling :func:`kgrec.pipeline.add_event` (what ``kgrec add-event``
-   runs) ``--write-rate`` times a second each;
+2. for each server setup (``--setup``), each load (``--rate``) and each writer count (0 and
+   ``--writers``): start ``kgrec serve`` in its own process, then from a *separate* client
+   process send ``GET /recommend?user=U&k=10`` (random users) over ``--clients`` concurrent
+   keep-alive connections for ``--warmup`` + ``--duration`` seconds; the first ``--warmup``
+   seconds are not counted. The load is closed loop (``--rate 0``, the default: each
+   connection sends its next request as soon as the last is answered, so the server sets
+   the pace and this measures its maximum throughput) or open loop (``--rate R``: requests
+   are due at R a second in all, evenly spread, whatever the server does, and each latency
+   counts from when its request was due, as wrk2 and k6's constant-arrival-rate do). Writers
+   are separate processes calling :func:`kgrec.pipeline.add_event` (what ``kgrec add-event``
+   runs) ``--write-rate`` times a second each, each through one open connection;
 3. report throughput, latency percentiles, errors by type and the CPU seconds each process
    used per request (server, Neo4j, client), per run and as ratios to the first setup.
 
@@ -21,6 +25,7 @@ the server from another git revision of this repository (exported to a temporary
 so the old and new process models are measured in the same run on the same machine:
 
     python scripts/bench_load.py --setup 'before@c59b28e=' --setup 'after=--workers 2'
+    python scripts/bench_load.py --setup 'serve=--workers 2' --rate 0 --rate 300   # both load models
     python scripts/bench_load.py --clients 20 --duration 10 --writers 0   # quick look
 
 The client speaks HTTP/1.1 on raw asyncio streams (uvloop when installed) rather than
@@ -55,15 +60,29 @@ REQUEST_TIMEOUT_S = 30.0
 
 async def _one_client(
     host: str, port: int, users: list[str], rng: random.Random, t_measure: float, t_end: float,
-    latencies: list[float], errors: Counter, samples: dict[str, str],
+    latencies: list[float], errors: Counter, samples: dict[str, str], schedule: tuple[float, float] | None = None,
 ) -> None:
     """One keep-alive connection, one request at a time until ``t_end``; a broken connection
-    is counted and reopened."""
+    is counted and reopened.
+
+    ``schedule`` None: closed loop, the next request as soon as the last is answered, its
+    latency from when it was sent. ``(first, interval)``: open loop, requests due at
+    ``first + n * interval``; one still unanswered when the next is due delays that one,
+    and every latency counts from when the request was due, not sent, so a slow answer
+    is charged for the requests it held up (no coordinated omission, as in wrk2).
+    """
     reader = writer = None
+    due = None if schedule is None else schedule[0]
     while time.monotonic() < t_end:
         user = rng.choice(users)
         request = f"GET /recommend?user={user}&k=10 HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
-        start = time.monotonic()
+        if due is not None:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if due >= t_end:
+                break
+        start = time.monotonic() if due is None else due
+        if due is not None:
+            due += schedule[1]
         kind = detail = None
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
@@ -116,7 +135,7 @@ async def _one_client(
         writer.close()
 
 
-async def _drive(url: str, users: list[str], clients: int, warmup_s: float, duration_s: float, seed: int) -> dict:
+async def _drive(url: str, users: list[str], clients: int, warmup_s: float, duration_s: float, seed: int, rate: float) -> dict:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     latencies: list[float] = []
     errors: Counter = Counter()
@@ -134,8 +153,12 @@ async def _drive(url: str, users: list[str], clients: int, warmup_s: float, dura
         print("measuring", flush=True)
 
     marker = asyncio.create_task(mark())
+    # Open loop: connection i's requests are due every clients/rate s, offset by i/rate, so
+    # that together they arrive evenly at ``rate`` a second.
+    schedules = [None if rate <= 0 else (now + i / rate, clients / rate) for i in range(clients)]
     await asyncio.gather(*[
-        _one_client(host, int(port), users, random.Random(seed * 10_000 + i), t_measure, t_end, latencies, errors, samples)
+        _one_client(host, int(port), users, random.Random(seed * 10_000 + i), t_measure, t_end, latencies, errors, samples,
+                    schedules[i])
         for i in range(clients)
     ])
     await marker
@@ -144,7 +167,9 @@ async def _drive(url: str, users: list[str], clients: int, warmup_s: float, dura
             "cpu_s": time.process_time() - cpu_at_measure}
 
 
-def run_client(url: str, users_file: str, clients: int, warmup_s: float, duration_s: float, seed: int, out_file: str) -> None:
+def run_client(
+    url: str, users_file: str, clients: int, warmup_s: float, duration_s: float, seed: int, rate: float, out_file: str,
+) -> None:
     try:
         import uvloop
 
@@ -152,7 +177,7 @@ def run_client(url: str, users_file: str, clients: int, warmup_s: float, duratio
     except ImportError:
         pass
     users = json.loads(Path(users_file).read_text())
-    out = asyncio.run(_drive(url, users, clients, warmup_s, duration_s, seed))
+    out = asyncio.run(_drive(url, users, clients, warmup_s, duration_s, seed, rate))
     # A file, not stdout: the parent reads the "measuring" line from stdout while this runs.
     Path(out_file).write_text(json.dumps(out))
 
@@ -161,11 +186,14 @@ def run_client(url: str, users_file: str, clients: int, warmup_s: float, duratio
 
 
 def run_writer(shop_dir: str, rate: float, seconds: float, seed: int, overrides: list[str]) -> None:
-    """Call ``pipeline.add_event`` (what ``kgrec add-event`` runs) ``rate`` times a second."""
+    """Call ``pipeline.add_event`` (what ``kgrec add-event`` runs) ``rate`` times a second,
+    through one open connection, as a service that records a shop's events would."""
     from kgrec.config import load_config
     from kgrec.pipeline import add_event
+    from kgrec.store.connection import GraphStore
 
     config = load_config(None, overrides)
+    store = GraphStore.connect(config.store)
     shop = Path(shop_dir)
     users = [line.split(",")[0] for line in (shop / "users.csv").read_text().splitlines()[1:]]
     products = [line.split(",")[0] for line in (shop / "products.csv").read_text().splitlines()[1:]]
@@ -176,7 +204,8 @@ def run_writer(shop_dir: str, rate: float, seconds: float, seed: int, overrides:
     while time.monotonic() < t_end:
         start = time.monotonic()
         try:
-            add_event(config, rng.choice(users), rng.choice(products), rng.choice(["view", "click", "cart", "purchase"]))
+            add_event(config, rng.choice(users), rng.choice(products), rng.choice(["view", "click", "cart", "purchase"]),
+                      store=store)
             done += 1
             latencies.append((time.monotonic() - start) * 1000)
         except Exception as e:  # noqa: BLE001 - every failure is counted by its type
@@ -184,6 +213,7 @@ def run_writer(shop_dir: str, rate: float, seconds: float, seed: int, overrides:
         if rate > 0:
             next_at += 1.0 / rate
             time.sleep(max(0.0, next_at - time.monotonic()))
+    store.close()
     print(json.dumps({"writes": done, "errors": dict(errors), **summary(latencies)}), flush=True)
 
 
@@ -292,7 +322,7 @@ def export_revision(rev: str, into: Path) -> Path:
 
 
 def run_phase(
-    args, name: str, source: Path, serve_args: list[str], writers: int, model_dir: Path, shop_dir: Path,
+    args, name: str, source: Path, serve_args: list[str], writers: int, rate: float, model_dir: Path, shop_dir: Path,
     users_file: Path, env: dict[str, str], neo4j_pid: int, port_of,
 ) -> dict:
     """One server, one load: returns the figures of the measured window."""
@@ -312,7 +342,7 @@ def run_phase(
         client_out = users_file.parent / f"client-{http_port}.json"
         client = subprocess.Popen(
             [sys.executable, __file__, "--client", url, str(users_file), str(args.clients), str(args.warmup),
-             str(args.duration), str(args.seed), str(client_out)],
+             str(args.duration), str(args.seed), str(rate), str(client_out)],
             env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for w in range(writers):
@@ -361,6 +391,8 @@ def run_phase(
         "setup": name,
         "serve_args": " ".join(serve_args),
         "writers": writers,
+        "load": "closed loop" if rate <= 0 else f"open loop, {rate:g} req/s offered",
+        "offered_rps": rate if rate > 0 else None,
         "requests_ok": ok,
         "requests_failed": failed,
         "errors": result["errors"],
@@ -394,6 +426,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="Seconds of load before measuring.")
     parser.add_argument("--writers", type=int, default=2, help="Writer processes in the runs with writers (0: none).")
     parser.add_argument("--write-rate", type=float, default=10.0, help="add_event calls a second per writer (0: flat out).")
+    parser.add_argument("--rate", type=float, action="append", default=None, metavar="REQ_PER_S",
+                        help="Offered requests a second over all connections (open loop; latency from each request's "
+                             "due time), or 0: closed loop (each connection sends as soon as it is answered). "
+                             "Repeatable; default 0.")
     parser.add_argument("--setup", action="append", default=None, metavar="NAME[@REV]=ARGS",
                         help="A server to measure (repeatable); default 'one-worker=--workers 1' and 'two-workers=--workers 2'.")
     parser.add_argument("--rounds", type=int, default=1,
@@ -401,12 +437,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=["model.use_text=false", "train.epochs=2"])
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
-    parser.add_argument("--client", nargs=7, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=8, help=argparse.SUPPRESS)
     parser.add_argument("--writer", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the separate client process
-        url, users_file, clients, warmup, duration, seed, out_file = args.client
-        run_client(url, users_file, int(clients), float(warmup), float(duration), int(seed), out_file)
+        url, users_file, clients, warmup, duration, seed, rate, out_file = args.client
+        run_client(url, users_file, int(clients), float(warmup), float(duration), int(seed), float(rate), out_file)
         return
     if args.writer:  # a separate writer process
         shop_dir, rate, seconds, seed, *overrides = args.writer
@@ -415,6 +451,7 @@ def main() -> None:
 
     setups = [parse_setup(s) for s in (args.setup or ["one-worker=--workers 1", "two-workers=--workers 2"])]
     writer_counts = [0] + ([args.writers] if args.writers > 0 else [])
+    rates = args.rate or [0.0]
 
     from kgrec.config import load_config
     from kgrec.ingest.synthetic import write_sample_shop
@@ -445,29 +482,34 @@ def main() -> None:
         sources = {}
         for name, rev, _ in setups:
             sources[name] = export_revision(rev, work / f"src-{name}") if rev else REPO
-        measured: dict[tuple[str, int], list[dict]] = {}
+        measured: dict[tuple[str, int, float], list[dict]] = {}
+        loads = [(writers, rate) for rate in rates for writers in writer_counts]
         for round_index in range(args.rounds):
-            for writers in writer_counts:
+            for writers, rate in loads:
                 for name, rev, serve_args in setups:
                     label = f"{name}{'@' + rev if rev else ''}, {writers} writer(s), round {round_index + 1}"
-                    print(f"[bench_load] {label}: {args.clients} clients, {args.warmup:g}+{args.duration:g} s", file=sys.stderr, flush=True)
-                    result = run_phase(args, name, sources[name], serve_args, writers, run.model_dir, shop["products"].parent,
-                                       users_file, env, state.pid, free_port)
+                    load = "closed loop" if rate <= 0 else f"open loop at {rate:g} req/s"
+                    print(f"[bench_load] {label}: {args.clients} clients, {load}, {args.warmup:g}+{args.duration:g} s",
+                          file=sys.stderr, flush=True)
+                    result = run_phase(args, name, sources[name], serve_args, writers, rate, run.model_dir,
+                                       shop["products"].parent, users_file, env, state.pid, free_port)
                     result["revision"] = rev or "working tree"
-                    measured.setdefault((name, writers), []).append(result)
+                    result["load_average_after"] = os.getloadavg()
+                    measured.setdefault((name, writers, rate), []).append(result)
                     print(f"[bench_load]   {result['throughput_rps']} req/s, p50 {result['p50_ms']} ms, "
-                          f"p99 {result['p99_ms']} ms, errors {result['errors']}", file=sys.stderr, flush=True)
-        for writers in writer_counts:
+                          f"p99 {result['p99_ms']} ms, errors {result['errors']}, load average {os.getloadavg()[0]:.1f}",
+                          file=sys.stderr, flush=True)
+        for writers, rate in loads:
             for name, _, _ in setups:
-                runs = sorted(measured[(name, writers)], key=lambda r: r["throughput_rps"])
+                runs = sorted(measured[(name, writers, rate)], key=lambda r: r["throughput_rps"])
                 median = dict(runs[len(runs) // 2])
                 # Errors count in every round, not only in the median one.
                 median["rounds"] = [{k: r[k] for k in ("throughput_rps", "p50_ms", "p99_ms", "requests_failed")} for r in runs]
                 median["requests_failed_all_rounds"] = sum(r["requests_failed"] for r in runs)
                 figures["runs"].append(median)
-        first = {r["writers"]: r for r in figures["runs"] if r["setup"] == setups[0][0]}
+        first = {(r["writers"], r["load"]): r for r in figures["runs"] if r["setup"] == setups[0][0]}
         for r in figures["runs"]:
-            base = first[r["writers"]]
+            base = first[(r["writers"], r["load"])]
             if base["throughput_rps"] and r["p99_ms"] and base["p99_ms"]:
                 r["vs_" + setups[0][0]] = {
                     "throughput_x": round(r["throughput_rps"] / base["throughput_rps"], 2),

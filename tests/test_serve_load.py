@@ -25,7 +25,7 @@ import pytest
 import kgrec
 from kgrec.config import load_config
 from kgrec.ingest.synthetic import write_sample_shop
-from kgrec.pipeline import add_event, build_graph, load_model, train
+from kgrec.pipeline import add_event, build_graph, load_model, recommend, train
 from kgrec.store.connection import GraphStore
 from kgrec.store.graph_io import clear_graph
 from kgrec.store.server import free_port
@@ -155,14 +155,18 @@ def test_serve_answers_every_request_under_concurrent_clients_and_writers(server
     write_errors: list[str] = []
 
     def writer(seed: int) -> None:
-        # What `kgrec add-event` runs, in a loop, while the readers hammer the server.
+        # What `kgrec add-event` runs, in a loop, while the readers hammer the server: one
+        # writer opens a connection per event (the command), the other keeps one open.
         rng = random.Random(seed)
+        store = GraphStore(env["NEO4J_URI"], auth=(env["NEO4J_USER"], env["NEO4J_PASSWORD"])) if seed else None
         while not stop.is_set():
             try:
-                add_event(config, rng.choice(users), rng.choice(products), "click")
-                writes.append(1)
+                add_event(config, rng.choice(users), rng.choice(products), "click", store=store)
+                writes.append(seed)
             except Exception as e:  # noqa: BLE001 - every failure is reported
                 write_errors.append(repr(e))
+        if store is not None:
+            store.close()
 
     statuses: list[int] = []
     failures: list[str] = []
@@ -201,7 +205,7 @@ def test_serve_answers_every_request_under_concurrent_clients_and_writers(server
                 thread.join(timeout=60)
     assert failures == [] and write_errors == [] and wrong == []
     assert set(statuses) == {200} and len(statuses) >= 64  # every reader was answered
-    assert writes
+    assert set(writes) == {0, 1}  # both writers recorded events
 
 
 def test_serve_workers_require_the_key_and_see_new_events_at_once(server, shop_model):
@@ -224,17 +228,22 @@ def test_serve_workers_require_the_key_and_see_new_events_at_once(server, shop_m
 
 
 def test_one_users_history_equals_the_batch_read(shop_model):
-    """The served path (one user, plain lists) and the batch path (a frame of every user's
-    events) build the same history."""
+    """The served path (one user, plain lists), a served batch (a list of users, repeats
+    included) and the batch path (a frame of every user's events) build the same history."""
     config, model_dir, users, _, env = shop_model
     with GraphStore(env["NEO4J_URI"], auth=(env["NEO4J_USER"], env["NEO4J_PASSWORD"])) as store:
         loaded = load_model(config, model_dir, store)
         batch_ids, batch = loaded.histories(None)
-        for user in users[:20]:
+        served_ids = [*users[:20], users[3]]
+        _, served = loaded.histories(served_ids)
+        for position, user in enumerate(served_ids):
             _, one = loaded.histories([user])
             row = batch.select(torch.tensor([batch_ids.index(user)]))
+            in_served = served.select(torch.tensor([position]))
             for name in ("indptr", "product_index", "weight", "user_index"):
-                assert getattr(one, name).tolist() == getattr(row, name).tolist(), (user, name)
+                assert getattr(one, name).tolist() == getattr(row, name).tolist() == getattr(in_served, name).tolist(), (
+                    user, name,
+                )
     # Missing timestamps and weights, and a product the model does not rank.
     product = loaded.product_ids.ids[0]
     history = loaded.histories_from_events(
@@ -242,3 +251,31 @@ def test_one_users_history_equals_the_batch_read(shop_model):
     )
     assert history.product_index.tolist() == [0] and history.indptr.tolist() == [0, 1]
     assert history.weight.tolist() == [1.0]  # a missing weight counts as 1, the heaviest of the two
+
+
+def test_serve_batched_answers_equal_one_by_one_and_an_unknown_user_gets_its_own_404(server, shop_model):
+    """Concurrent requests are ranked in batches: each user still gets the list that
+    ``pipeline.recommend`` gives them alone, and an unknown user among them changes nothing
+    for the others."""
+    config, model_dir, users, _, env = shop_model
+    sample = random.Random(7).sample(users, 40)
+    asked = [*sample, "nobody", *sample[:10]]  # repeats: the same user twice in a batch
+
+    async def everyone() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(asked))
+        async with httpx.AsyncClient(base_url=server, timeout=30.0, headers={"X-API-Key": API_KEY}, limits=limits) as http:
+            return await asyncio.gather(*[http.get("/recommend", params={"user": u, "k": 10}) for u in asked])
+
+    responses = asyncio.run(everyone())
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with GraphStore(env["NEO4J_URI"], auth=(env["NEO4J_USER"], env["NEO4J_PASSWORD"])) as store:
+            loaded = load_model(config, model_dir, store)
+            alone = {u: [item["product_id"] for item in recommend(config, loaded, u, k=10).items] for u in sample}
+    for user, response in zip(asked, responses):
+        if user == "nobody":
+            assert response.status_code == 404 and "nobody" in response.json()["detail"]
+            continue
+        assert response.status_code == 200, response.text
+        assert [item["product_id"] for item in response.json()["items"]] == alone[user], user

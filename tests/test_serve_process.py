@@ -1,4 +1,4 @@
-"""The serving process without a database: the in-flight bound, the worker settings."""
+"""The serving process without a database: the in-flight bound, request batching, the worker settings."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from fastapi import FastAPI
 
 from kgrec.config import load_config
-from kgrec.errors import ConfigError
-from kgrec.serve import SETTINGS_ENV, ServeSettings, ServingApp, worker_app
+from kgrec.errors import ConfigError, UnknownUserError
+from kgrec.serve import SETTINGS_ENV, RecommendBatcher, ServeSettings, ServingApp, worker_app
 
 
 def blocking_app(release: asyncio.Event, entered: list[str]) -> FastAPI:
@@ -87,6 +87,65 @@ def test_serving_app_closes_its_store_when_the_server_shuts_down():
 
     asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send))
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"] and closed == [True]
+
+
+def recording_ranker(batches: list[tuple[object, list[str]]]):
+    """A ranking function that records each batch and answers ``options:user`` per user;
+    a batch holding ``nobody`` fails as a whole, like the real one."""
+
+    def rank_users(options: object, user_ids: list[str]) -> list[str]:
+        batches.append((options, list(user_ids)))
+        if "nobody" in user_ids:
+            raise UnknownUserError("User 'nobody' is not in the graph.")
+        return [f"{options}:{user_id}" for user_id in user_ids]
+
+    return rank_users
+
+
+def test_batcher_ranks_requests_that_arrive_together_in_batches_of_the_same_options():
+    async def scenario() -> list:
+        batcher = RecommendBatcher(recording_ranker(batches), max_batch=4)
+        lone = await batcher.rank("k=10", "u0")  # nothing waits for company
+        together = await asyncio.gather(
+            *[batcher.rank("k=10", f"u{i}") for i in range(1, 7)], batcher.rank("k=5", "u7"), batcher.rank("k=10", "u8")
+        )
+        return [lone, *together]
+
+    batches: list[tuple[object, list[str]]] = []
+    answers = asyncio.run(scenario())
+    assert answers == ["k=10:u0", *[f"k=10:u{i}" for i in range(1, 7)], "k=5:u7", "k=10:u8"]
+    assert batches == [
+        ("k=10", ["u0"]),
+        ("k=10", ["u1", "u2", "u3", "u4"]),  # at most max_batch users
+        ("k=10", ["u5", "u6", "u8"]),  # the oldest options go first
+        ("k=5", ["u7"]),
+    ]
+
+
+def test_batcher_gives_each_request_its_own_answer_when_one_user_in_the_batch_is_unknown():
+    async def scenario() -> list:
+        batcher = RecommendBatcher(recording_ranker(batches), max_batch=8)
+        return await asyncio.gather(*[batcher.rank("k", user) for user in ("a", "nobody", "b")], return_exceptions=True)
+
+    batches: list[tuple[object, list[str]]] = []
+    a, nobody, b = asyncio.run(scenario())
+    assert (a, b) == ("k:a", "k:b") and isinstance(nobody, UnknownUserError)
+    assert batches == [("k", ["a", "nobody", "b"]), ("k", ["a"]), ("k", ["nobody"]), ("k", ["b"])]
+
+
+def test_batcher_skips_a_request_whose_client_left_and_keeps_serving():
+    async def scenario() -> str:
+        batcher = RecommendBatcher(recording_ranker(batches), max_batch=8)
+        first = asyncio.create_task(batcher.rank("k", "a"))
+        gone = asyncio.create_task(batcher.rank("k", "gone"))
+        await asyncio.sleep(0)  # both are queued
+        gone.cancel()
+        await first
+        return await batcher.rank("k", "b")
+
+    batches: list[tuple[object, list[str]]] = []
+    assert asyncio.run(scenario()) == "k:b"
+    assert batches == [("k", ["a"]), ("k", ["b"])]  # "gone" was never ranked
 
 
 @pytest.mark.parametrize("field", ["workers", "threads", "max_in_flight", "keep_alive_s"])
