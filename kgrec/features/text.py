@@ -291,17 +291,17 @@ class TextCache:
                 pass
 
     def _merge_small_shards(self) -> None:
-        by_size = sorted(self._shards, key=lambda shard: len(shard[1]))
-        small = by_size[: len(by_size) - self.MAX_SHARDS // 2]
-        hashes = torch.cat([shard[1] for shard in small])
-        emb = torch.cat([shard[2] for shard in small])
-        merged = self._write_shard(hashes, emb)
-        for path, _, _ in small:
-            path.unlink(missing_ok=True)
-        # Rebuild the row index over the shards that are left plus the merged one.
-        kept = [shard for shard in self._shards if shard not in small]
-        self._shards, self._row_of = [], {}
-        for shard in [*kept, (merged, hashes, emb)]:
+        by_size = sorted(range(len(self._shards)), key=lambda i: len(self._shards[i][1]))
+        small = set(by_size[: len(by_size) - self.MAX_SHARDS // 2])
+        merged = [shard for i, shard in enumerate(self._shards) if i in small]
+        kept = [shard for i, shard in enumerate(self._shards) if i not in small]
+        hashes, emb = torch.cat([shard[1] for shard in merged]), torch.cat([shard[2] for shard in merged])
+        path = self._write_shard(hashes, emb)
+        for old_path, _, _ in merged:
+            if old_path != path:
+                old_path.unlink(missing_ok=True)
+        self._shards, self._row_of = [], {}  # rows move: index the kept shards and the merged one again
+        for shard in [*kept, (path, hashes, emb)]:
             self._append(*shard)
 
     def _make_folder(self) -> None:
