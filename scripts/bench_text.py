@@ -17,22 +17,39 @@ process's CPU time), which a busy machine changes much less than wall time: on a
 product's vector to its reference vector; and the mean overlap of each product's 10 nearest neighbours
 among the encoded products (cosine) with its reference neighbours. The load average is
 printed with each row: on a shared machine only the ratios and the CPU-second figures compare.
+
+``--cache-rows N`` also times the text cache on N random 384-d rows (no model): the
+first write, adding one row (the size of the file it writes), and reading the whole
+cache back in a new ``TextCache``, as ``encode_texts`` does on every call.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the kgrec CLI does
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from kgrec.features.config import FeaturesConfig
-from kgrec.features.text import Precision, SentenceTransformerEncoder, product_texts, resolve_text_model
-from kgrec.ingest.readers import read_table
-from kgrec.ingest.tables import IngestReport
-from kgrec.ingest.validate import validate_products
+import torch  # noqa: E402
+
+from kgrec.features.config import FeaturesConfig  # noqa: E402
+from kgrec.features.text import (  # noqa: E402
+    Precision,
+    SentenceTransformerEncoder,
+    TextCache,
+    product_texts,
+    resolve_text_model,
+    text_hash,
+)
+from kgrec.ingest.readers import read_table  # noqa: E402
+from kgrec.ingest.tables import IngestReport  # noqa: E402
+from kgrec.ingest.validate import validate_products  # noqa: E402
 
 SETTINGS: list[tuple[Precision, int | None]] = [  # (precision, max_tokens): the first is the baseline
     ("fp32", None),
@@ -57,12 +74,39 @@ def neighbour_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(hits.mean())
 
 
+def time_cache(num_rows: int, dim: int = 384) -> None:
+    """Write, extend by one row and read back a cache of ``num_rows`` random rows."""
+    keys = [text_hash("bench", str(i)) for i in range(num_rows + 1)]
+    emb = torch.nn.functional.normalize(torch.randn(num_rows + 1, dim), dim=-1)
+    with tempfile.TemporaryDirectory(prefix="kgrec-bench-cache-") as folder:
+        start = time.perf_counter()
+        TextCache(Path(folder), "bench").add(keys[:num_rows], emb[:num_rows])
+        write = time.perf_counter() - start
+        before = {p.name for p in Path(folder).glob("*/*.safetensors")}
+        start = time.perf_counter()
+        TextCache(Path(folder), "bench").add(keys[num_rows:], emb[num_rows:])
+        add_one = time.perf_counter() - start
+        (new,) = [p for p in Path(folder).glob("*/*.safetensors") if p.name not in before]
+        new_size = new.stat().st_size
+        start = time.perf_counter()
+        rows = TextCache(Path(folder), "bench").rows(keys)
+        read = time.perf_counter() - start
+        assert torch.equal(rows, emb)
+        total = sum(p.stat().st_size for p in Path(folder).glob("*/*.safetensors"))
+    print(f"text cache, {num_rows:,} rows ({total / 2**20:.0f} MiB): first write {write:.1f} s; "
+          f"adding one row {add_one * 1000:.0f} ms (reads the cache, writes a {new_size:,}-byte shard); "
+          f"reading all rows back {read:.1f} s; load avg {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("products", type=Path, help="A kgrec products file (csv, tsv, parquet, jsonl).")
     parser.add_argument("--limit", type=int, default=2000, help="Encode the first N products.")
     parser.add_argument("--batch-size", type=int, default=FeaturesConfig().batch_size)
+    parser.add_argument("--cache-rows", type=int, default=0, help="Also time the text cache on N random rows.")
     args = parser.parse_args()
+    if args.cache_rows:
+        time_cache(args.cache_rows)
 
     products = validate_products(read_table(args.products, "products"), args.products, IngestReport())
     texts = product_texts(products.head(args.limit), FeaturesConfig().description_chars)

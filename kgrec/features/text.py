@@ -263,8 +263,10 @@ class TextCache:
     def rows(self, keys: Sequence[bytes]) -> Tensor:
         """``[len(keys), dim]`` embeddings of ``keys`` (all of them cached)."""
         if self._stacked is None:
-            self._stacked = torch.cat([shard[2] for shard in self._shards])
-        return self._stacked[torch.tensor([self._row_of[key] for key in keys], dtype=torch.long)]
+            blocks = [shard[2] for shard in self._shards]
+            self._stacked = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+        index = torch.tensor([self._row_of[key] for key in keys], dtype=torch.long)
+        return torch.index_select(self._stacked, 0, index)
 
     def add(self, keys: Sequence[bytes], emb: Tensor) -> None:
         """Cache ``emb`` ``[len(keys), dim]`` under ``keys`` and write it as one new shard.
