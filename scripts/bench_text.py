@@ -101,12 +101,14 @@ def time_cache(num_rows: int, dim: int = 384) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("products", type=Path, help="A kgrec products file (csv, tsv, parquet, jsonl).")
-    parser.add_argument("--limit", type=int, default=2000, help="Encode the first N products.")
+    parser.add_argument("--limit", type=int, default=2000, help="Encode the first N products (0: only --cache-rows).")
     parser.add_argument("--batch-size", type=int, default=FeaturesConfig().batch_size)
     parser.add_argument("--cache-rows", type=int, default=0, help="Also time the text cache on N random rows.")
     args = parser.parse_args()
     if args.cache_rows:
         time_cache(args.cache_rows)
+    if args.limit <= 0:
+        return
 
     products = validate_products(read_table(args.products, "products"), args.products, IngestReport())
     texts = product_texts(products.head(args.limit), FeaturesConfig().description_chars)

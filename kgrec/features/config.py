@@ -24,10 +24,10 @@ class FeaturesConfig(BaseModel):
     precision: Literal["fp32", "bf16", "int8"] = Field(
         "bf16",
         description=(
-            "Number format of the text encoder's weights. 'bf16' runs about twice as fast as 'fp32' on CPUs "
-            "with AVX-512 BF16 or AMX and on GPUs, with vectors within 0.002 cosine of fp32 (on older CPUs it "
-            "can be slower than fp32: pick 'fp32' or 'int8' there); 'int8' quantises the attention and "
-            "feed-forward input layers (torch dynamic quantisation, CPU only), about 0.01 cosine from fp32. "
+            "Number format of the text encoder's weights. 'bf16' runs 2.6-2.7x as fast as 'fp32' on CPUs "
+            "with AVX-512 BF16 or AMX and is fast on GPUs, with vectors within 0.0001 cosine of fp32 (on older "
+            "CPUs it can be slower than fp32: pick 'fp32' or 'int8' there); 'int8' quantises the attention and "
+            "feed-forward input layers (torch dynamic quantisation, CPU only), mean cosine 0.99 to fp32. "
             "See docs/BENCHMARKS.md, 'Text encoding speed'."
         ),
     )
