@@ -276,7 +276,8 @@ def export_graph_cmd(out_dir: Path, config) -> None:
 
     The snapshot holds Parquet tables and a manifest. It lets `kgrec train --graph DIR` run without a database, e.g. on a
     GPU machine without Java. The manifest holds the counts and a content hash:
-    the same graph always gives the same hash.
+    the same graph always gives the same hash. The graph is read and written one
+    page of store.batch_size nodes at a time, so a large graph needs little memory.
 
     \b
     Example:
