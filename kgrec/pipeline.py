@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kgrec.config import KgrecConfig
 from kgrec.errors import ConfigError
-from kgrec.ingest.tables import GraphTables, IngestReport
+from kgrec.ingest.tables import IngestReport
 from kgrec.ingest.validate import load_tables
 from kgrec.store import server
 from kgrec.store.config import StoreConfig
