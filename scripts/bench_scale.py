@@ -298,8 +298,10 @@ def main() -> None:
 
     bench = Bench(args)
     (bench.work / "logs").mkdir(parents=True, exist_ok=True)
-    needs_database = {"build-graph", "export-graph", "serve", "import-embeddings", "recommend-all"} & set(stages)
-    if needs_database:
+    # A server already running in the work folder (another run's) is used and left running.
+    start_database = bool({"build-graph", "export-graph", "serve", "import-embeddings", "recommend-all"} & set(stages))
+    start_database = start_database and bench.jvm_pid() is None
+    if start_database:
         bench.start_database()
     try:
         for stage in STAGES:
@@ -309,7 +311,7 @@ def main() -> None:
                     run(code=args.baseline.resolve())
                 run()
     finally:
-        if needs_database:
+        if start_database:
             bench.stop_database()
     figures = {
         "shop": {"products": args.products, "users": args.users, "events_per_user": args.events_per_user,
