@@ -156,7 +156,9 @@ class Bench:
         env = self.env if code is None else {**self.env, "PYTHONPATH": str(code)}
         started = time.perf_counter()
         with PeakSampler(self.jvm_pid()) as jvm:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            # cwd: the work folder, so that `python -m kgrec.cli` imports the kgrec that PYTHONPATH
+            # (or the installed package) names, never one that happens to be in the current folder.
+            process = subprocess.Popen(command, env=env, cwd=self.work, stdout=log, stderr=subprocess.STDOUT)
             figures = extra(process) if extra else {}
             if extra:
                 process.send_signal(signal.SIGTERM)
@@ -239,7 +241,7 @@ class Bench:
             ready = time.perf_counter()
             out = subprocess.run(  # the client runs in its own process, as in bench_serving.py
                 [sys.executable, str(SCRIPTS / "bench_serving.py"), "--client", url, str(requests_file)],
-                capture_output=True, text=True, check=True, env=self.env,
+                capture_output=True, text=True, check=True, env=self.env, cwd=self.work,
             )
             latencies = json.loads(out.stdout.strip().splitlines()[-1])[warmup:]
             figures = percentiles(latencies)
@@ -255,10 +257,10 @@ class Bench:
     # --- the database ------------------------------------------------------------------------
 
     def start_database(self) -> None:
-        subprocess.run(self.kgrec("db", "start"), env=self.env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(self.kgrec("db", "start"), env=self.env, cwd=self.work, check=True, stdout=subprocess.DEVNULL)
 
     def stop_database(self) -> None:
-        subprocess.run(self.kgrec("db", "stop"), env=self.env, check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(self.kgrec("db", "stop"), env=self.env, cwd=self.work, check=False, stdout=subprocess.DEVNULL)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -288,7 +290,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="More config overrides.")
     parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                         help="A kgrec checkout (e.g. one of the main branch): export-graph and import-embeddings "
-                             "also run with its code, right before this checkout's, for a ratio.")
+                             "also run with its code (PYTHONPATH), right before this checkout's, for a ratio. "
+                             "Run the script with PYTHONPATH naming the checkout under test.")
     parser.add_argument("--json", type=Path, help="Write the figures here too (default: WORK/bench_scale.json).")
     args = parser.parse_args()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
