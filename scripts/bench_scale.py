@@ -264,7 +264,7 @@ class Bench:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'stage':<18} {'seconds':>8} {'peak RSS GiB':>12} {'Neo4j RSS GiB':>13} {'disk GiB':>9}  other"
+    header = f"{'stage':<28} {'seconds':>8} {'peak RSS GiB':>12} {'Neo4j RSS GiB':>13} {'disk GiB':>9}  other"
     print(header)
     print("-" * len(header))
     known = {"stage", "seconds", "peak_rss_gib", "neo4j_peak_rss_gib", "disk_gib", "load_average"}
@@ -272,7 +272,7 @@ def print_table(rows: list[dict]) -> None:
         other = ", ".join(f"{k}={v}" for k, v in row.items() if k not in known)
         neo4j = "" if row["neo4j_peak_rss_gib"] is None else f"{row['neo4j_peak_rss_gib']:.2f}"
         disk = "" if row["disk_gib"] is None else f"{row['disk_gib']:.3f}"
-        print(f"{row['stage']:<18} {row['seconds']:>8.1f} {row['peak_rss_gib']:>12.2f} {neo4j:>13} {disk:>9}  {other}")
+        print(f"{row['stage']:<28} {row['seconds']:>8.1f} {row['peak_rss_gib']:>12.2f} {neo4j:>13} {disk:>9}  {other}")
 
 
 def main() -> None:
