@@ -275,6 +275,10 @@ def read_table_batches(store: GraphStore, table: str, batch_size: int = 10_000) 
     one frame comes (empty for an empty table). ``users`` has ``user_id`` and the users'
     attribute columns (Utf8, sorted by name), without the properties kgrec sets itself.
 
+    The order is the id constraint's index order, which compares strings by code point as
+    polars and Python do (Cypher's own ``ORDER BY`` on unindexed values compares UTF-16 units
+    and would not); the snapshot writer checks that each page starts after the last.
+
     Raises:
         GraphStoreError: some ``Product`` or ``User`` nodes have an id that is not a
             non-empty string (pages could not reach them); checked before the first page.
