@@ -18,12 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kgrec.config import KgrecConfig
 from kgrec.errors import ConfigError
-from kgrec.ingest.tables import GraphTables, IngestReport
+from kgrec.ingest.tables import IngestReport
 from kgrec.ingest.validate import load_tables
 from kgrec.store import server
 from kgrec.store.config import StoreConfig
 from kgrec.store.connection import GraphStore, resolve_uri
-from kgrec.store.graph_io import WriteSummary, count_graph, read_graph, write_graph, write_steps
+from kgrec.store.graph_io import WriteSummary, count_graph, read_table_batches, write_graph, write_steps
 
 if TYPE_CHECKING:
     from kgrec.snapshot.snapshot import Snapshot
@@ -101,18 +101,18 @@ def build_graph(
         return BuildResult(report=report, summary=summary, uri=store.uri)
 
 
-def read_graph_tables(config: StoreConfig) -> GraphTables:
-    """The whole graph in Neo4j, read back as tables."""
-    with GraphStore.connect(config) as store:
-        return read_graph(store)
-
-
 def export_graph(config: StoreConfig, out_dir: str | Path) -> Snapshot:
-    """Write the graph in Neo4j to a versioned snapshot directory (Parquet + manifest)."""
-    from kgrec.snapshot.snapshot import write_snapshot
+    """Write the graph in Neo4j to a versioned snapshot directory (Parquet + manifest).
 
-    tables = read_graph_tables(config)
-    return write_snapshot(tables, out_dir)
+    The graph is read ``config.batch_size`` nodes at a time and each page is written as it
+    comes, so memory holds one page and the id maps, however large the graph. The returned
+    snapshot reads its tables from the files when they are first used.
+    """
+    from kgrec.snapshot.snapshot import TABLE_NAMES, write_snapshot_batches
+
+    with GraphStore.connect(config) as store:
+        batches = {name: read_table_batches(store, name, config.batch_size) for name in TABLE_NAMES}
+        return write_snapshot_batches(batches, out_dir)
 
 
 @contextmanager
@@ -240,7 +240,13 @@ def train(
 
 
 def import_embeddings(config: KgrecConfig, model_dir: str | Path = DEFAULT_RUNS_DIR / "models", progress: bool = False) -> int:
-    """Write a model's user and product embeddings into Neo4j and (re)create the vector index."""
+    """Write a model's user and product embeddings into Neo4j and (re)create the vector index.
+
+    The model directory is read and checked whole before the first write, so a missing or
+    damaged model writes nothing. The writes go in batches of ``store.batch_size`` nodes; an
+    import stopped part way (a lost connection) leaves some nodes with the new vectors and is
+    completed by running it again.
+    """
     from kgrec.store.graph_io import ensure_vector_index, write_embeddings
     from kgrec.train.artifacts import load_model_dir
 
@@ -250,8 +256,9 @@ def import_embeddings(config: KgrecConfig, model_dir: str | Path = DEFAULT_RUNS_
     total = len(model.user_ids) + len(model.product_ids)
     with GraphStore.connect(config.store) as store:
         with _progress_bar("Writing embeddings", total, progress) as advance:
-            n = write_embeddings(store, "Product", model.product_ids.ids, model.product_embedding, model_id, progress=advance)
-            n += write_embeddings(store, "User", model.user_ids.ids, model.user_embedding, model_id, progress=advance)
+            batch_size = config.store.batch_size
+            n = write_embeddings(store, "Product", model.product_ids.ids, model.product_embedding, model_id, batch_size, advance)
+            n += write_embeddings(store, "User", model.user_ids.ids, model.user_embedding, model_id, batch_size, advance)
         ensure_vector_index(store, int(model.product_embedding.shape[1]))
     return n
 

@@ -48,6 +48,22 @@ def client(url: str, requests: list[list]) -> list[float]:
     return latencies
 
 
+def wait_until_serving(url: str, server: subprocess.Popen, timeout_s: float) -> bool:
+    """Poll ``GET /health`` until it answers 200 (True), the server exits or ``timeout_s`` passes (False)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
@@ -104,18 +120,8 @@ def main() -> None:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         url = f"http://127.0.0.1:{http_port}"
-        import httpx
-
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"kgrec serve did not come up: {server.stderr.read().decode()[-2000:]}")
-            time.sleep(0.5)
+        if not wait_until_serving(url, server, timeout_s=300):
+            raise SystemExit(f"kgrec serve did not come up: {server.stderr.read().decode()[-2000:]}")
 
         rng = random.Random(0)
         user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]

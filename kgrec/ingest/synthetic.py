@@ -6,7 +6,7 @@ What is planted, so that a good recommender clearly beats popularity:
 - about one brand per 10 products, each brand making 90% of its products in one department;
 - product titles ``"<Brand> <Adjective> <Leaf noun>[, <variant>]"``, a short description
   and a price around a per-leaf level;
-- Zipf-like (long-tail) product popularity;
+- Zipf (long-tail) product popularity, exponent 0.9 unless ``popularity_exponent`` says otherwise;
 - users with 1–2 favourite leaf categories and 1–2 favourite brands: ~80% of their visits
   go to products of those, the rest follow global popularity; favourite products also
   convert better (view → click → cart → purchase), so purchases concentrate even more;
@@ -14,7 +14,9 @@ What is planted, so that a good recommender clearly beats popularity:
   a quarter of the visits after the first go to an ``also_bought`` of the previous one.
 
 Everything is drawn with numpy from one seeded generator and written with polars, so a
-seed gives the same bytes, and 100,000 products / 1,000,000 events take seconds.
+seed gives the same bytes, and 100,000 products / 1,000,000 events take seconds. The events
+and relations are kept as index arrays and written in chunks of rows, so a shop of 10^6
+products, 10^6 users and 10^7 events fits in a few GB.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from kgrec.frame_writer import FrameWriter
 from kgrec.ingest.tables import CATEGORY_SEPARATOR
 
 SampleFormat = Literal["csv", "jsonl", "parquet"]
@@ -126,6 +129,14 @@ class SampleShop:
     preferences: pl.DataFrame
 
 
+SAMPLE_TABLES: tuple[str, ...] = ("products", "interactions", "relations", "users")
+POPULARITY_EXPONENT = 0.9
+"""Zipf exponent of product popularity: the product of popularity rank r gets weight 1 / r**s."""
+CHUNK_ROWS = 500_000
+"""Rows of interactions and relations per written batch: the files of a shop with 10^7 events
+are written without building those tables as whole frames."""
+
+
 def write_sample_shop(
     out_dir: str | Path,
     num_products: int = 500,
@@ -133,27 +144,30 @@ def write_sample_shop(
     seed: int = 0,
     events_per_user: int = 20,
     file_format: SampleFormat = "csv",
+    popularity_exponent: float = POPULARITY_EXPONENT,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> dict[str, Path]:
     """Write ``products``, ``interactions``, ``relations`` and ``users`` files into ``out_dir``.
 
     Returns ``{"products": path, "interactions": path, "relations": path, "users": path}``.
-    The same arguments always give the same bytes. ``events_per_user`` is a mean.
+    The same arguments always give the same bytes (``chunk_rows`` aside: it changes only how
+    a Parquet file is laid out, never its content, and CSV or JSON lines not at all).
+    ``events_per_user`` is a mean.
     """
     if file_format not in ("csv", "jsonl", "parquet"):
         raise ValueError(f"file_format must be one of csv, jsonl, parquet; found {file_format!r}")
-    shop = generate_sample_shop(num_products, num_users, seed, events_per_user)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, found {chunk_rows}")
+    drawn = _draw_shop(num_products, num_users, seed, events_per_user, popularity_exponent)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for name in ("products", "interactions", "relations", "users"):
-        frame: pl.DataFrame = getattr(shop, name)
+    for name in SAMPLE_TABLES:
         path = out / f"{name}.{file_format}"
-        if file_format == "csv":
-            frame.write_csv(path, float_precision=2)
-        elif file_format == "jsonl":
-            frame.write_ndjson(path)
-        else:
-            frame.write_parquet(path)
+        schema = drawn.rows(name, 0, 0).schema
+        with FrameWriter(path, file_format, schema, float_precision=2) as writer:
+            for start in range(0, drawn.num_rows(name), chunk_rows):
+                writer.write(drawn.rows(name, start, start + chunk_rows))
         paths[name] = path
     return paths
 
@@ -163,17 +177,72 @@ def generate_sample_shop(
     num_users: int = 300,
     seed: int = 0,
     events_per_user: int = 20,
+    popularity_exponent: float = POPULARITY_EXPONENT,
 ) -> SampleShop:
     """Generate a shop in memory (see the module docstring for the planted structure)."""
+    drawn = _draw_shop(num_products, num_users, seed, events_per_user, popularity_exponent)
+    tables = {name: drawn.rows(name, 0, drawn.num_rows(name)) for name in SAMPLE_TABLES}
+    return SampleShop(**tables, preferences=drawn.preferences)
+
+
+@dataclass(frozen=True)
+class _DrawnShop:
+    """Everything drawn for one shop: products and users as frames, the many events and
+    relations as index arrays, turned into rows a slice at a time by :meth:`rows`."""
+
+    products: pl.DataFrame
+    users: pl.DataFrame
+    preferences: pl.DataFrame
+    product_ids: pl.Series
+    user_ids: pl.Series
+    also_bought: _Relations
+    interactions: dict[str, np.ndarray]
+
+    def num_rows(self, name: str) -> int:
+        if name == "interactions":
+            return len(self.interactions["user"])
+        if name == "relations":
+            return len(self.also_bought.sources)
+        return getattr(self, name).height
+
+    def rows(self, name: str, start: int, stop: int) -> pl.DataFrame:
+        """Rows ``start:stop`` of the table ``name`` in the ingest input format."""
+        if name == "interactions":
+            part = {key: values[start:stop] for key, values in self.interactions.items()}
+            return pl.DataFrame(
+                {
+                    "user_id": self.user_ids.gather(part["user"]),
+                    "product_id": self.product_ids.gather(part["product"]),
+                    "event": pl.Series(["view", "click", "cart", "purchase"]).gather(part["event"]),
+                    "timestamp": _iso_timestamps(part["time"]),
+                }
+            )
+        if name == "relations":
+            sources, targets = self.also_bought.sources[start:stop], self.also_bought.targets[start:stop]
+            return pl.DataFrame(
+                {
+                    "product_id": self.product_ids.gather(sources),
+                    "relation": pl.repeat("also_bought", len(sources), eager=True),
+                    "related_product_id": self.product_ids.gather(targets),
+                }
+            )
+        return getattr(self, name).slice(start, stop - start)
+
+
+def _draw_shop(
+    num_products: int, num_users: int, seed: int, events_per_user: int, popularity_exponent: float
+) -> _DrawnShop:
     if num_products < 10:
         raise ValueError(f"num_products must be at least 10, found {num_products}")
     if num_users < 1:
         raise ValueError(f"num_users must be at least 1, found {num_users}")
     if events_per_user < 1:
         raise ValueError(f"events_per_user must be at least 1, found {events_per_user}")
+    if popularity_exponent < 0:
+        raise ValueError(f"popularity_exponent must be 0 (uniform) or more, found {popularity_exponent}")
     rng = np.random.default_rng(seed)
     tree = _Tree.build()
-    catalog = _make_catalog(rng, tree, num_products)
+    catalog = _make_catalog(rng, tree, num_products, popularity_exponent)
     also_bought = _make_also_bought(rng, catalog)
     users = _make_users(rng, catalog, num_users)
     interactions = _make_interactions(rng, catalog, users, also_bought, events_per_user)
@@ -181,21 +250,6 @@ def generate_sample_shop(
     product_ids = _ids("P", num_products)
     user_ids = _ids("U", num_users)
     products = _product_frame(rng, tree, catalog, product_ids)
-    relations = pl.DataFrame(
-        {
-            "product_id": product_ids.gather(also_bought.sources),
-            "relation": pl.repeat("also_bought", len(also_bought.sources), eager=True),
-            "related_product_id": product_ids.gather(also_bought.targets),
-        }
-    )
-    interaction_frame = pl.DataFrame(
-        {
-            "user_id": user_ids.gather(interactions["user"]),
-            "product_id": product_ids.gather(interactions["product"]),
-            "event": pl.Series(["view", "click", "cart", "purchase"]).gather(interactions["event"]),
-            "timestamp": _iso_timestamps(interactions["time"]),
-        }
-    )
     user_frame = pl.DataFrame(
         {
             "user_id": user_ids,
@@ -218,7 +272,7 @@ def generate_sample_shop(
         favourite_brands=pl.concat_list("brand_0", "brand_1").list.unique(maintain_order=True),
         favourite_categories=pl.concat_list("leaf_0", "leaf_1").list.unique(maintain_order=True),
     )
-    return SampleShop(products, interaction_frame, relations, user_frame, preferences)
+    return _DrawnShop(products, user_frame, preferences, product_ids, user_ids, also_bought, interactions)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -301,7 +355,7 @@ class _GroupSampler:
         return self.order[position]
 
 
-def _make_catalog(rng: np.random.Generator, tree: _Tree, num_products: int) -> _Catalog:
+def _make_catalog(rng: np.random.Generator, tree: _Tree, num_products: int, popularity_exponent: float) -> _Catalog:
     num_brands = max(3, num_products // 10)
     num_departments = len(tree.departments)
     brand_department = rng.integers(num_departments, size=num_brands)
@@ -317,9 +371,9 @@ def _make_catalog(rng: np.random.Generator, tree: _Tree, num_products: int) -> _
     leaf_count = np.array([len(leaves) for leaves in leaves_of_department])
     leaf_offset = np.concatenate([[0], np.cumsum(leaf_count)[:-1]])  # leaves are grouped by department
     product_leaf = leaf_offset[product_department] + (rng.random(num_products) * leaf_count[product_department]).astype(int)
-    # Zipf-like popularity over a random ranking of the products.
+    # Zipf popularity over a random ranking of the products.
     rank = rng.permutation(num_products) + 1
-    popularity = 1.0 / rank**0.9
+    popularity = 1.0 / rank**popularity_exponent
     return _Catalog(tree, _brand_names(rng, num_brands), product_brand, product_leaf, popularity / popularity.sum())
 
 

@@ -10,6 +10,7 @@ from kgrec.snapshot.snapshot import (
     load_snapshot,
     snapshot_from_tables,
     write_snapshot,
+    write_snapshot_batches,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "load_snapshot",
     "snapshot_from_tables",
     "write_snapshot",
+    "write_snapshot_batches",
 ]

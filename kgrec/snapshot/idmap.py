@@ -8,16 +8,19 @@ in every tensor, model and table of one snapshot.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
-import torch
 
 from kgrec.errors import KgrecError, SchemaError, UnknownProductError, UnknownUserError
+
+if TYPE_CHECKING:
+    import torch
 
 IdKind = Literal["user", "product", "brand", "category", "id"]
 SMALL_LOOKUP = 1000
@@ -134,7 +137,11 @@ class IdMap:
 
     def ids_at(self, index: np.ndarray | torch.Tensor | Sequence[int]) -> list[str]:
         """External ids of ``[n]`` indices, in order (e.g. a top-k row of product indices)."""
-        array = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index, dtype=np.int64)
+        # A tensor exists only once torch is imported; not importing it here keeps half a GB
+        # and seconds out of the processes that only read and write snapshots (export-graph).
+        torch = sys.modules.get("torch")
+        is_tensor = torch is not None and isinstance(index, torch.Tensor)
+        array = index.cpu().numpy() if is_tensor else np.asarray(index, dtype=np.int64)
         if array.size and (array.min() < 0 or array.max() >= len(self)):
             bad = array[(array < 0) | (array >= len(self))][:5].tolist()
             raise self._unknown([f"index {i}" for i in bad], detail=f"valid indices are 0..{len(self) - 1}")

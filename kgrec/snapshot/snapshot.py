@@ -30,9 +30,10 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ import polars as pl
 import kgrec
 from kgrec.atomic import replace_dir
 from kgrec.errors import SchemaError, SnapshotError
-from kgrec.ingest.tables import GraphTables
+from kgrec.frame_writer import FrameWriter
+from kgrec.ingest.tables import INTERACTION_SCHEMA, PRODUCT_SCHEMA, RELATION_SCHEMA, GraphTables
 from kgrec.snapshot.idmap import IdMap, read_id_maps, write_id_maps
 
 FORMAT = "kgrec-snapshot"
@@ -71,23 +73,42 @@ _OPTIONAL_COLUMNS: dict[str, dict[str, tuple[object, pl.DataType]]] = {
     },
     "interactions": {"value": (None, pl.Float64)},
 }
+_EMPTY_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "products": PRODUCT_SCHEMA,
+    "interactions": INTERACTION_SCHEMA,
+    "relations": RELATION_SCHEMA,
+    "users": {"user_id": pl.Utf8},
+}
 _HASH_CHUNK_ROWS = 100_000
 
 
-@dataclass
 class Snapshot:
     """One graph in canonical order, with its manifest and the id maps it implies.
 
     Attributes:
-        tables: the sorted frames (see the module docstring for the order).
+        tables: the sorted frames (see the module docstring for the order); read from
+            ``path`` on first use when the snapshot was just exported in batches.
         manifest: the content of ``manifest.json`` (built in memory for
             :func:`snapshot_from_tables`).
         path: the snapshot directory, or ``None`` for an in-memory snapshot.
     """
 
-    tables: GraphTables
-    manifest: dict[str, Any]
-    path: Path | None = None
+    def __init__(self, manifest: dict[str, Any], path: Path | None = None, tables: GraphTables | None = None) -> None:
+        if tables is None and path is None:
+            raise ValueError("A Snapshot needs its tables or the directory they are in.")
+        self.manifest = manifest
+        self.path = path
+        self._tables = tables
+
+    def __repr__(self) -> str:
+        return f"Snapshot(path={self.path}, counts={self.manifest.get('counts')})"
+
+    @property
+    def tables(self) -> GraphTables:
+        if self._tables is None:
+            assert self.path is not None
+            self._tables = _read_tables(self.path)
+        return self._tables
 
     @cached_property
     def user_ids(self) -> IdMap:
@@ -136,7 +157,7 @@ def snapshot_from_tables(tables: GraphTables) -> Snapshot:
     """
     canonical = canonical_tables(tables)
     _check_tables(canonical)
-    return Snapshot(tables=canonical, manifest=_build_manifest(canonical), path=None)
+    return Snapshot(manifest=_build_manifest(canonical), tables=canonical)
 
 
 def write_snapshot(tables: GraphTables, out_dir: str | Path) -> Snapshot:
@@ -150,26 +171,94 @@ def write_snapshot(tables: GraphTables, out_dir: str | Path) -> Snapshot:
         SchemaError: as :func:`snapshot_from_tables`.
         SnapshotError: ``out_dir`` exists and is neither empty nor a snapshot.
     """
+    canonical = canonical_tables(tables)
+    _check_out_dir(Path(out_dir))
+    _check_tables(canonical)
+    written = write_snapshot_batches({name: [getattr(canonical, name)] for name in TABLE_NAMES}, out_dir)
+    return Snapshot(manifest=written.manifest, path=written.path, tables=canonical)
+
+
+def write_snapshot_batches(batches: Mapping[str, Iterable[pl.DataFrame]], out_dir: str | Path) -> Snapshot:
+    """Write a snapshot from tables that arrive in batches, holding one batch in memory.
+
+    ``batches[name]`` gives the frames of each table of :data:`TABLE_NAMES`, read in that
+    order (products, interactions, relations, users). The frames of one table share their
+    columns and come in ascending, disjoint ranges of the table's first sort key
+    (``product_id``, ``user_id``, ``product_id``, ``user_id``), as
+    :func:`kgrec.store.graph_io.read_table_batches` gives them; inside a frame rows may come
+    in any order. So each frame, sorted, continues the canonical order, and the file, the
+    hash and the id maps are those of :func:`write_snapshot` on the whole tables. The caller
+    vouches that ids are unique and that every interaction and relation names a user and
+    products of the tables (a graph's edges do).
+
+    Returns the snapshot; its tables are read from the files on first use. Written as
+    :func:`write_snapshot` writes (a temporary directory renamed into place).
+
+    Raises:
+        SnapshotError: ``out_dir`` cannot be replaced, or a table's frames are out of order.
+    """
     out = Path(out_dir)
-    if out.exists() and not _replaceable(out):
-        raise SnapshotError(
-            f"{out} exists and is not a kgrec snapshot (no {MANIFEST_FILE}); refusing to overwrite it. "
-            "Pass an empty or new directory to --out."
-        )
-    snapshot = snapshot_from_tables(tables)
+    _check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        for name in TABLE_NAMES:
-            getattr(snapshot.tables, name).write_parquet(staging / f"{name}.parquet")
-        write_id_maps(snapshot.id_maps(), staging / IDS_DIR)
-        (staging / MANIFEST_FILE).write_text(json.dumps(snapshot.manifest, indent=2) + "\n", encoding="utf-8")
+        digest = hashlib.sha256()
+        rows = {name: _write_table(staging / f"{name}.parquet", name, batches[name], digest) for name in TABLE_NAMES}
+        maps = _id_maps_of_files(staging)
+        write_id_maps(maps, staging / IDS_DIR)
+        counts = {
+            "users": rows["users"],
+            "products": rows["products"],
+            "brands": len(maps["brand"]),
+            "categories": len(maps["category"]),
+            "interactions": rows["interactions"],
+            "relations": rows["relations"],
+        }
+        manifest = _manifest(counts, digest.hexdigest())
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    snapshot.path = out
-    return snapshot
+    return Snapshot(manifest=manifest, path=out)
+
+
+def _write_table(path: Path, name: str, frames: Iterable[pl.DataFrame], digest: Any) -> int:
+    """Sort each frame, check it continues the order, write and hash it; returns the rows written."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        first = pl.DataFrame(schema=_EMPTY_SCHEMAS[name])
+    first = canonical_frame(name, first)
+    _hash_header(digest, name, first.columns)
+    key, last = _SORT_KEYS[name][0], None
+    with FrameWriter(path, "parquet", first.schema) as writer:
+        for frame in chain([first], (canonical_frame(name, f) for f in frames)):
+            if frame.is_empty():
+                continue
+            keys = frame.get_column(key)
+            if last is not None and not keys[0] > last:
+                raise SnapshotError(
+                    f"Table {name}: a batch starts at {key} {keys[0]!r}, not after the previous batch's last "
+                    f"{last!r}. Batches must come in ascending, disjoint ranges of {key} (as an export pages them)."
+                )
+            last = keys[-1]
+            writer.write(frame)
+            _hash_rows(digest, frame)
+        return writer.rows
+
+
+def _id_maps_of_files(root: Path) -> dict[str, IdMap]:
+    """The id maps of a snapshot's table files, reading only the columns they need."""
+    products = pl.read_parquet(root / "products.parquet", columns=["product_id", "brand", "categories"])
+    users = pl.read_parquet(root / "users.parquet", columns=["user_id"])
+    catalog = GraphTables(products=products, interactions=pl.DataFrame(schema=INTERACTION_SCHEMA))
+    return {
+        "user": IdMap(users.get_column("user_id"), kind="user"),
+        "product": IdMap(products.get_column("product_id"), kind="product"),
+        "brand": IdMap(catalog.brands().get_column("name"), kind="brand"),
+        "category": IdMap(catalog.categories().get_column("path"), kind="category"),
+    }
 
 
 def load_snapshot(path: str | Path, verify: bool = False) -> Snapshot:
@@ -208,6 +297,27 @@ def load_snapshot(path: str | Path, verify: bool = False) -> Snapshot:
             f"{root} is snapshot version {manifest.get('version')}, this kgrec reads version {VERSION}: "
             f"re-export with `kgrec export-graph --out {root}`."
         )
+    tables = _read_tables(root)
+    if verify:
+        found = content_hash(tables)
+        if found != manifest.get("content_hash"):
+            raise SnapshotError(
+                f"Snapshot {root} has content hash {found[:12]}…, but its manifest says "
+                f"{str(manifest.get('content_hash'))[:12]}…: its files were changed after export; {fix}."
+            )
+        snapshot = Snapshot(manifest=manifest, path=root, tables=tables)
+        try:
+            written = read_id_maps(root / IDS_DIR)
+        except Exception as e:  # missing or damaged parquet
+            raise SnapshotError(f"Snapshot {root} has no readable id maps in {IDS_DIR}/ ({e}): {fix}.") from e
+        if any(written[kind] != derived for kind, derived in snapshot.id_maps().items()):
+            raise SnapshotError(f"Snapshot {root}: the id maps in {IDS_DIR}/ disagree with its tables: {fix}.")
+        return snapshot
+    return Snapshot(manifest=manifest, path=root, tables=tables)
+
+
+def _read_tables(root: Path) -> GraphTables:
+    fix = f"re-export with `kgrec export-graph --out {root}`"
     frames: dict[str, pl.DataFrame] = {}
     for name in TABLE_NAMES:
         file = root / f"{name}.parquet"
@@ -217,23 +327,7 @@ def load_snapshot(path: str | Path, verify: bool = False) -> Snapshot:
             frames[name] = pl.read_parquet(file)
         except Exception as e:  # polars raises several types for damaged files
             raise SnapshotError(f"Snapshot file {file} cannot be read ({e}): {fix}.") from e
-    tables = canonical_tables(GraphTables(**frames))
-    if verify:
-        found = content_hash(tables)
-        if found != manifest.get("content_hash"):
-            raise SnapshotError(
-                f"Snapshot {root} has content hash {found[:12]}…, but its manifest says "
-                f"{str(manifest.get('content_hash'))[:12]}…: its files were changed after export; {fix}."
-            )
-        snapshot = Snapshot(tables=tables, manifest=manifest, path=root)
-        try:
-            written = read_id_maps(root / IDS_DIR)
-        except Exception as e:  # missing or damaged parquet
-            raise SnapshotError(f"Snapshot {root} has no readable id maps in {IDS_DIR}/ ({e}): {fix}.") from e
-        if any(written[kind] != derived for kind, derived in snapshot.id_maps().items()):
-            raise SnapshotError(f"Snapshot {root}: the id maps in {IDS_DIR}/ disagree with its tables: {fix}.")
-        return snapshot
-    return Snapshot(tables=tables, manifest=manifest, path=root)
+    return canonical_tables(GraphTables(**frames))
 
 
 def canonical_tables(tables: GraphTables) -> GraphTables:
@@ -243,12 +337,14 @@ def canonical_tables(tables: GraphTables) -> GraphTables:
     ``brand`` as nulls and ``categories`` as empty lists in products; ``value`` as nulls in
     interactions), so every snapshot has the full :mod:`kgrec.ingest.tables` schema.
     """
-    sorted_frames = {}
-    for name in TABLE_NAMES:
-        frame: pl.DataFrame = _add_optional_columns(name, getattr(tables, name))
-        keys = [c for c in _SORT_KEYS[name] if c in frame.columns]
-        sorted_frames[name] = frame.sort(keys, nulls_last=True, maintain_order=True) if keys else frame
-    return GraphTables(**sorted_frames)
+    return GraphTables(**{name: canonical_frame(name, getattr(tables, name)) for name in TABLE_NAMES})
+
+
+def canonical_frame(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """One table of :func:`canonical_tables`: optional columns added, rows sorted."""
+    frame = _add_optional_columns(name, frame)
+    keys = [c for c in _SORT_KEYS[name] if c in frame.columns]
+    return frame.sort(keys, nulls_last=True, maintain_order=True) if keys else frame
 
 
 def _add_optional_columns(name: str, frame: pl.DataFrame) -> pl.DataFrame:
@@ -270,28 +366,42 @@ def content_hash(tables: GraphTables) -> str:
     digest = hashlib.sha256()
     for name in TABLE_NAMES:
         frame: pl.DataFrame = getattr(tables, name)
-        digest.update(json.dumps({"table": name, "columns": frame.columns}).encode())
-        digest.update(b"\n")
-        for chunk in frame.iter_slices(_HASH_CHUNK_ROWS):
-            digest.update(chunk.write_ndjson().encode())
+        _hash_header(digest, name, frame.columns)
+        _hash_rows(digest, frame)
     return digest.hexdigest()
 
 
+def _hash_header(digest: Any, name: str, columns: list[str]) -> None:
+    digest.update(json.dumps({"table": name, "columns": columns}).encode())
+    digest.update(b"\n")
+
+
+def _hash_rows(digest: Any, frame: pl.DataFrame) -> None:
+    """Rows as JSON lines: hashing a table's frames one after another equals hashing the whole."""
+    for chunk in frame.iter_slices(_HASH_CHUNK_ROWS):
+        digest.update(chunk.write_ndjson().encode())
+
+
 def _build_manifest(tables: GraphTables) -> dict[str, Any]:
+    counts = {
+        "users": tables.num_users,
+        "products": tables.num_products,
+        "brands": tables.brands().height,
+        "categories": tables.categories().height,
+        "interactions": tables.num_interactions,
+        "relations": tables.relations.height,
+    }
+    return _manifest(counts, content_hash(tables))
+
+
+def _manifest(counts: dict[str, int], hash_hex: str) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
         "kgrec_version": kgrec.__version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "counts": {
-            "users": tables.num_users,
-            "products": tables.num_products,
-            "brands": tables.brands().height,
-            "categories": tables.categories().height,
-            "interactions": tables.num_interactions,
-            "relations": tables.relations.height,
-        },
-        "content_hash": content_hash(tables),
+        "counts": counts,
+        "content_hash": hash_hex,
     }
 
 
@@ -323,6 +433,14 @@ def _check_tables(tables: GraphTables) -> None:
                 f"{'users' if key == 'user_id' else 'products'} table (e.g. {unknown.head(3).to_list()}). "
                 "Every referenced id needs a row; run the tables through kgrec.ingest."
             )
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not _replaceable(out):
+        raise SnapshotError(
+            f"{out} exists and is not a kgrec snapshot (no {MANIFEST_FILE}); refusing to overwrite it. "
+            "Pass an empty or new directory to --out."
+        )
 
 
 def _replaceable(path: Path) -> bool:

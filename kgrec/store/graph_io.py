@@ -2,7 +2,8 @@
 
 Writes are batched ``UNWIND`` transactions that ``MERGE`` on the uniquely
 constrained keys, so loading the same tables twice changes no counts and loading
-new events adds them. Reads are a handful of bulk queries, one per table.
+new events adds them. Reads go one page of nodes at a time, in id order, so an export of a
+million products holds one page in memory (:func:`read_table_batches`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -253,29 +254,86 @@ def clear_graph(store: GraphStore, batch_size: int = 10_000) -> None:
             pass
 
 
-def read_graph(store: GraphStore) -> GraphTables:
-    """Read the whole graph back as :class:`GraphTables` (bulk queries, one per table)."""
-    products = pl.DataFrame(store.read_columns(query("read_products")), schema=PRODUCT_SCHEMA, strict=False)
-    interactions = pl.DataFrame(
-        store.read_columns(query("read_interactions")), schema=INTERACTION_SCHEMA, strict=False
-    )
-    relations = pl.DataFrame(
-        store.read_columns(query("read_relations"), {"exclude": list(NON_RELATION_TYPES)}),
-        schema=RELATION_SCHEMA,
-        strict=False,
-    )
-    user_rows = store.read_columns(query("read_users"))
-    attributes = user_rows.pop("attributes", [])
-    users = pl.DataFrame(user_rows, schema={"user_id": pl.Utf8})
-    # Properties kgrec sets itself (the id, the embeddings written back by train) are not the
-    # user's attributes: exported as such they would bloat every later snapshot.
-    attribute_names = sorted({key for attrs in attributes for key in attrs if key not in RESERVED_USER_PROPERTIES})
-    if attribute_names:
-        users = users.with_columns(
-            pl.Series(name, [None if a.get(name) is None else str(a.get(name)) for a in attributes], dtype=pl.Utf8)
-            for name in attribute_names
+EXPORT_TABLES: tuple[str, ...] = ("products", "interactions", "relations", "users")
+EXPORT_KEYS: dict[str, str] = {"products": "product_id", "interactions": "user_id", "relations": "product_id", "users": "user_id"}
+"""The id each table is paged by: its rows come in ascending, disjoint ranges of it."""
+EXPORT_LABELS: dict[str, str] = {"products": "Product", "interactions": "User", "relations": "Product", "users": "User"}
+
+
+def read_graph(store: GraphStore, batch_size: int = 10_000) -> GraphTables:
+    """Read the whole graph back as :class:`GraphTables` (the batches of :func:`read_table_batches`, joined)."""
+    return GraphTables(**{name: pl.concat(read_table_batches(store, name, batch_size)) for name in EXPORT_TABLES})
+
+
+def read_table_batches(store: GraphStore, table: str, batch_size: int = 10_000) -> Iterator[pl.DataFrame]:
+    """One table of the graph, ``batch_size`` nodes at a time: products, or users with their events.
+
+    Pages go through the id index in id order (keyset pagination: each page starts after the
+    last id of the one before), so memory holds one page, however large the graph, and the
+    frames come in ascending, disjoint ranges of ``EXPORT_KEYS[table]``; rows
+    inside a frame are in no particular order. Every frame has the same columns, and at least
+    one frame comes (empty for an empty table). ``users`` has ``user_id`` and the users'
+    attribute columns (Utf8, sorted by name), without the properties kgrec sets itself.
+
+    The order is the id constraint's index order, which compares strings by code point as
+    polars and Python do (Cypher's own ``ORDER BY`` on unindexed values compares UTF-16 units
+    and would not); the snapshot writer checks that each page starts after the last.
+
+    Raises:
+        GraphStoreError: some ``Product`` or ``User`` nodes have an id that is not a
+            non-empty string (pages could not reach them); checked before the first page.
+    """
+    if table not in EXPORT_TABLES:
+        raise ValueError(f"table must be one of {', '.join(EXPORT_TABLES)}; found {table!r}")
+    if table == "users":
+        attributes = [row["key"] for row in store.read(query("read_user_attribute_names"), {"reserved": list(RESERVED_USER_PROPERTIES)})]
+        parameters: dict = {"attributes": attributes}
+    else:
+        attributes, parameters = [], {"exclude": list(NON_RELATION_TYPES)} if table == "relations" else {}
+    if table in ("products", "users"):
+        _check_pageable_ids(store, EXPORT_LABELS[table])
+    cypher = query(f"read_{table}_page")
+    after, first = "", True
+    while True:
+        page = store.read_columns(cypher, {**parameters, "after": after, "size": batch_size})
+        ids = page.get(EXPORT_KEYS[table], [])
+        if ids or first:
+            yield _page_frame(table, page, attributes)
+        first = False
+        if len(ids) < batch_size:
+            break
+        after = ids[-1]
+
+
+def _check_pageable_ids(store: GraphStore, label: str) -> None:
+    # The label comes from EXPORT_LABELS, never from input.
+    found = f"MATCH (n:{label}) WHERE NOT coalesce(n.id > '', false) RETURN count(n) AS n"
+    bad = store.read(found)[0]["n"]
+    if bad:
+        raise GraphStoreError(
+            f"{bad:,} {label} node(s) have an id that is not a non-empty string, so the export cannot page "
+            f"through them (kgrec writes only such ids). Find them with `kgrec query -- \"{found.replace('count(n) AS n', 'n LIMIT 10')}\"`, "
+            "then fix their ids or delete them, and export again."
         )
-    return GraphTables(products=products, interactions=interactions, relations=relations, users=users)
+
+
+def _page_frame(table: str, page: dict[str, list], attributes: list[str]) -> pl.DataFrame:
+    """One page of :func:`read_table_batches` as a frame of the table's schema."""
+    if table == "products":
+        return pl.DataFrame({name: page.get(name, []) for name in PRODUCT_SCHEMA}, schema=PRODUCT_SCHEMA, strict=False)
+    if table == "interactions":
+        # [user, [[product, event, timestamp, value, weight], ...]] → one row per event
+        rows = [(user, *event) for user, events in zip(page.get("user_id", []), page.get("events", [])) for event in events]
+        return pl.DataFrame(rows, schema=INTERACTION_SCHEMA, orient="row", strict=False)
+    if table == "relations":
+        rows = [(product, *related) for product, relations in zip(page.get("product_id", []), page.get("related", []))
+                for related in relations]
+        return pl.DataFrame(rows, schema=RELATION_SCHEMA, orient="row", strict=False)
+    values = page.get("attributes", [])
+    columns = {"user_id": page.get("user_id", [])}
+    # Attributes come back as stored; the users table holds them as text.
+    columns |= {name: [None if v[i] is None else str(v[i]) for v in values] for i, name in enumerate(attributes)}
+    return pl.DataFrame(columns, schema={name: pl.Utf8 for name in columns})
 
 
 VECTOR_INDEX = "product_embedding"
@@ -284,7 +342,7 @@ VECTOR_INDEX = "product_embedding"
 def write_embeddings(
     store: GraphStore,
     label: str,
-    ids: list[str],
+    ids: Sequence[str] | pl.Series,
     embeddings,
     model_id: str,
     batch_size: int = 5_000,
@@ -293,20 +351,24 @@ def write_embeddings(
     """Set ``embedding`` (a list of floats) and ``embedding_model`` on User or Product nodes.
 
     ``embeddings`` is ``[len(ids), dim]`` (a tensor or array). Returns the number of nodes set.
+    One transaction per ``batch_size`` nodes, each turned into Python lists only when it is
+    sent, so memory holds one batch. Each node gets its vector and model id in one statement,
+    and writing the same model again sets the same values: an import that stopped part way
+    is completed by running it again.
     """
     cypher = {"User": "write_embeddings_users", "Product": "write_embeddings_products"}.get(label)
     if cypher is None:
         raise GraphStoreError(f"Embeddings go on User or Product nodes, not {label!r}.")
-    vectors = embeddings.tolist()
-    rows = [[node_id, vector] for node_id, vector in zip(ids, vectors)]
-    counters = store.write_batches(
-        query(cypher),
-        rows,
-        batch_size,
-        extra={"model": model_id},
-        on_batch=(lambda n: progress(label, n)) if progress else None,
-    )
-    return counters.get("properties_set", 0) // 2
+    if len(ids) != len(embeddings):
+        raise GraphStoreError(f"{len(ids):,} {label} ids but {len(embeddings):,} embeddings; they must pair up.")
+    written = 0
+    for start in range(0, len(ids), batch_size):
+        rows = [[node_id, vector] for node_id, vector in zip(ids[start : start + batch_size], embeddings[start : start + batch_size].tolist())]
+        counters = store.write_batches(query(cypher), rows, len(rows), extra={"model": model_id})
+        written += counters.get("properties_set", 0) // 2
+        if progress:
+            progress(label, len(rows))
+    return written
 
 
 def ensure_vector_index(store: GraphStore, dim: int) -> None:

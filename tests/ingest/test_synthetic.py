@@ -102,3 +102,37 @@ def test_generate_sample_shop_timestamps_span_about_90_days(shop) -> None:
 def test_generate_sample_shop_rejects_tiny_sizes() -> None:
     with pytest.raises(ValueError, match="num_products"):
         generate_sample_shop(num_products=5)
+
+
+@pytest.mark.parametrize("file_format", ["csv", "jsonl", "parquet"])
+def test_write_sample_shop_in_small_chunks_gives_the_content_of_one_chunk(tmp_path: Path, file_format: str) -> None:
+    chunked = write_sample_shop(tmp_path / "chunked", **SMALL, seed=5, file_format=file_format, chunk_rows=7)
+    whole = write_sample_shop(tmp_path / "whole", **SMALL, seed=5, file_format=file_format, chunk_rows=10**9)
+    shop = generate_sample_shop(**SMALL, seed=5)
+    for name in ("products", "interactions", "relations", "users"):
+        if file_format == "parquet":
+            assert pl.read_parquet(chunked[name]).equals(getattr(shop, name)), name
+            assert pl.read_parquet(whole[name]).equals(getattr(shop, name)), name
+        else:  # text formats: byte for byte, and those of the in-memory shop written whole
+            frame = getattr(shop, name)
+            expected = frame.write_csv(float_precision=2) if file_format == "csv" else frame.write_ndjson()
+            assert chunked[name].read_bytes() == whole[name].read_bytes() == expected.encode(), name
+
+
+def test_generate_sample_shop_popularity_exponent_sets_the_skew() -> None:
+    def top_decile_share(exponent: float) -> float:
+        shop = generate_sample_shop(**SMALL, seed=0, popularity_exponent=exponent)
+        # Only the visits that follow global popularity, not a user's favourites, show the skew;
+        # the purchases of all visits still concentrate more as the exponent grows.
+        per_product = shop.interactions.group_by("product_id").len().sort("len", descending=True)["len"]
+        return per_product.head(SMALL["num_products"] // 10).sum() / per_product.sum()
+
+    assert top_decile_share(0.0) < top_decile_share(0.9) < top_decile_share(1.5)
+    with pytest.raises(ValueError, match="popularity_exponent"):
+        generate_sample_shop(**SMALL, popularity_exponent=-1.0)
+
+
+def test_generate_sample_shop_default_exponent_is_the_documented_one(tmp_path: Path) -> None:
+    default = write_sample_shop(tmp_path / "a", **SMALL, seed=2)
+    explicit = write_sample_shop(tmp_path / "b", **SMALL, seed=2, popularity_exponent=0.9)
+    assert default["interactions"].read_bytes() == explicit["interactions"].read_bytes()

@@ -10,7 +10,7 @@ import pytest
 
 from kgrec.errors import SchemaError, SnapshotError
 from kgrec.ingest.tables import INTERACTION_SCHEMA, PRODUCT_SCHEMA, RELATION_SCHEMA, GraphTables
-from kgrec.snapshot import VERSION, content_hash, load_snapshot, snapshot_from_tables, write_snapshot
+from kgrec.snapshot import VERSION, content_hash, load_snapshot, snapshot_from_tables, write_snapshot, write_snapshot_batches
 
 
 def make_tables(shuffle_seed: int | None = None) -> GraphTables:
@@ -211,3 +211,56 @@ def _edit_manifest(root: Path, **changes: object) -> None:
     manifest = json.loads(path.read_text())
     manifest.update(changes)
     path.write_text(json.dumps(manifest))
+
+
+def key_range_batches(frame: pl.DataFrame, key: str, keys_per_batch: int, seed: int = 0) -> list[pl.DataFrame]:
+    """``frame`` cut into batches of ``keys_per_batch`` consecutive ``key`` values, rows shuffled
+    inside each batch: how an export's pages come."""
+    keys = frame.get_column(key).unique().sort()
+    batches = []
+    for start in range(0, max(keys.len(), 1), keys_per_batch):
+        chosen = keys.slice(start, keys_per_batch)
+        batch = frame.filter(pl.col(key).is_in(chosen.implode()))
+        batches.append(batch.sample(fraction=1.0, shuffle=True, seed=seed))
+    return batches
+
+
+FIRST_KEYS = {"products": "product_id", "interactions": "user_id", "relations": "product_id", "users": "user_id"}
+
+
+@pytest.mark.parametrize("keys_per_batch", [1, 2, 1000])
+def test_write_snapshot_batches_gives_the_snapshot_of_the_whole_tables(tmp_path: Path, keys_per_batch: int) -> None:
+    tables = make_tables(shuffle_seed=3)
+    whole = write_snapshot(tables, tmp_path / "whole")
+    batches = {name: key_range_batches(getattr(tables, name), key, keys_per_batch) for name, key in FIRST_KEYS.items()}
+    batched = write_snapshot_batches(batches, tmp_path / "batched")
+
+    assert batched.content_hash == whole.content_hash
+    assert batched.manifest["counts"] == whole.manifest["counts"]
+    for file in ("products", "interactions", "relations", "users", "ids/user", "ids/product", "ids/brand", "ids/category"):
+        assert pl.read_parquet(tmp_path / "batched" / f"{file}.parquet").equals(
+            pl.read_parquet(tmp_path / "whole" / f"{file}.parquet")
+        ), file
+    loaded = load_snapshot(tmp_path / "batched", verify=True)  # hash and id maps check out
+    assert loaded.tables.interactions.equals(whole.tables.interactions)
+    # The returned snapshot reads its tables from the files when first asked.
+    assert batched.tables.products.equals(whole.tables.products)
+    assert batched.product_ids == whole.product_ids
+
+
+def test_write_snapshot_batches_refuses_batches_out_of_order_and_writes_nothing(tmp_path: Path) -> None:
+    tables = make_tables()
+    batches = {name: key_range_batches(getattr(tables, name), key, 1) for name, key in FIRST_KEYS.items()}
+    batches["interactions"] = batches["interactions"][::-1]  # u2's events before u1's
+
+    with pytest.raises(SnapshotError, match=r"interactions: a batch starts at user_id 'u1', not after .*'u2'"):
+        write_snapshot_batches(batches, tmp_path / "snap")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_snapshot_batches_of_an_empty_graph_is_a_loadable_snapshot(tmp_path: Path) -> None:
+    empty = {"products": PRODUCT_SCHEMA, "interactions": INTERACTION_SCHEMA, "relations": RELATION_SCHEMA, "users": {"user_id": pl.Utf8}}
+    written = write_snapshot_batches({name: [pl.DataFrame(schema=schema)] for name, schema in empty.items()}, tmp_path / "snap")
+    loaded = load_snapshot(tmp_path / "snap", verify=True)
+    assert written.manifest["counts"] == dict.fromkeys(("users", "products", "brands", "categories", "interactions", "relations"), 0)
+    assert loaded.content_hash == snapshot_from_tables(loaded.tables).content_hash

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+import torch
 
-from kgrec.errors import GraphStoreError, GraphStoreUnavailable
+from kgrec.config import KgrecConfig
+from kgrec.errors import GraphStoreError, GraphStoreUnavailable, ModelNotFoundError
 from kgrec.ingest.tables import INTERACTION_SCHEMA, PRODUCT_SCHEMA, RELATION_SCHEMA, GraphTables
 from kgrec.store.connection import GraphStore
 from kgrec.store.graph_io import (
@@ -11,11 +13,14 @@ from kgrec.store.graph_io import (
     RELATION_PROCEDURE,
     count_graph,
     read_graph,
+    read_table_batches,
     relation_type,
+    write_embeddings,
     write_graph,
     write_interactions,
     write_relations,
 )
+from kgrec.pipeline import import_embeddings
 from kgrec.store.server import free_port
 
 TRICKY_ID = "p\"'); MATCH (n) DETACH DELETE n //\\"
@@ -231,3 +236,61 @@ def test_procedure_and_cypher_write_the_same_product_relations(graph_store: Grap
     rows = graph_store.read("MATCH (a:Product)-[r]->(b:Product) RETURN a.id AS a, type(r) AS t, b.id AS b ORDER BY t")
     assert [(r["a"], r["t"], r["b"]) for r in rows] == [("p1", "ALSO_BOUGHT", "p2"), ("p2", "ALSO_VIEWED", TRICKY_ID)]
     assert graph_store.has_procedure(RELATION_PROCEDURE)
+
+
+def test_read_table_batches_pages_through_ids_in_order(graph_store: GraphStore):
+    tables = make_tables()
+    write_graph(graph_store, tables)
+    pages = list(read_table_batches(graph_store, "products", batch_size=1))
+    assert [page.get_column("product_id").to_list() for page in pages] == [[p] for p in sorted(tables.products["product_id"])]
+    users = list(read_table_batches(graph_store, "interactions", batch_size=1))
+    assert [page.get_column("user_id").unique().to_list() for page in users] == [["u1"], ["u2"]]
+    assert read_graph(graph_store, batch_size=1).interactions.height == 5
+
+
+def test_read_table_batches_of_an_empty_graph_give_one_empty_frame(graph_store: GraphStore):
+    pages = list(read_table_batches(graph_store, "interactions", batch_size=3))
+    assert len(pages) == 1 and pages[0].is_empty() and pages[0].schema == pl.Schema(INTERACTION_SCHEMA)
+
+
+def _embeddings(store: GraphStore) -> dict[str, tuple]:
+    rows = store.read("MATCH (n) WHERE n.embedding IS NOT NULL RETURN n.id AS id, n.embedding AS e, n.embedding_model AS m")
+    return {row["id"]: (tuple(row["e"]), row["m"]) for row in rows}
+
+
+def test_write_embeddings_in_batches_sets_the_values_of_one_batch(graph_store: GraphStore):
+    write_graph(graph_store, make_tables())
+    ids = ["p1", "p2", "p3", TRICKY_ID, "not-in-graph"]
+    vectors = torch.arange(15, dtype=torch.float32).reshape(5, 3) / 7
+    assert write_embeddings(graph_store, "Product", ids, vectors, "m1", batch_size=2) == 4  # the unknown one skipped
+    batched = _embeddings(graph_store)
+    assert write_embeddings(graph_store, "Product", ids, vectors, "m1", batch_size=100) == 4
+    assert _embeddings(graph_store) == batched
+    assert batched["p2"] == (tuple(vectors[1].tolist()), "m1")
+
+
+def test_write_embeddings_stopped_part_way_is_completed_by_running_it_again(graph_store: GraphStore):
+    write_graph(graph_store, make_tables())
+    ids = ["p1", "p2", "p3", TRICKY_ID]
+    vectors = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+
+    def lose_connection_after_first_batch(label: str, n: int) -> None:
+        raise GraphStoreUnavailable("Neo4j is not reachable")
+
+    with pytest.raises(GraphStoreUnavailable):
+        write_embeddings(graph_store, "Product", ids, vectors, "m2", batch_size=3, progress=lose_connection_after_first_batch)
+    assert set(_embeddings(graph_store)) == {"p1", "p2", "p3"}  # the first batch was committed, no more
+    assert write_embeddings(graph_store, "Product", ids, vectors, "m2", batch_size=3) == 4
+    stored = _embeddings(graph_store)
+    assert {key: value[1] for key, value in stored.items()} == dict.fromkeys(ids, "m2")
+    assert stored[TRICKY_ID][0] == pytest.approx(tuple(vectors[3].tolist()))
+
+
+def test_import_embeddings_of_a_damaged_model_writes_nothing(graph_store: GraphStore, tmp_path):
+    write_graph(graph_store, make_tables())
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "embeddings.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(ModelNotFoundError):
+        import_embeddings(KgrecConfig(), model_dir)
+    assert _embeddings(graph_store) == {}
