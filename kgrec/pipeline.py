@@ -612,13 +612,14 @@ class QueryMatch:
     Attributes:
         query: the text as given.
         entities: the brands, categories and products the query names.
-        candidates: ``[P]`` bool, the products found by the indexes.
-        parts: ``[P]`` raw ``lexical``, ``dense`` and (when anything was named) ``entity`` scores.
+        candidates: ``[n]`` long, the sorted indices of the products found by the indexes.
+        parts: ``[n]`` raw ``lexical``, ``dense`` and (when anything was named) ``entity``
+            scores of the candidates.
     """
 
     query: str
     entities: list
-    candidates: object  # Tensor [P] bool
+    candidates: object  # Tensor [n] long
     parts: dict
 
 
@@ -646,6 +647,9 @@ def match_query(loaded, query: str, search_config=None) -> QueryMatch:
     the products of the brands and categories (with subcategories) it names, the products
     it names by id, and the products closest to its text embedding.
 
+    Two round trips to the graph: what the query names, then the candidates. Words spelt
+    like a brand or category name are searched as spelt, the others with typos (``search.fuzzy``).
+
     Raises:
         ConfigError: an empty query.
         GraphStoreUnavailable: no database connected (search reads the full-text indexes).
@@ -654,7 +658,9 @@ def match_query(loaded, query: str, search_config=None) -> QueryMatch:
     import torch
 
     from kgrec.errors import GraphStoreUnavailable
-    from kgrec.rank.search import EntityHit, content_words, entity_match, link_entities, lucene_query, tokenise
+    from kgrec.rank.search import (
+        EntityHit, candidate_scores, content_words, entity_match, link_entities, lucene_query, name_words, tokenise,
+    )
     from kgrec.store import search as store_search
 
     cfg = search_config if search_config is not None else loaded.config.search
@@ -666,60 +672,54 @@ def match_query(loaded, query: str, search_config=None) -> QueryMatch:
             "(or set NEO4J_URI)."
         )
     store = loaded.store
-    num_products = loaded.num_products
-    words = tokenise(query)
-    lucene = lucene_query(words, fuzzy=cfg.fuzzy)
-
-    hits = [EntityHit(kind, key, name, score) for kind, key, name, score in store_search.find_entities(store, lucene, cfg.entity_hits)]
+    words = content_words(tokenise(query))
     # Product ids as typed (ids are case-sensitive; many shops use upper case).
     raw = [w for w in (part.strip(".,;:!?()[]{}\"'") for part in query.split()) if w]
     id_candidates = list(dict.fromkeys([*raw, *(w.upper() for w in raw)]))
-    for product_id, title in store_search.products_by_id(store, id_candidates):
-        hits.append(EntityHit("product", product_id, title or "", 1.0))
-    entities = link_entities(content_words(words), hits, fuzzy=cfg.fuzzy)
+    named = store_search.find_named(store, lucene_query(words, fuzzy=cfg.fuzzy), id_candidates, cfg.entity_hits)
+    hits = [EntityHit(kind, key, name, score) for kind, key, name, score in named.entities]
+    hits += [EntityHit("product", product_id, title or "", 1.0) for product_id, title in named.products]
+    entities = link_entities(words, hits, fuzzy=cfg.fuzzy)
 
-    def indices(ids: list[str]):
-        index = torch.from_numpy(loaded.product_ids.indices(ids, strict=False).astype("int64"))
-        return index, index >= 0
-
-    lexical = torch.zeros(num_products)
-    found = store_search.find_products(store, lucene, cfg.lexical_candidates)
-    if found:
-        index, known = indices([product_id for product_id, _ in found])
-        scores = torch.tensor([score for _, score in found], dtype=torch.float32)
-        lexical[index[known]] = scores[known]
-    candidates = lexical > 0
-
-    memberships = []
     brands = [e.key for e in entities if e.kind == "brand"]
     categories = [e.key for e in entities if e.kind == "category"]
-    named = [e.key for e in entities if e.kind == "product"]
-    for ids in (
-        store_search.brand_products(store, brands, cfg.entity_candidates) if brands else None,
-        store_search.category_products(store, categories, cfg.entity_candidates) if categories else None,
-        named or None,
-    ):
-        if ids is None:
-            continue
-        index, known = indices(ids)
-        memberships.append(index[known])
-    parts = {"lexical": lexical}
-    if memberships:
-        entity = entity_match(memberships, num_products)
-        parts["entity"] = entity
-        linked = entity > 0
-        candidates = linked if cfg.entity_mode == "filter" else candidates | linked
+    lucene = lucene_query(words, fuzzy=cfg.fuzzy, exact=name_words(hits))
+    found = store_search.find_candidates(store, lucene, cfg.lexical_candidates, brands, categories, cfg.entity_candidates)
 
-    if loaded.recommender.product_text is None:
-        # A model trained without text (model.use_text=false) has no dense part: search is
-        # lexical and entity matching alone.
-        return QueryMatch(query=query, entities=entities, candidates=candidates, parts=parts)
-    dense = loaded.query_scores(query).float()
-    parts["dense"] = dense
-    if cfg.dense_candidates > 0 and not (cfg.entity_mode == "filter" and memberships):
-        top = torch.topk(dense, min(cfg.dense_candidates, num_products)).indices
-        candidates = candidates.clone()
-        candidates[top] = True
+    index_of = loaded.product_ids.get  # a dict kept warm: a few thousand ids cost well under a millisecond
+
+    def indices(ids: list[str]):
+        return torch.tensor([i for i in map(index_of, ids) if i is not None], dtype=torch.long)
+
+    lexical = [(i, score) for i, score in ((index_of(product_id), score) for product_id, score in found.hits) if i is not None]
+    lexical_index = torch.tensor([i for i, _ in lexical], dtype=torch.long)
+    lexical_scores = torch.tensor([score for _, score in lexical], dtype=torch.float32)
+    memberships = []
+    if brands:
+        memberships.append(indices(found.brand_products))
+    if categories:
+        memberships.append(indices(found.category_products))
+    named_products = [e.key for e in entities if e.kind == "product"]
+    if named_products:
+        memberships.append(indices(named_products))
+    dense = None
+    if loaded.recommender.product_text is not None:
+        dense = loaded.query_scores(query).float()
+    if memberships and cfg.entity_mode == "filter":
+        found_by = memberships
+    else:
+        found_by = [lexical_index, *memberships]
+        if dense is not None and cfg.dense_candidates > 0:
+            found_by.append(torch.topk(dense, min(cfg.dense_candidates, loaded.num_products)).indices)
+    candidates = torch.unique(torch.cat(found_by))  # sorted
+
+    parts = {"lexical": candidate_scores(candidates, lexical_index, lexical_scores)}
+    if memberships:
+        parts["entity"] = entity_match(memberships, candidates)
+    # A model trained without text (model.use_text=false) has no dense part: search is
+    # lexical and entity matching alone.
+    if dense is not None:
+        parts["dense"] = dense[candidates]
     return QueryMatch(query=query, entities=entities, candidates=candidates, parts=parts)
 
 
@@ -736,42 +736,44 @@ def search(
 ) -> SearchResults:
     """Search the catalog for ``query``, personalised for ``user_id`` when given.
 
-    Candidates come from the indexes (:func:`match_query`); only they are ranked.
+    Candidates come from the indexes (:func:`match_query`); only they are scored and ranked.
     relevance mixes the lexical, dense, entity and personal parts (``search`` weights,
     each part normalised to [0, 1] over the candidates); the score is
     ``α·relevance + β·popularity + γ·diversity`` with the ``search`` section's weights
     (or ``weights``), ranked by the same :func:`~kgrec.rank.ranking.rank` as a
-    recommendation. Without a user it is a plain search; ``personal=False`` uses the user's
-    events only to leave out their products (unless ``include_seen``). ``match`` reuses a
-    :func:`match_query` result (the same query for many users).
+    recommendation, over the candidates alone. Without a user it is a plain search;
+    ``personal=False`` uses the user's events only to leave out their products (unless
+    ``include_seen``). ``match`` reuses a :func:`match_query` result (the same query for many users).
     """
+    import torch
+
     from kgrec.rank.engine import torch_threads
     from kgrec.rank.params import RankParams, Weights
-    from kgrec.rank.ranking import rank
-    from kgrec.rank.search import active_mix, describe_entities, hybrid_relevance, normalise_parts
+    from kgrec.rank.search import active_mix, describe_entities, hybrid_relevance, normalise_parts, rank_candidates
     from kgrec.service import items as ranked_items
 
     cfg = config.search
     match = match if match is not None else match_query(loaded, query, cfg)
+    candidates = match.candidates
     histories = None
     raw = dict(match.parts)
     with torch_threads(config.rank.request_threads):
         if user_id is not None:
             _, histories = loaded.histories([user_id])
             if personal:
-                raw["personal"] = loaded.recommender.score(histories)[0]
+                raw["personal"] = loaded.recommender.score(histories)[0][candidates]
         mix = active_mix(cfg.mix, raw)
-        parts = normalise_parts(raw, match.candidates)
-        relevance = hybrid_relevance(parts, mix, match.candidates)
+        parts = normalise_parts(raw)
+        relevance = hybrid_relevance(parts, mix)
         seen = cfg.include_seen if include_seen is None else include_seen
         params = RankParams.from_config(config.rank, weights if weights is not None else Weights.of(cfg.weights), k, seen)
         if params.k > loaded.num_products:
             raise ConfigError(f"k must be between 1 and {loaded.num_products} (the catalog size caps it), found {params.k}.")
-        ranked = rank(relevance, loaded.catalog, params, histories).user(0)
+        ranked = rank_candidates(relevance, candidates, loaded.catalog, params, histories).user(0)
     rows = ranked_items(loaded, ranked)
-    for row, index in zip(rows, ranked.product_index.tolist()):
+    for row, position in zip(rows, torch.searchsorted(candidates, ranked.product_index).tolist()):
         for name in mix:
-            row[name] = round(float(parts[name][index]), 6)
+            row[name] = round(float(parts[name][position]), 6)
     return SearchResults(
         query=match.query,
         user_id=user_id,
@@ -780,7 +782,7 @@ def search(
         entities=[e.to_dict() for e in match.entities],
         mix={name: round(value, 6) for name, value in mix.items()},
         weights=params.weights.to_dict(),
-        candidates=int(match.candidates.sum()),
+        candidates=int(candidates.numel()),
         history_size=None if histories is None else int(histories.lengths[0]),
         items=rows,
     )

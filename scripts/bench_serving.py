@@ -10,13 +10,18 @@ shop, so no user data is touched:
    requests for random users from *another* process over loopback, one at a time;
    then ``--explain-requests`` more with ``explain=true`` (reasons read, nothing stored: GET
    never writes), then ``--search-requests`` personalised ``GET /search`` requests (a
-   product's brand and category word as the query); report p50/p95/p99 of each;
+   product's brand and category word as the query); report p50/p95/p99 of each. With
+   ``--search-before REV`` a second ``kgrec serve`` runs git revision ``REV`` of this
+   repository on the same graph and model, and the search requests go to both servers in
+   alternating halves: a before/after comparison under the same load;
 3. rank every user with ``--all-users`` (batched matrix scoring) and time a naive loop
    of single-user calls over ``--naive-users`` users; report the ratio per user.
 
 Usage:
     python scripts/bench_serving.py --products 100000 --users 50000 --events-per-user 20
     python scripts/bench_serving.py --products 20000 --users 10000   # quicker
+    python scripts/bench_serving.py --products 100000 --users 50000 --set train.epochs=1 \
+        --requests 200 --explain-requests 0 --naive-users 20 --search-before c18aecc   # /search against c18aecc
 """
 
 from __future__ import annotations
@@ -70,6 +75,40 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(pick(0.50), 2), "p95_ms": round(pick(0.95), 2), "p99_ms": round(pick(0.99), 2), "n": len(values)}
 
 
+def serve(model_dir: Path, overrides: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """``kgrec serve`` on a free port in its own process (the code on ``env``'s PYTHONPATH), once healthy."""
+    from kgrec.store.server import free_port
+
+    http_port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kgrec.cli", "serve", "--port", str(http_port), "--model", str(model_dir),
+         *[a for o in overrides for a in ("--set", o)]],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{http_port}"
+    if not wait_until_serving(url, server, timeout_s=300):
+        raise SystemExit(f"kgrec serve did not come up: {server.stderr.read().decode()[-2000:]}")
+    return server, url
+
+
+def compare_search(urls: dict[str, str], requests: list[list], work: Path, env: dict[str, str]) -> dict[str, dict]:
+    """The same search requests against each server, in alternating halves (so load drifts hit
+    both alike), each server warmed up with the first 20; percentiles per server name."""
+    warm, measured = requests[:20], requests[20:]
+    halves = [measured[: len(measured) // 2], measured[len(measured) // 2:]]
+    latencies: dict[str, list[float]] = {name: [] for name in urls}
+    for round_index, half in enumerate(halves):
+        for name, url in urls.items():
+            requests_file = work / f"{name}-{round_index}.json"
+            requests_file.write_text(json.dumps((warm if round_index == 0 else []) + half))
+            out = subprocess.run(
+                [sys.executable, __file__, "--client", url, str(requests_file)],
+                capture_output=True, text=True, check=True, env=env,
+            )
+            latencies[name] += json.loads(out.stdout.strip().splitlines()[-1])[len(warm) if round_index == 0 else 0:]
+    return {name: percentiles(values) for name, values in latencies.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=20_000)
@@ -81,6 +120,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=["model.use_text=false", "train.epochs=3"])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--search-requests", type=int, default=300)
+    parser.add_argument("--search-before", metavar="REV", help=(
+        "also serve the search requests from git revision REV of this repository (a second kgrec serve on the "
+        "same graph and model), alternating halves with this tree's"))
     parser.add_argument("--client", nargs=2, metavar=("URL", "REQUESTS_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the separate client process
@@ -113,16 +155,7 @@ def main() -> None:
         run = train(config, runs_dir=work / "runs", write_embeddings=False, echo=lambda *_: None)
         figures["train_s"] = round(time.perf_counter() - t0, 1)
 
-        http_port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "kgrec.cli", "serve", "--port", str(http_port), "--model", str(run.model_dir),
-             *[a for o in args.overrides for a in ("--set", o)]],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        url = f"http://127.0.0.1:{http_port}"
-        if not wait_until_serving(url, server, timeout_s=300):
-            raise SystemExit(f"kgrec serve did not come up: {server.stderr.read().decode()[-2000:]}")
-
+        server, url = serve(run.model_dir, args.overrides, env)
         rng = random.Random(0)
         user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
         # Search queries as shoppers type them: a product's brand and the last word of its category.
@@ -138,7 +171,7 @@ def main() -> None:
             "search": [["/search", {"query": q, "user": rng.choice(user_ids), "k": 10}] for q in queries],
         }
         for name, requests in runs.items():
-            if len(requests) <= 20:
+            if len(requests) <= 20 or (name == "search" and args.search_before):
                 continue
             requests_file = work / f"{name}.json"
             requests_file.write_text(json.dumps(requests))
@@ -147,6 +180,19 @@ def main() -> None:
                 capture_output=True, text=True, check=True, env=env,
             )
             figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[20:])  # first 20 warm up
+
+        if args.search_before:
+            from bench_load import export_revision
+
+            source = export_revision(args.search_before, work / "before-src")
+            before, before_url = serve(run.model_dir, args.overrides, {**env, "PYTHONPATH": str(source)})
+            try:
+                figures.update(compare_search(
+                    {f"search_before@{args.search_before}": before_url, "search": url}, runs["search"], work, env
+                ))
+            finally:
+                before.terminate()
+                before.wait(timeout=30)
 
         loaded = pipeline.load_model(config, run.model_dir, None)
         t0 = time.perf_counter()

@@ -28,7 +28,7 @@ from tests.test_cypher_files import analyst_tables
 
 def linked(store: GraphStore, text: str, fuzzy: bool = True) -> list[tuple[str, str]]:
     words = tokenise(text)
-    hits = [EntityHit(kind, key, name, score) for kind, key, name, score in store_search.find_entities(store, lucene_query(words, fuzzy), 50)]
+    hits = [EntityHit(kind, key, name, score) for kind, key, name, score in store_search.find_named(store, lucene_query(words, fuzzy), [], 50).entities]
     return [(e.kind, e.key) for e in link_entities(words, hits, fuzzy)]
 
 
@@ -43,19 +43,26 @@ def test_full_text_links_brand_category_and_a_typo(graph_store: GraphStore):
     assert sorted(linked(graph_store, 'lumen" OR *:* AND (verde')) == [("brand", "Lumen"), ("brand", "Verde")]
     raw = 'kohl" OR (*:*'
     with pytest.raises(GraphStoreError):  # unescaped, Lucene parses (and here rejects) the text
-        store_search.find_products(graph_store, raw, 10)
-    assert [pid for pid, _ in store_search.find_products(graph_store, escape_lucene(raw), 10)] == ["p3"]
+        store_search.find_candidates(graph_store, raw, 10)
+    assert [pid for pid, _ in store_search.find_candidates(graph_store, escape_lucene(raw), 10).hits] == ["p3"]
 
 
 def test_product_text_index_covers_title_and_the_brand_and_category_names(graph_store: GraphStore):
     write_graph(graph_store, analyst_tables())
-    by_title = [pid for pid, _ in store_search.find_products(graph_store, lucene_query(["kohl"]), 10)]
+    by_title = [pid for pid, _ in store_search.find_candidates(graph_store, lucene_query(["kohl"]), 10).hits]
     assert by_title == ["p3"]
     # p5 "Gloves" has no word "garden" in its own text: its category names carry it.
-    by_category = {pid for pid, _ in store_search.find_products(graph_store, lucene_query(["garden"]), 10)}
+    by_category = {pid for pid, _ in store_search.find_candidates(graph_store, lucene_query(["garden"]), 10).hits}
     assert by_category == {"p5", "p6"}
-    assert set(store_search.category_products(graph_store, ["Beauty > Makeup"], 10)) == {"p1", "p2", "p3", "p4"}
-    assert set(store_search.brand_products(graph_store, ["Aster"], 10)) == {"p2", "p4"}
+    found = store_search.find_candidates(graph_store, "", 10, brands=["Aster"], paths=["Beauty > Makeup"], member_limit=10)
+    assert found.hits == []  # no words: no full-text query
+    assert set(found.category_products) == {"p1", "p2", "p3", "p4"}
+    assert set(found.brand_products) == {"p2", "p4"}
+    assert len(store_search.find_candidates(graph_store, "", 10, paths=["Beauty > Makeup"], member_limit=3).category_products) == 3
+    named = store_search.find_named(graph_store, lucene_query(["aster"]), ["p3", "nope"], 10)
+    assert [(kind, key) for kind, key, _, _ in named.entities] == [("brand", "Aster")]
+    assert [product_id for product_id, _ in named.products] == ["p3"]
+    assert store_search.find_named(graph_store, "", [], 10) == store_search.Named(entities=[], products=[])
 
 
 # --- the hybrid search on a trained shop ------------------------------------------------------
@@ -143,7 +150,7 @@ def test_search_filter_mode_keeps_only_the_named_products(shop):
     products = shop["products"]
     nevria = set(products.filter(pl.col("brand") == "Nevria").get_column("product_id"))
     match = match_query(shop["loaded"], "nevria gadget", config.search)
-    assert int(match.candidates.sum()) == len(nevria)
+    assert match.candidates.numel() == len(nevria)
     result = search(config, shop["loaded"], "nevria gadget", k=len(nevria) + 5, match=match)
     assert {item["product_id"] for item in result.items} == nevria
 

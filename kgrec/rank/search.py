@@ -4,26 +4,34 @@ No I/O: the full-text hits come from :mod:`kgrec.store.search`, the orchestratio
 :func:`kgrec.pipeline.search`.
 
 - :func:`tokenise` splits a query into lower-case words; :func:`lucene_query` turns the
-  words into Lucene query text (special characters escaped, ``word~N`` for typos);
+  words into Lucene query text (special characters escaped, ``word~N`` for typos, except
+  for words spelt like a brand or category name);
 - :func:`link_entities` keeps the brand and category names whose every word the query
   contains (within the same typo distance), the most specific category when the query
   names a path;
 - :func:`hybrid_relevance` mixes the parts (lexical, dense, entity, personal), each
-  normalised to ``[0, 1]`` over the candidates (:func:`normalise_parts`).
+  normalised to ``[0, 1]`` over the candidates (:func:`normalise_parts`);
+- :func:`rank_candidates` ranks the candidates alone: every part is a ``[n]`` tensor over
+  the ``n`` candidates (sorted product indices), never over the whole catalog.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from kgrec.errors import ConfigError
+from kgrec.models.history import Histories
+from kgrec.rank.engine import RankedList
+from kgrec.rank.exploration import ExplorationGraph
+from kgrec.rank.params import RankParams
 from kgrec.rank.parts import normalise
+from kgrec.rank.ranking import Catalog, rank
 
 EntityKind = Literal["brand", "category", "product"]
 PART_NAMES: tuple[str, ...] = ("lexical", "dense", "entity", "personal")
@@ -67,16 +75,20 @@ def fuzzy_edits(word: str) -> int:
     return 0 if n <= 2 else 1 if n <= 5 else 2
 
 
-def lucene_query(words: Sequence[str], fuzzy: bool = True) -> str:
+def lucene_query(words: Sequence[str], fuzzy: bool = True, exact: Iterable[str] = ()) -> str:
     """Lucene query text matching any of ``words`` (OR), each escaped; ``word~N`` for typos.
+
+    Words in ``exact`` (spelt exactly like a brand or category name, :func:`name_words`) are
+    matched as spelt: a typo of a word the shop knows is not searched for.
 
     Returns ``""`` when no word is left (all stop words). Pass it as a parameter to
     ``db.index.fulltext.queryNodes``; never paste it into Cypher.
     """
+    exact = frozenset(exact)
     terms = []
     for word in content_words(words):
         term = escape_lucene(word)
-        edits = fuzzy_edits(word) if fuzzy else 0
+        edits = fuzzy_edits(word) if fuzzy and word not in exact else 0
         terms.append(f"{term}~{edits}" if edits else term)
     return " ".join(terms)
 
@@ -140,11 +152,11 @@ class LinkedEntity:
 def _matched_words(name: str, words: Sequence[str], fuzzy: bool, exact: frozenset[str] = frozenset()) -> tuple[str, ...] | None:
     """The query words naming every content word of ``name``; None when one is not named.
     Words in ``exact`` (spelt exactly like some name) name nothing by a typo."""
-    name_words = content_words(tokenise(name))
-    if not name_words:
+    wanted = content_words(tokenise(name))
+    if not wanted:
         return None
     matched = []
-    for name_word in name_words:
+    for name_word in wanted:
         found = next((w for w in words if word_matches(w, name_word, fuzzy and w not in exact)), None)
         if found is None:
             return None
@@ -154,6 +166,12 @@ def _matched_words(name: str, words: Sequence[str], fuzzy: bool, exact: frozense
 
 def _path_names(path: str) -> list[str]:
     return [part.strip() for part in path.split(">") if part.strip()]
+
+
+def name_words(hits: Iterable[EntityHit]) -> frozenset[str]:
+    """The words of the brand and category names among ``hits``: a query word spelt like one
+    of them is no typo."""
+    return frozenset(w for hit in hits if hit.kind != "product" for w in tokenise(hit.name))
 
 
 def link_entities(words: Sequence[str], hits: Iterable[EntityHit], fuzzy: bool = True) -> list[LinkedEntity]:
@@ -174,8 +192,7 @@ def link_entities(words: Sequence[str], hits: Iterable[EntityHit], fuzzy: bool =
     words = content_words(words)
     hits = list(hits)
     # A word spelt exactly like a name is not also a typo of another ("nevria" is not "nevtis").
-    known = {w for hit in hits if hit.kind != "product" for w in tokenise(hit.name)}
-    exact = frozenset(w for w in words if w in known)
+    exact = name_words(hits) & frozenset(words)
     brands: dict[str, LinkedEntity] = {}
     categories: dict[str, LinkedEntity] = {}
     products: dict[str, LinkedEntity] = {}
@@ -213,42 +230,69 @@ def describe_entities(entities: Sequence[LinkedEntity]) -> str:
 
 
 @torch.no_grad()
-def entity_match(memberships: Sequence[Tensor], num_products: int) -> Tensor:
-    """``[P]`` share of the named kinds a product matches.
+def candidate_positions(candidates: Tensor, product_index: Tensor) -> tuple[Tensor, Tensor]:
+    """Where the products ``product_index`` sit among the candidates.
 
     Args:
-        memberships: one ``[n_i]`` long tensor per named kind (brand, category, product):
-            the products of any named brand, of any named category (with its
-            subcategories), the named products.
+        candidates: ``[n]`` long, sorted distinct product indices.
+        product_index: ``[m]`` long product indices.
 
     Returns:
-        ``[P]`` float in ``[0, 1]``: 1 for a product that matches every named kind (the
-        brand and the category), 0.5 for one of two, 0 without any (or when nothing was named).
+        ``(position [m], found [m])``: ``candidates[position[i]] == product_index[i]`` where
+        ``found[i]``; ``position`` is meaningless elsewhere.
     """
-    out = torch.zeros(num_products)
-    if not memberships:
-        return out
-    for members in memberships:
-        hit = torch.zeros(num_products, dtype=torch.bool)
-        hit[members.long()] = True
-        out += hit.float()
-    return out / len(memberships)
+    product_index = product_index.long()
+    if candidates.numel() == 0:
+        return torch.zeros_like(product_index), torch.zeros_like(product_index, dtype=torch.bool)
+    position = torch.searchsorted(candidates, product_index).clamp(max=candidates.numel() - 1)
+    return position, candidates[position] == product_index
 
 
 @torch.no_grad()
-def normalise_parts(parts: dict[str, Tensor], candidates: Tensor) -> dict[str, Tensor]:
-    """Each part mapped to ``[0, 1]`` over the candidates, 0 elsewhere.
+def candidate_scores(candidates: Tensor, product_index: Tensor, scores: Tensor) -> Tensor:
+    """``[n]`` float: ``scores[i]`` at the candidate ``product_index[i]``, 0 for every other candidate.
+
+    Products that are not candidates are dropped (``entity_mode=filter`` keeps only the named ones).
+    """
+    out = torch.zeros(candidates.numel())
+    position, found = candidate_positions(candidates, product_index)
+    out[position[found]] = scores.float()[found]
+    return out
+
+
+@torch.no_grad()
+def entity_match(memberships: Sequence[Tensor], candidates: Tensor) -> Tensor:
+    """``[n]`` share of the named kinds each candidate matches.
+
+    Args:
+        memberships: one ``[n_i]`` long tensor of product indices per named kind (brand,
+            category, product): the products of any named brand, of any named category (with
+            its subcategories), the named products.
+        candidates: ``[n]`` long, sorted distinct product indices.
+
+    Returns:
+        ``[n]`` float in ``[0, 1]``: 1 for a candidate that matches every named kind (the
+        brand and the category), 0.5 for one of two, 0 without any (or when nothing was named).
+    """
+    out = torch.zeros(candidates.numel())
+    for members in memberships:
+        out += torch.isin(candidates, members.long()).float()
+    return out / len(memberships) if memberships else out
+
+
+@torch.no_grad()
+def normalise_parts(parts: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each part (``[n]``, one value per candidate) mapped to ``[0, 1]`` over the candidates.
 
     ``lexical`` (a full-text score, 0 = no hit) and ``entity`` (already a share) are
     divided by their maximum, so a product without a hit stays at 0; ``dense`` and
     ``personal`` (similarities of any sign) are min-max normalised.
 
     Args:
-        parts: name → ``[P]`` raw scores; names from :data:`PART_NAMES`.
-        candidates: ``[P]`` bool.
+        parts: name → ``[n]`` raw scores; names from :data:`PART_NAMES`.
 
     Returns:
-        name → ``[P]`` float32.
+        name → ``[n]`` float32.
     """
     out = {}
     for name, values in parts.items():
@@ -256,11 +300,10 @@ def normalise_parts(parts: dict[str, Tensor], candidates: Tensor) -> dict[str, T
             raise ValueError(f"normalise_parts: unknown part {name!r}; expected one of {', '.join(PART_NAMES)}.")
         values = values.float()
         if name in ("lexical", "entity"):
-            top = float(torch.where(candidates, values, torch.zeros_like(values)).max()) if values.numel() else 0.0
-            scaled = values / top if top > 0 else torch.zeros_like(values)
-            out[name] = torch.where(candidates, scaled.clamp(0.0, 1.0), torch.zeros_like(values))
+            top = float(values.max()) if values.numel() else 0.0
+            out[name] = (values / top).clamp(0.0, 1.0) if top > 0 else torch.zeros_like(values)
         else:
-            out[name] = normalise(values, "minmax", candidates)
+            out[name] = normalise(values, "minmax")
     return out
 
 
@@ -282,15 +325,62 @@ def active_mix(mix: dict[str, float], present: Iterable[str]) -> dict[str, float
 
 
 @torch.no_grad()
-def hybrid_relevance(parts: dict[str, Tensor], mix: dict[str, float], candidates: Tensor) -> Tensor:
-    """``[P]`` Σ mix[name]·parts[name] over the candidates, ``-inf`` for every other product.
+def hybrid_relevance(parts: dict[str, Tensor], mix: dict[str, float]) -> Tensor:
+    """``[n]`` Σ mix[name]·parts[name], one value per candidate.
 
     ``parts`` are normalised already (:func:`normalise_parts`); ``mix`` from :func:`active_mix`.
     """
     if not parts:
         raise ValueError("hybrid_relevance: no parts to mix.")
-    first = next(iter(parts.values()))
-    total = torch.zeros_like(first, dtype=torch.float32)
+    total = torch.zeros_like(next(iter(parts.values())), dtype=torch.float32)
     for name, weight in mix.items():
         total += weight * parts[name].float()
-    return torch.where(candidates, total, torch.full_like(total, -torch.inf))
+    return total
+
+
+@torch.no_grad()
+def rank_candidates(
+    relevance: Tensor, candidates: Tensor, catalog: Catalog, params: RankParams, histories: Histories | None = None
+) -> RankedList:
+    """Rank the candidates alone for one user: :func:`~kgrec.rank.ranking.rank` on the catalog
+    cut down to them, so the work grows with the candidates (a few thousand), not the catalog.
+
+    The result is the full ranking's: every other product would have relevance ``-inf`` and
+    never be a candidate; popularity is normalised over the candidates either way, and the
+    exploration bonus of a product depends on the user's history only.
+
+    Args:
+        relevance: ``[n]`` mixed relevance of each candidate (:func:`hybrid_relevance`).
+        candidates: ``[n]`` long, sorted distinct product indices.
+        catalog: the whole catalog's popularity, exploration structure and embeddings.
+        params: weights, k, ``include_seen``.
+        histories: the user's current products (one row): left out unless
+            ``params.include_seen``, and the origin of the exploration bonus.
+
+    Returns:
+        :class:`~kgrec.rank.engine.RankedList` of ``[1, k]`` catalog product indices, best first
+        (``[1, 0]`` without candidates).
+    """
+    if candidates.numel() == 0:
+        none = torch.zeros((1, 0))
+        return RankedList(none.long(), none, none, none, none)
+    relevance = relevance.float().clone()
+    if histories is not None and not params.include_seen:
+        position, found = candidate_positions(candidates, histories.product_index)
+        relevance[position[found]] = -torch.inf
+    exploration = embedding = None
+    if params.weights.diversity > 0:  # the bonus of the candidates: it depends on the user's history alone
+        exploration = catalog.exploration
+        if isinstance(exploration, ExplorationGraph):
+            if histories is None:
+                indptr, seen = torch.zeros(2, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+            else:
+                indptr, seen = histories.indptr, histories.product_index
+            exploration = exploration.bonus(indptr, seen, candidates.unsqueeze(0))
+        elif exploration is not None:
+            exploration = exploration.reshape(-1, catalog.num_products)[:, candidates]
+        embedding = catalog.product_embedding[candidates] if catalog.product_embedding is not None else None
+    cut = Catalog(popularity=catalog.popularity[candidates], exploration=exploration, product_embedding=embedding)
+    ranked = rank(relevance.unsqueeze(0), cut, params)
+    index = ranked.product_index
+    return replace(ranked, product_index=torch.where(index >= 0, candidates[index.clamp(min=0)], index))

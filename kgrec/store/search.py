@@ -1,5 +1,8 @@
 """Named reads for search: the full-text (Lucene) indexes and the products of linked entities.
 
+Two round trips a query: :func:`find_named` (what the query may name), then
+:func:`find_candidates` (full-text hits and the linked brands' and categories' products).
+
 The indexes are created by ``schema.cypher`` (``product_text``, ``entity_names``); the
 product's brand and category words are written with the graph (``write_search_text``).
 Query text is always a parameter of ``db.index.fulltext.queryNodes``.
@@ -8,6 +11,7 @@ Query text is always a parameter of ``db.index.fulltext.queryNodes``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from kgrec.errors import GraphStoreError, KgrecError
 from kgrec.store.connection import GraphStore, query
@@ -34,41 +38,46 @@ def _read(store: GraphStore, name: str, parameters: dict) -> list[dict]:
         raise
 
 
-def find_entities(store: GraphStore, lucene: str, limit: int) -> list[tuple[str, str, str, float]]:
-    """``(kind, key, name, score)`` of the brands and categories matching ``lucene``, best first."""
-    if not lucene:
-        return []
-    rows = _read(store, "search_entities", {"text": lucene, "limit": int(limit)})
-    return [(row["kind"], row["key"], row["name"], float(row["score"])) for row in rows]
+@dataclass(frozen=True)
+class Named:
+    """What a query may name: the entity index's brands and categories, and products by id."""
+
+    entities: list[tuple[str, str, str, float]]  # (kind, key, name, score), best first
+    products: list[tuple[str, str | None]]  # (product_id, title)
 
 
-def find_products(store: GraphStore, lucene: str, limit: int) -> list[tuple[str, float]]:
-    """``(product_id, score)`` of the products whose text matches ``lucene``, best first."""
-    if not lucene:
-        return []
-    rows = _read(store, "search_products", {"text": lucene, "limit": int(limit)})
-    return [(row["product_id"], float(row["score"])) for row in rows]
+@dataclass(frozen=True)
+class Candidates:
+    """A query's candidates by id: full-text hits (best first) and the named entities' products."""
+
+    hits: list[tuple[str, float]]  # (product_id, score)
+    brand_products: list[str]
+    category_products: list[str]
 
 
-def brand_products(store: GraphStore, names: Sequence[str], limit: int) -> list[str]:
-    """Ids of the products made by any of the brands ``names`` (at most ``limit``)."""
-    if not names:
-        return []
-    rows = store.read_now(query("search_brand_products"), {"names": list(names), "limit": int(limit)})
-    return list(rows[0]["product_ids"]) if rows else []
+def find_named(store: GraphStore, lucene: str, ids: Sequence[str], limit: int) -> Named:
+    """The brands and categories matching ``lucene`` (at most ``limit``, best first) and the
+    products whose id is in ``ids``: one round trip."""
+    rows = _read(store, "search_named", {"text": lucene, "limit": int(limit), "ids": list(ids)})
+    row = rows[0]
+    return Named(
+        entities=[(kind, key, name, float(score)) for kind, key, name, score in row["entities"]],
+        products=[(product_id, title) for product_id, title in row["products"]],
+    )
 
 
-def category_products(store: GraphStore, paths: Sequence[str], limit: int) -> list[str]:
-    """Ids of the products in any of the categories ``paths`` or their subcategories (at most ``limit``)."""
-    if not paths:
-        return []
-    rows = store.read_now(query("search_category_products"), {"paths": list(paths), "limit": int(limit)})
-    return list(rows[0]["product_ids"]) if rows else []
-
-
-def products_by_id(store: GraphStore, ids: Sequence[str]) -> list[tuple[str, str | None]]:
-    """``(product_id, title)`` of the products whose id is in ``ids``."""
-    if not ids:
-        return []
-    rows = store.read_now(query("search_products_by_id"), {"ids": list(ids)})
-    return [(row["product_id"], row["title"]) for row in rows]
+def find_candidates(
+    store: GraphStore, lucene: str, limit: int, brands: Sequence[str] = (), paths: Sequence[str] = (), member_limit: int = 0
+) -> Candidates:
+    """The products whose text matches ``lucene`` (at most ``limit``, best first), and the
+    products of the brands ``brands`` and of the categories ``paths`` or their subcategories
+    (at most ``member_limit`` of each): one round trip."""
+    parameters = {
+        "text": lucene, "limit": int(limit), "brands": list(brands), "paths": list(paths), "member_limit": int(member_limit)
+    }
+    row = _read(store, "search_candidates", parameters)[0]
+    return Candidates(
+        hits=list(zip(row["product_ids"], map(float, row["scores"]))),
+        brand_products=list(row["brand_products"]),
+        category_products=list(row["category_products"]),
+    )

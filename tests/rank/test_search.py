@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from kgrec.errors import ConfigError
+from kgrec.models.history import Histories
+from kgrec.rank.exploration import ExplorationGraph
+from kgrec.rank.params import RankParams, Weights
+from kgrec.rank.ranking import Catalog, rank
 from kgrec.rank.search import (
     EntityHit,
     active_mix,
+    candidate_scores,
     describe_entities,
     edit_distance,
     entity_match,
@@ -16,7 +21,9 @@ from kgrec.rank.search import (
     hybrid_relevance,
     link_entities,
     lucene_query,
+    name_words,
     normalise_parts,
+    rank_candidates,
     tokenise,
 )
 
@@ -36,6 +43,12 @@ def test_lucene_query_drops_stop_words_and_repeats_and_sizes_fuzziness_by_length
     assert lucene_query(["the", "red", "lipstick", "for", "red", "ox"]) == "red~1 lipstick~2 ox"
     assert lucene_query(["red", "lipstick"], fuzzy=False) == "red lipstick"
     assert lucene_query(["and", "the"]) == ""
+
+
+def test_lucene_query_matches_words_spelt_like_a_name_as_spelt():
+    hits = [EntityHit("brand", "Lumen", "Lumen"), EntityHit("category", "Beauty > Makeup > Eyes", "Eyes")]
+    assert name_words(hits) == {"lumen", "eyes"}
+    assert lucene_query(["lumen", "mascarra", "eyes"], exact=name_words(hits)) == "lumen mascarra~2 eyes"
 
 
 def test_edit_distance_counts_transpositions_as_one_edit():
@@ -71,22 +84,28 @@ def test_link_entities_without_fuzzy_needs_exact_words():
     assert [e.key for e in link_entities(["lumen"], hits, fuzzy=False)] == ["Lumen"]
 
 
-def test_entity_match_is_the_share_of_named_kinds_a_product_matches():
-    brand = torch.tensor([0, 1])
+def test_entity_match_is_the_share_of_named_kinds_a_candidate_matches():
+    brand = torch.tensor([0, 1, 9])
     category = torch.tensor([1, 2])
-    assert entity_match([brand, category], 4).tolist() == [0.5, 1.0, 0.5, 0.0]
-    assert entity_match([], 3).tolist() == [0.0, 0.0, 0.0]
+    assert entity_match([brand, category], torch.arange(4)).tolist() == [0.5, 1.0, 0.5, 0.0]
+    assert entity_match([brand, category], torch.tensor([1, 3, 9])).tolist() == [1.0, 0.0, 0.5]
+    assert entity_match([], torch.arange(3)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_candidate_scores_places_scores_and_drops_non_candidates():
+    candidates = torch.tensor([2, 5, 7, 11])
+    scores = candidate_scores(candidates, torch.tensor([7, 3, 2, 20]), torch.tensor([4.0, 9.0, 1.0, 8.0]))
+    assert scores.tolist() == [1.0, 0.0, 4.0, 0.0]  # 3 and 20 are not candidates
+    assert candidate_scores(torch.zeros(0, dtype=torch.long), torch.tensor([1]), torch.tensor([1.0])).numel() == 0
 
 
 def test_normalise_parts_keeps_no_hit_at_zero_and_minmaxes_similarities():
-    candidates = torch.tensor([True, True, True, False])
-    parts = normalise_parts(
-        {"lexical": torch.tensor([4.0, 2.0, 0.0, 9.0]), "dense": torch.tensor([0.2, 0.6, 0.4, 0.9])}, candidates
-    )
-    assert parts["lexical"].tolist() == [1.0, 0.5, 0.0, 0.0]  # the non-candidate's 9 neither counts nor shows
-    assert parts["dense"].tolist() == pytest.approx([0.0, 1.0, 0.5, 0.0])
+    parts = normalise_parts({"lexical": torch.tensor([4.0, 2.0, 0.0]), "dense": torch.tensor([0.2, 0.6, 0.4])})
+    assert parts["lexical"].tolist() == [1.0, 0.5, 0.0]
+    assert parts["dense"].tolist() == pytest.approx([0.0, 1.0, 0.5])
+    assert normalise_parts({"entity": torch.zeros(2)})["entity"].tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="unknown part"):
-        normalise_parts({"nope": torch.zeros(4)}, candidates)
+        normalise_parts({"nope": torch.zeros(4)})
 
 
 def test_active_mix_rescales_the_parts_in_use_and_rejects_all_zero():
@@ -97,11 +116,40 @@ def test_active_mix_rescales_the_parts_in_use_and_rejects_all_zero():
         active_mix({"lexical": 0.0, "dense": 0.0}, ["lexical", "dense"])
 
 
-def test_hybrid_relevance_mixes_candidates_and_excludes_the_rest():
-    candidates = torch.tensor([True, True, False])
-    parts = {"lexical": torch.tensor([1.0, 0.0, 0.0]), "dense": torch.tensor([0.0, 1.0, 0.0])}
-    out = hybrid_relevance(parts, {"lexical": 0.75, "dense": 0.25}, candidates)
-    assert out[:2].tolist() == [0.75, 0.25] and out[2] == -torch.inf
+def test_hybrid_relevance_mixes_the_parts():
+    parts = {"lexical": torch.tensor([1.0, 0.0, 0.5]), "dense": torch.tensor([0.0, 1.0, 0.5])}
+    assert hybrid_relevance(parts, {"lexical": 0.75, "dense": 0.25}).tolist() == [0.75, 0.25, 0.5]
+
+
+@pytest.mark.parametrize("diversity", [0.0, 0.3])
+@pytest.mark.parametrize("include_seen", [False, True])
+def test_rank_candidates_ranks_as_the_whole_catalog_with_the_rest_left_out(diversity: float, include_seen: bool):
+    """Ranking the candidates alone gives the list, scores and parts of ranking the whole
+    catalog with relevance -inf outside the candidates (popularity, seen products, the
+    exploration bonus and the novelty term included)."""
+    torch.manual_seed(5)
+    num_products = 400
+    embedding = torch.nn.functional.normalize(torch.randn(num_products, 8), dim=-1)
+    graph = ExplorationGraph.build(torch.randint(-1, 20, (num_products,)), torch.randint(0, 15, (num_products, 2)), torch.full((15,), -1))
+    catalog = Catalog(popularity=torch.rand(num_products) ** 3, exploration=graph, product_embedding=embedding)
+    candidates = torch.randperm(num_products)[:90].sort().values
+    outside = torch.arange(num_products)[~torch.isin(torch.arange(num_products), candidates)]
+    seen = torch.cat([candidates[[4, 40]], outside[:1]])  # two candidates and a product that is none
+    n = seen.numel()
+    histories = Histories.from_events(torch.zeros(n, dtype=torch.long), seen, torch.arange(n), torch.ones(n), 1)
+    relevance = torch.rand(candidates.numel())
+    params = RankParams(Weights.of((0.6, 0.1, diversity)), 10, num_candidates=30, include_seen=include_seen)
+
+    alone = rank_candidates(relevance, candidates, catalog, params, histories).user(0)
+    full_relevance = torch.full((num_products,), -torch.inf)
+    full_relevance[candidates] = relevance
+    full = rank(full_relevance, catalog, params, histories).user(0)
+    assert alone.product_index.tolist() == full.product_index.tolist()
+    assert set(alone.product_index.tolist()) <= set(candidates.tolist())
+    assert include_seen or not set(alone.product_index.tolist()) & set(seen.tolist())
+    for name in ("score", "relevance", "popularity", "diversity"):
+        assert getattr(alone, name).tolist() == pytest.approx(getattr(full, name).tolist(), abs=1e-6)
+    assert rank_candidates(torch.zeros(0), torch.zeros(0, dtype=torch.long), catalog, params).user(0).product_index.numel() == 0
 
 
 def test_link_entities_takes_an_exact_spelling_over_a_near_one():
