@@ -188,7 +188,7 @@ class SearchConfig(BaseModel):
     dense_candidates: int = Field(200, ge=0, description="Products closest to the query's text embedding taken as candidates.")
     entity_candidates: int = Field(5000, ge=1, description="At most this many products of each named brand or category taken as candidates.")
     entity_hits: int = Field(50, ge=1, description="Brand and category names the entity index returns before each is checked against the query's words.")
-    fuzzy: bool = Field(True, description="Match words with typos: 1 edit for 3-5 letters, 2 for longer words (Lucene term~).")
+    fuzzy: bool = Field(True, description="Match words with typos: 1 edit for 3-5 letters, 2 for longer words (Lucene term~). A word spelt exactly like a brand or category name is matched as spelt in the product index.")
     include_seen: bool = Field(False, description="With a user: also rank products the user already interacted with.")
 
     @model_validator(mode="after")
