@@ -96,6 +96,8 @@ class KgrecModel(nn.Module):
         self.embedding = nn.ModuleDict({t: nn.Embedding(max(self.num_nodes[t], 1), dim) for t in NODE_TYPES})
         for emb in self.embedding.values():
             nn.init.normal_(emb.weight, std=0.1)
+        if config.user_mode == "history":
+            self.embedding["user"].weight.requires_grad_(False)  # users only relay (see layer0)
         num_products = self.num_nodes["product"]
         has_id = torch.ones(num_products, dtype=torch.bool) if product_has_id is None else product_has_id.bool()
         self.register_buffer("product_has_id", has_id.reshape(-1))
@@ -169,6 +171,11 @@ class KgrecModel(nn.Module):
         parts = []
         for t in NODE_TYPES:
             n = self.num_nodes[t]
+            if t == "user" and self.config.user_mode == "history":
+                # Users only relay in history mode (their own vector comes from history): zeros,
+                # not the table, so a training step neither grads nor updates a row per user.
+                parts.append(self.embedding[t].weight.new_zeros(n, self.config.dim))
+                continue
             x = self.embedding[t].weight[:n]
             if t == "product":
                 x = x * self.product_has_id.unsqueeze(-1).to(x.dtype)
@@ -178,8 +185,6 @@ class KgrecModel(nn.Module):
                 x = x + self.name_proj(self.brand_text)
             elif t == "category" and with_text and self.category_text is not None:
                 x = x + self.name_proj(self.category_text)
-            elif t == "user" and self.config.user_mode == "history":
-                x = x * 0  # users only relay in history mode; their own vector comes from history
             parts.append(x)
         return torch.cat(parts)
 
