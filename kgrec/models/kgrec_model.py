@@ -217,7 +217,7 @@ class KgrecModel(nn.Module):
           :meth:`refresh_context` (once per epoch in training).
 
         A step then costs what its products cost, not what the graph costs, so an epoch
-        grows linearly with the data. With a fresh context, :meth:`product_vectors` equals
+        does not pay for the graph. With a fresh context, :meth:`product_vectors` equals
         ``propagate()["product"]``; only the deeper ID terms lag within an epoch and pass
         no gradient to the neighbours they come from.
 

@@ -41,7 +41,7 @@ class TrainConfig(BaseModel):
         description=(
             "How a training step gets its product vectors: 'cached' = the text terms are propagated once, each "
             "product's own and one-hop terms live, the deeper ID terms from a propagation refreshed every epoch "
-            "(a step costs what its products cost; an epoch grows linearly with the data); 'full' = propagate the "
+            "(a step propagates only its own products, not the graph); 'full' = propagate the "
             "whole graph at every step (exact gradients; an epoch grows with the square of the shop). "
             "model.user_mode 'id' and 'hybrid' always use 'full'."
         ),

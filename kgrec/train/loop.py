@@ -9,8 +9,8 @@ Each step computes the product vectors it needs, builds the batch's user vectors
 their histories and applies the softmax (or BPR) loss. With ``train.propagation:
 cached`` (the default) a step pays only for its products: the text terms are propagated
 once, the one-hop terms live, the deeper ones refreshed every epoch
-(:meth:`~kgrec.models.kgrec_model.KgrecModel.cache_propagation`), so an epoch grows
-linearly with the data; ``full`` propagates the whole graph at every step. The valid
+(:meth:`~kgrec.models.kgrec_model.KgrecModel.cache_propagation`), so a step does not
+propagate the graph; ``full`` propagates the whole graph at every step. The valid
 NDCG@10 of :func:`kgrec.train.evaluate.evaluate` drives early stopping; the best
 epoch's weights are kept.
 """
