@@ -240,7 +240,7 @@ class KgrecModel(nn.Module):
         self._one_hop = (indptr.to(device), col.to(device), val.to(device))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            one_hop = torch.sparse_csr_tensor(indptr, col, val, (count, adj.shape[0]))
+            one_hop = torch.sparse_csr_tensor(indptr, col, val, (count, adj.shape[0]), check_invariants=False)
             self._one_hop_matrix = (one_hop.to(device), one_hop.t().to_sparse_csr().to(device))
         self._text_context = self._propagate_fixed(self._text_features("product"), block)
         self._name_context = self._propagate_fixed(self._text_features("name"), block)
