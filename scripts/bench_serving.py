@@ -207,9 +207,10 @@ def main() -> None:
             "users": n_all,
             "batched_s": round(batch_s, 2),
             "batched_ms_per_user": round(batch_s / n_all * 1000, 3),
-            "naive_ms_per_user": round(naive_s / len(naive_users) * 1000, 2),
-            "speedup": round((naive_s / len(naive_users)) / (batch_s / n_all), 1),
         }
+        if naive_users:  # --naive-users 0 skips the per-user loop
+            figures["all_users"]["naive_ms_per_user"] = round(naive_s / len(naive_users) * 1000, 2)
+            figures["all_users"]["speedup"] = round((naive_s / len(naive_users)) / (batch_s / n_all), 1)
     finally:
         if server is not None:
             server.terminate()
