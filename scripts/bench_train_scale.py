@@ -46,7 +46,7 @@ def shop_snapshot(size: int, events_per_user: int, folder: Path):
 def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
     from kgrec.config import KgrecConfig
     from kgrec.models.history import Histories
-    from kgrec.train.loop import Texts, _sequence_loss, build_model, training_windows
+    from kgrec.train.loop import Texts, _sequence_loss, build_model, negative_proposal, training_windows
     from kgrec.train.split import leave_last_out
 
     config = KgrecConfig.model_validate({"model": {"use_text": False}, "train": {"propagation": propagation, "device": "cpu"}})
@@ -64,7 +64,7 @@ def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
         model.cache_propagation()
     setup = time.perf_counter() - started
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    popularity = torch.bincount(train.product_index, minlength=snapshot.num_products).float()
+    proposal = negative_proposal(torch.bincount(train.product_index, minlength=snapshot.num_products).float())
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(windows.shape[0], generator=generator)
     timed = min(max_steps, steps) if max_steps > 0 else steps
@@ -76,7 +76,7 @@ def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
     started = time.perf_counter()
     for step in range(timed):
         batch = order[step * config.train.sequence_batch_size : (step + 1) * config.train.sequence_batch_size]
-        loss = _sequence_loss(model, windows[batch], weights[batch], config.train, popularity, generator,
+        loss = _sequence_loss(model, windows[batch], weights[batch], config.train, proposal, generator,
                               torch.device("cpu"), cached)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -135,7 +135,6 @@ class KgrecModel(nn.Module):
         self.register_buffer("history_index", torch.zeros(self.num_nodes["user"], length, dtype=torch.long))
         self.register_buffer("history_weight", torch.zeros(self.num_nodes["user"], length))
         # Set by cache_propagation (training only; never saved with the model).
-        self._one_hop: tuple[Tensor, Tensor, Tensor] | None = None
         self._one_hop_matrix: tuple[Tensor, Tensor] | None = None
         self._text_context: Tensor | None = None
         self._name_context: Tensor | None = None
@@ -237,7 +236,6 @@ class KgrecModel(nn.Module):
         indptr = torch.zeros(count + 1, dtype=torch.long)
         indptr[1:] = torch.cumsum(torch.bincount(row, minlength=count), 0)
         device = self.embedding["product"].weight.device
-        self._one_hop = (indptr.to(device), col.to(device), val.to(device))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             one_hop = torch.sparse_csr_tensor(indptr, col, val, (count, adj.shape[0]), check_invariants=False)
@@ -297,30 +295,46 @@ class KgrecModel(nn.Module):
         """``[len(rows), dim]`` final product vectors (all products when ``rows`` is None) by
         cached propagation (:meth:`cache_propagation`); gradients reach the ID embeddings of
         the products and their one-hop neighbours, and the text projections."""
-        device = self.embedding["product"].weight.device
-        count = self.num_nodes["product"]
-        every = rows is None  # one sparse product; a subset gathers its rows' edges instead
-        rows = torch.arange(count, device=device) if rows is None else rows.to(device)
-        ids = self.layer0(with_text=False)
-        start = self.offsets["product"][0]
-        layers = self.config.layers
-        out = ids[start + rows]
-        if layers >= 1 and every:
-            out = out + _SpMM.apply(*self._one_hop_matrix, ids)
-            out = out / (layers + 1) + self._id_context
-        elif layers >= 1:
-            indptr, col, val = self._one_hop
-            lengths = indptr[rows + 1] - indptr[rows]
-            edge = torch.repeat_interleave(indptr[rows] - torch.cumsum(lengths, 0) + lengths, lengths) + torch.arange(
-                int(lengths.sum()), device=device
-            )
-            target = torch.repeat_interleave(torch.arange(rows.numel(), device=device), lengths)
-            out = out + torch.zeros_like(out).index_add(0, target, val[edge].unsqueeze(-1) * ids[col[edge]])
-            out = out / (layers + 1) + self._id_context[rows]
+        layers, start = self.config.layers, self.offsets["product"][0]
+        every = rows is None  # one sparse product over every node; a subset gathers only its rows' edges
+        if every:
+            ids = self.layer0(with_text=False)
+            out = ids[start : start + self.num_nodes["product"]]
+            if layers >= 1:
+                out = (out + _SpMM.apply(*self._one_hop_matrix, ids)) / (layers + 1) + self._id_context
+        else:
+            rows = rows.to(self.embedding["product"].weight.device)
+            out = self._id_rows(start + rows)
+            if layers >= 1:
+                one_hop = self._one_hop_matrix[0]
+                indptr, col, val = one_hop.crow_indices(), one_hop.col_indices(), one_hop.values()
+                lengths = indptr[rows + 1] - indptr[rows]
+                first = torch.repeat_interleave(indptr[rows] - torch.cumsum(lengths, 0) + lengths, lengths)
+                edge = first + torch.arange(int(lengths.sum()), device=rows.device)
+                target = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), lengths)
+                neighbours = val[edge].unsqueeze(-1) * self._id_rows(col[edge])
+                out = (out + torch.zeros_like(out).index_add(0, target, neighbours)) / (layers + 1)
+                out = out + self._id_context[rows]
         if self._text_context is not None:
             out = out + self.text_proj(self._text_context if every else self._text_context[rows])
         if self._name_context is not None:
             out = out + self.name_proj(self._name_context if every else self._name_context[rows])
+        return out
+
+    def _id_rows(self, index: Tensor) -> Tensor:
+        """``[len(index), dim]`` rows of :meth:`layer0` ``(with_text=False)`` for nodes in the
+        adjacency's numbering, gathered without building every node's row (a training step's hot path)."""
+        out = self.embedding["product"].weight.new_zeros(index.numel(), self.config.dim)
+        for t in NODE_TYPES:
+            s, n = self.offsets[t]
+            if t == "user" and self.config.user_mode == "history":
+                continue  # users relay only: zeros (see layer0)
+            inside = (index >= s) & (index < s + n)
+            local = index[inside] - s
+            x = self.embedding[t].weight[local]
+            if t == "product":
+                x = x * self.product_has_id[local].unsqueeze(-1).to(x.dtype)
+            out = out.index_put((inside.nonzero().squeeze(-1),), x)
         return out
 
     # ---- users

@@ -270,14 +270,16 @@ class _TrainJob:
         if cached:
             model.cache_propagation()
         sequential = model_cfg.sequence_encoder
-        popularity = torch.bincount(split.train.product_index, minlength=self.snapshot.num_products).float()
+        proposal = negative_proposal(
+            torch.bincount(split.train.product_index, minlength=self.snapshot.num_products).float()
+        )
         sampler = NegativeSampler(split.train, self.snapshot.num_products) if train_cfg.loss == "bpr" else None
         generator = torch.Generator().manual_seed(self.seed)
 
         def step_loss(batch: Tensor) -> Tensor:
             if sequential:
                 return _sequence_loss(
-                    model, hist_index[batch], hist_weight[batch], train_cfg, popularity, generator, device, cached
+                    model, hist_index[batch], hist_weight[batch], train_cfg, proposal, generator, device, cached
                 )
             return _step_loss(
                 model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
@@ -450,7 +452,7 @@ def _sequence_loss(
     index: Tensor,
     weight: Tensor,
     cfg: TrainConfig,
-    popularity: Tensor,
+    proposal: Tensor,
     generator: torch.Generator,
     device: torch.device,
     cached: bool,
@@ -464,7 +466,7 @@ def _sequence_loss(
 
     Args:
         index, weight: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`).
-        popularity: ``[P]`` train pairs per product (the proposal of the sampled softmax).
+        proposal: ``[P]`` the sampled softmax's draw probabilities (:func:`negative_proposal`).
     """
     present, index, weight = trim_padding(weight > 0, index, weight)
     index, weight, present = index.to(device), weight.to(device), present.to(device)
@@ -475,7 +477,7 @@ def _sequence_loss(
         products = _product_vectors(model, cached)
         hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
         return softmax_loss(hidden[positions], products, index[:, 1:][positions], cfg.temperature)
-    negatives, log_q = popularity_negatives(popularity, cfg.negatives, generator)
+    negatives, log_q = popularity_negatives(proposal, cfg.negatives, generator)
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
     products = _product_vectors(model, cached, rows)
     local_index, local_negatives = local[: index.numel()].view_as(index), local[index.numel() :]
@@ -485,16 +487,21 @@ def _sequence_loss(
     )
 
 
-def popularity_negatives(popularity: Tensor, num_negatives: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``num_negatives`` products drawn in proportion to popularity (+1), and each draw's
-    logQ correction ``log(num_negatives · q)`` (both ``[num_negatives]``).
+def negative_proposal(popularity: Tensor) -> Tensor:
+    """``[P]`` draw probabilities of the sampled softmax's negatives: popularity + 1, normalised
+    (built once per training run, not per step)."""
+    return (popularity + 1.0) / (popularity + 1.0).sum()
+
+
+def popularity_negatives(proposal: Tensor, num_negatives: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``num_negatives`` products drawn from ``proposal`` (:func:`negative_proposal`), and each
+    draw's logQ correction ``log(num_negatives · q)`` (both ``[num_negatives]``).
 
     Drawing by popularity finds the hard, popular negatives; :func:`sampled_softmax_loss`
     lowers each draw's logit by its correction so the sum over the draws estimates the
     sum over the whole catalog (importance sampling, Bengio & Senécal 2008)."""
-    q = (popularity + 1.0) / (popularity + 1.0).sum()
-    negatives = torch.multinomial(q, num_negatives, replacement=True, generator=generator)
-    return negatives, torch.log(q[negatives] * num_negatives)
+    negatives = torch.multinomial(proposal, num_negatives, replacement=True, generator=generator)
+    return negatives, torch.log(proposal[negatives] * num_negatives)
 
 
 def sampled_softmax_loss(

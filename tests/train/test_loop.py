@@ -153,14 +153,14 @@ def test_train_model_with_text_uses_the_encoder(planted, tmp_path, monkeypatch):
 
 def test_sampled_softmax_with_log_q_approximates_the_full_softmax():
     from kgrec.models.kgrec_model import softmax_loss
-    from kgrec.train.loop import popularity_negatives, sampled_softmax_loss
+    from kgrec.train.loop import negative_proposal, popularity_negatives, sampled_softmax_loss
 
     gen = torch.Generator().manual_seed(0)
     users, products = torch.randn(64, 8, generator=gen), torch.randn(40, 8, generator=gen)
     target = torch.randint(40, (64,), generator=gen)
     popularity = torch.arange(40).float() ** 2  # heavily skewed proposal
     full = softmax_loss(users, products, target, temperature=0.5)
-    negatives, log_q = popularity_negatives(popularity, 200_000, gen)
+    negatives, log_q = popularity_negatives(negative_proposal(popularity), 200_000, gen)
     sampled = sampled_softmax_loss(users, products, target, 0.5, negatives, log_q)
     assert abs(float(sampled) - float(full)) < 0.05 * float(full)
 
