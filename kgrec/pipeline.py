@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -343,9 +343,7 @@ class Recommendations:
     items: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        # Field by field, not dataclasses.asdict: the values are plain JSON already, and
-        # asdict's deep copy of every item costs about 0.1 ms of CPU in a served request.
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return _fields(self)
 
 
 def load_model(config: KgrecConfig, model_dir: str | Path = DEFAULT_RUNS_DIR / "models", store: GraphStore | None = None):
@@ -639,7 +637,14 @@ class SearchResults:
     items: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _fields(self)
+
+
+def _fields(result) -> dict:
+    """A result dataclass's fields as a dict, in order. Field by field, not dataclasses.asdict:
+    the values are plain JSON already, and asdict's deep copy of every item costs about 0.1 ms
+    of CPU in a served request."""
+    return {name: getattr(result, name) for name in result.__dataclass_fields__}
 
 
 def match_query(loaded, query: str, search_config=None) -> QueryMatch:
