@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -751,7 +752,8 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     for column in columns:
         table.add_column(column.replace("coverage", "cov"), justify="right", no_wrap=True)
     for name, metrics in rows.items():
-        table.add_row(escape(name), *(f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns))
+        # "-" where a metric does not apply (ild@10 of a catalog without categories is NaN).
+        table.add_row(escape(name), *("-" if math.isnan(metrics.get(c, math.nan)) else f"{metrics[c]:.4f}" for c in columns))
     return table
 
 
