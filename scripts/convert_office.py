@@ -10,7 +10,9 @@ Reads (see SRC_DIR/PROVENANCE.md for where they come from):
 Writes into OUT_DIR (never into the repository):
 
 - ``products``: ``product_id`` (the ASIN), ``title``, ``brand``, ``description``; the
-  source has no categories, prices or relations, so there is no relations file;
+  source has no categories, prices or relations, so there is no relations file. The source
+  writes ``Unknown`` where the brand is not known (498 of 2,420 products); that becomes an
+  empty brand, not one Brand node "made by" all of them;
 - ``interactions``: ``user_id, product_id, event, timestamp`` with every event a
   ``purchase`` (a 5-core review) and ``timestamp`` = the 0-based position in the user's
   sequence, as epoch seconds. **Only the order is known** (and for Office it is assumed
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import polars as pl
 
+UNKNOWN_BRAND = "Unknown"  # the source's placeholder for a missing brand
+
 
 def read_tsv(path: Path) -> pl.DataFrame:
     """A source TSV (gzipped, no quoting) with every column as text."""
@@ -42,7 +46,7 @@ def convert_office(source_dir: Path, out_dir: Path, file_format: str = "csv") ->
         "products": items.select(
             pl.col("asin").alias("product_id"),
             pl.col("title"),
-            pl.col("brand"),
+            pl.when(pl.col("brand") != UNKNOWN_BRAND).then(pl.col("brand")).alias("brand"),
             pl.col("description"),
         ),
         "interactions": interactions.select(

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import polars as pl
 import pytest
 
 from kgrec.ingest.validate import load_tables
@@ -59,11 +60,13 @@ def test_convert_beauty_gives_loadable_files(beauty_source: Path, tmp_path: Path
 def test_convert_office_gives_loadable_files(tmp_path: Path) -> None:
     source = tmp_path / "office"
     source.mkdir()
-    write_tsv_gz(source / "items.tsv.gz", [["asin", "title", "brand", "description"], ["B1", 'HP 12C "Financial" Calculator', "HP", "RPN, since 1981"]])
+    write_tsv_gz(source / "items.tsv.gz", [["asin", "title", "brand", "description"], ["B1", 'HP 12C "Financial" Calculator', "HP", "RPN, since 1981"],
+                                           ["B2", "Push pins", "Unknown", "Ten"]])
     write_tsv_gz(source / "interactions.tsv.gz", [["user_id", "asin", "position", "loo_split"], ["U1", "B1", "0", "test"]])
     paths = load_script("convert_office").convert_office(source, tmp_path / "out")
     tables, _ = load_tables(paths["products"], paths["interactions"])
     assert tables.products.select("title", "brand", "description").row(0) == ('HP 12C "Financial" Calculator', "HP", "RPN, since 1981")
+    assert tables.products.filter(pl.col("product_id") == "B2")["brand"].to_list() == [None]  # the source's placeholder
     assert tables.num_interactions == 1
 
 
