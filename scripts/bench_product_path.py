@@ -21,6 +21,12 @@ Steps:
    stopping on each user's last loaded event, then it is refitted on all of them) and
    scored by the same evaluator on the same held-out events.
 
+Ablations run in the same run, on the same graph and held-out events: each ``--variant
+NAME=KEY=VALUE[;KEY=VALUE]`` trains another model with those ``kgrec train --set`` settings
+(on top of ``--set``), recommends with it the same way, and is scored as row ``kgrec NAME``,
+e.g. ``--variant no-kg=model.use_kg=false --variant no-text=model.use_text=false
+--variant mean=model.user_encoder=mean``.
+
 With ``--cold-products 0.1`` a random 10% of the catalog loses every loaded event (the
 products stay in the catalog, with their text, brand, categories and relations), and the
 held-out events on those products are also scored on their own (Recall@20, NDCG@20) for
@@ -56,9 +62,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7695, help="Bolt port of the benchmark's own managed Neo4j")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to kgrec train, e.g. train.patience=2")
     parser.add_argument("--baselines", default="itemknn,lightgcn", help="comma-separated: itemknn, lightgcn, sasrec (empty: none)")
+    parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+                        help="an ablation trained and scored in the same run, e.g. no-kg=model.use_kg=false")
     parser.add_argument("--cold-products", type=float, default=0.0, help="share of products whose events are all withheld (cold start)")
     args = parser.parse_args()
 
+    variants = [parse_variant(text) for text in args.variants]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KGREC_HOME": str(work / "kgrec-home")}
@@ -86,20 +95,23 @@ def main() -> None:
         if (input_dir / "relations.csv").exists():
             files += ["--relations", str(input_dir / "relations.csv")]
         run("build-graph", kgrec + ["build-graph", *files] + port)
-        overrides = [part for o in args.overrides for part in ("--set", o)]
-        run("train", kgrec + ["train", "--out", str(work / "runs" / "models" / "model")] + port + overrides)
-        run("recommend --all-users", kgrec + ["recommend", "--all-users", "-k", "20", "--weights", "relevance=1",
-                                               "--model", str(work / "runs" / "models"), "--out", str(work / "recs.jsonl")] + port)
+        for name, settings in [("", [])] + variants:
+            overrides = [part for o in args.overrides + settings for part in ("--set", o)]
+            runs, suffix = work / variant_folder(name), f" {name}" if name else ""
+            run(f"train{suffix}", kgrec + ["train", "--out", str(runs / "models" / "model")] + port + overrides)
+            run(f"recommend --all-users{suffix}", kgrec + ["recommend", "--all-users", "-k", "20", "--weights", "relevance=1",
+                                                           "--model", str(runs / "models"), "--out", str(runs / "recs.jsonl")] + port)
     finally:
         subprocess.run(kgrec + ["db", "stop"] + port, env=env, cwd=work)
 
     baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
-    rows = score(work, heldout, baselines, timings, cold)
+    rows = score(work, heldout, baselines, timings, cold, [name for name, _ in variants])
     best = max((rows[name]["ndcg@10"] for name in baselines if name in rows), default=float("nan"))
     result = {
         "data_dir": str(args.data_dir),
         "machine": f"{platform.node()} ({os.cpu_count()} cores), torch {torch.__version__}",
         "train_overrides": args.overrides,
+        "variants": {name: settings for name, settings in variants},
         "rows": rows,
         "kgrec_over_best_baseline": rows["kgrec"]["ndcg@10"] / best if best == best else None,
         "baselines": baselines,
@@ -107,12 +119,25 @@ def main() -> None:
         "cold_products": len(cold) if cold is not None else 0,
     }
     (work / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(f"\n{'model':10} {'NDCG@10':>8} {'R@10':>7} {'NDCG@20':>8} {'R@20':>7}  users")
+    print(f"\n{'model':18} {'NDCG@10':>8} {'R@10':>7} {'NDCG@20':>8} {'R@20':>7}  users")
     for name, m in rows.items():
-        print(f"{name:10} {m['ndcg@10']:8.4f} {m['recall@10']:7.4f} {m['ndcg@20']:8.4f} {m['recall@20']:7.4f}  {int(m['users'])}")
+        print(f"{name:18} {m['ndcg@10']:8.4f} {m['recall@10']:7.4f} {m['ndcg@20']:8.4f} {m['recall@20']:7.4f}  {int(m['users'])}")
     if result["kgrec_over_best_baseline"] is not None:
         print(f"kgrec / best of {', '.join(baselines)}: {result['kgrec_over_best_baseline']:.3f}")
     print(f"seconds: {timings}")
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``"no-kg=model.use_kg=false;train.lr=0.001"`` → ``("no-kg", ["model.use_kg=false", "train.lr=0.001"])``."""
+    name, _, settings = text.partition("=")
+    if not name or not settings or not name.replace("-", "").replace("_", "").isalnum():
+        raise SystemExit(f"--variant {text!r}: expected NAME=KEY=VALUE[;KEY=VALUE], e.g. no-kg=model.use_kg=false")
+    return name, [s for s in settings.split(";") if s]
+
+
+def variant_folder(name: str) -> str:
+    """Where a variant's model and lists go under ``--work`` (the default model: ``runs``)."""
+    return f"runs-{name}" if name else "runs"
 
 
 def hold_out_last(source: Path, out: Path) -> tuple[Path, pl.DataFrame]:
@@ -158,7 +183,8 @@ def withhold_products(input_dir: Path, share: float, out: Path) -> pl.Series:
 
 
 def score(
-    work: Path, heldout: pl.DataFrame, baselines: list[str], timings: dict[str, float], cold: pl.Series | None = None
+    work: Path, heldout: pl.DataFrame, baselines: list[str], timings: dict[str, float], cold: pl.Series | None = None,
+    variants: list[str] = (),
 ) -> dict[str, dict[str, float]]:
     from kgrec.snapshot.snapshot import load_snapshot
     from kgrec.train.baselines import make_baseline
@@ -174,14 +200,11 @@ def score(
     test = Pairs.from_indices(torch.from_numpy(user[known]), torch.from_numpy(product[known]))
     split = InteractionSplit(len(snapshot.user_ids), len(snapshot.product_ids), loaded, Pairs.empty(), test)
 
-    lists = pl.read_ndjson(work / "recs.jsonl")
-    scores = torch.full((split.num_users, split.num_products), -torch.inf)
-    for user_id, items in zip(lists.get_column("user_id").to_list(), lists.get_column("items").to_list()):
-        row = snapshot.user_ids.indices([user_id], strict=False)[0]
-        if row >= 0 and items:
-            index = torch.from_numpy(snapshot.product_ids.indices(items, strict=False))
-            scores[row, index[index >= 0]] = torch.arange(len(items), 0, -1, dtype=torch.float)[index >= 0]
+    scores = list_scores(work / "runs" / "recs.jsonl", snapshot, split)
     rows = {"kgrec": evaluate(lambda u: scores[u], split, "test", ks=(10, 20))}
+    for name in variants:
+        variant_scores = list_scores(work / variant_folder(name) / "recs.jsonl", snapshot, split)
+        rows[f"kgrec {name}"] = evaluate(lambda u: variant_scores[u], split, "test", ks=(10, 20))
     if cold is not None:
         rows.update(score_cold(work, snapshot, split, scores, cold))
     for name in baselines:
@@ -198,6 +221,19 @@ def score(
             rows[name]["epochs"] = float(model.epochs)
         timings[name] = round(time.perf_counter() - started, 1)
     return rows
+
+
+def list_scores(path: Path, snapshot, split) -> torch.Tensor:
+    """``[users, products]`` scores of the lists in ``path`` (``kgrec recommend --all-users --out``):
+    rank k of 20 scores 21 - k, unlisted products -inf."""
+    lists = pl.read_ndjson(path)
+    scores = torch.full((split.num_users, split.num_products), -torch.inf)
+    for user_id, items in zip(lists.get_column("user_id").to_list(), lists.get_column("items").to_list()):
+        row = snapshot.user_ids.indices([user_id], strict=False)[0]
+        if row >= 0 and items:
+            index = torch.from_numpy(snapshot.product_ids.indices(items, strict=False))
+            scores[row, index[index >= 0]] = torch.arange(len(items), 0, -1, dtype=torch.float)[index >= 0]
+    return scores
 
 
 def score_cold(work: Path, snapshot, split, kgrec_scores: torch.Tensor, cold: pl.Series) -> dict[str, dict[str, float]]:
