@@ -46,7 +46,7 @@ def shop_snapshot(size: int, events_per_user: int, folder: Path):
 def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
     from kgrec.config import KgrecConfig
     from kgrec.models.history import Histories
-    from kgrec.train.loop import Texts, _sequence_loss, build_model, negative_proposal, training_windows
+    from kgrec.train.loop import NegativeProposal, Optimizer, Texts, _sequence_loss, build_model, training_windows, uses_sampled_rows
     from kgrec.train.split import leave_last_out
 
     config = KgrecConfig.model_validate({"model": {"use_text": False}, "train": {"propagation": propagation, "device": "cpu"}})
@@ -63,8 +63,8 @@ def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
     if cached:
         model.cache_propagation()
     setup = time.perf_counter() - started
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    proposal = negative_proposal(torch.bincount(train.product_index, minlength=snapshot.num_products).float())
+    optimizer = Optimizer(model, config.train, sparse=uses_sampled_rows(model, config.train, cached))
+    proposal = NegativeProposal(torch.bincount(train.product_index, minlength=snapshot.num_products))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(windows.shape[0], generator=generator)
     timed = min(max_steps, steps) if max_steps > 0 else steps
@@ -78,7 +78,7 @@ def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
         batch = order[step * config.train.sequence_batch_size : (step + 1) * config.train.sequence_batch_size]
         loss = _sequence_loss(model, windows[batch], weights[batch], config.train, proposal, generator,
                               torch.device("cpu"), cached)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     seconds = time.perf_counter() - started

@@ -139,6 +139,8 @@ class KgrecModel(nn.Module):
         self._text_context: Tensor | None = None
         self._name_context: Tensor | None = None
         self._id_context: Tensor | None = None
+        # Set by sparse_gradients(): a step's ID-row gathers give row-sparse gradients.
+        self._sparse_rows = False
 
     @property
     def history_length(self) -> int:
@@ -321,6 +323,20 @@ class KgrecModel(nn.Module):
             out = out + self.name_proj(self._name_context if every else self._name_context[rows])
         return out
 
+    def sparse_gradients(self, enabled: bool = True) -> list[nn.Parameter]:
+        """Let :meth:`product_vectors` ``(rows)`` give the ID tables row-sparse gradients, and
+        return the tables that get them (to be stepped by ``torch.optim.SparseAdam``).
+
+        A dense gradient of a table is as large as the table: at a million products, zeroing it
+        and stepping Adam over every row would cost more than the step's own products. Only
+        the rows a step gathers then get a gradient and an update ("lazy" Adam). Applies to
+        cached propagation with a product subset, the path a large catalog trains on; the
+        whole-catalog forms (:meth:`layer0`, :meth:`propagate`) keep dense gradients and must
+        not be used while this is on.
+        """
+        self._sparse_rows = enabled
+        return [e.weight for t, e in self.embedding.items() if e.weight.requires_grad] if enabled else []
+
     def _id_rows(self, index: Tensor) -> Tensor:
         """``[len(index), dim]`` rows of :meth:`layer0` ``(with_text=False)`` for nodes in the
         adjacency's numbering, gathered without building every node's row (a training step's hot path)."""
@@ -331,7 +347,7 @@ class KgrecModel(nn.Module):
                 continue  # users relay only: zeros (see layer0)
             inside = (index >= s) & (index < s + n)
             local = index[inside] - s
-            x = self.embedding[t].weight[local]
+            x = F.embedding(local, self.embedding[t].weight, sparse=self._sparse_rows)
             if t == "product":
                 x = x * self.product_has_id[local].unsqueeze(-1).to(x.dtype)
             out = out.index_put((inside.nonzero().squeeze(-1),), x)

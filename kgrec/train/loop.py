@@ -270,9 +270,7 @@ class _TrainJob:
         if cached:
             model.cache_propagation()
         sequential = model_cfg.sequence_encoder
-        proposal = negative_proposal(
-            torch.bincount(split.train.product_index, minlength=self.snapshot.num_products).float()
-        )
+        proposal = NegativeProposal(torch.bincount(split.train.product_index, minlength=self.snapshot.num_products))
         sampler = NegativeSampler(split.train, self.snapshot.num_products) if train_cfg.loss == "bpr" else None
         generator = torch.Generator().manual_seed(self.seed)
 
@@ -297,7 +295,7 @@ class _TrainJob:
                     loss_of, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
                 )
             torch.manual_seed(self.seed + rank)  # different dropout on each rank's share
-        optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+        optimizer = Optimizer(model, train_cfg, sparse=world == 1 and uses_sampled_rows(model, train_cfg, cached))
 
         has_valid = len(split.valid) > 0
         early_stop = has_valid and self.epochs is None
@@ -323,7 +321,7 @@ class _TrainJob:
                     if batch.numel() == 0 or order[s : s + batch_size].numel() < world:
                         continue  # every rank takes every step, or none does
                     loss = loss_of(batch)
-                    optimizer.zero_grad(set_to_none=True)
+                    optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
                     total += torch.tensor([float(loss.detach()) * batch.numel(), batch.numel()])
@@ -365,6 +363,7 @@ class _TrainJob:
             best_epoch = len(history)
             if has_valid and not best_metrics and rank == 0:
                 best_metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
+        model.sparse_gradients(False)
         model.eval()
         model.to("cpu")
         records = {
@@ -372,6 +371,42 @@ class _TrainJob:
             "valid": best_metrics,
         }
         return model, records
+
+
+def uses_sampled_rows(model: KgrecModel, cfg: TrainConfig, cached: bool) -> bool:
+    """Whether a step computes only its own products' vectors (the transformer encoder with
+    cached propagation and sampled softmax on a catalog above ``full_softmax_max_products``):
+    the path on which the ID tables can take row-sparse gradients."""
+    return (
+        cached and model.user_encoder is not None and cfg.negatives > 0
+        and model.num_nodes["product"] > cfg.full_softmax_max_products
+    )
+
+
+class Optimizer:
+    """Adam over the model's parameters; with ``sparse``, SparseAdam ("lazy" Adam) over the ID
+    tables and Adam over the rest.
+
+    With sparse gradients (:meth:`KgrecModel.sparse_gradients`) a step touches only the table
+    rows its products gather, so a step's cost does not grow with the catalog. Weight decay
+    needs every row at every step, so ``train.weight_decay > 0`` keeps the dense form.
+    """
+
+    def __init__(self, model: KgrecModel, cfg: TrainConfig, sparse: bool = False) -> None:
+        tables = model.sparse_gradients(sparse and cfg.weight_decay == 0)
+        table_ids = {id(t) for t in tables}
+        dense = [p for p in model.parameters() if p.requires_grad and id(p) not in table_ids]
+        self.optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)]
+        if tables:
+            self.optimizers.append(torch.optim.SparseAdam(tables, lr=cfg.lr))
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
 
 
 class _StepLoss(nn.Module):
@@ -452,7 +487,7 @@ def _sequence_loss(
     index: Tensor,
     weight: Tensor,
     cfg: TrainConfig,
-    proposal: Tensor,
+    proposal: NegativeProposal,
     generator: torch.Generator,
     device: torch.device,
     cached: bool,
@@ -466,7 +501,7 @@ def _sequence_loss(
 
     Args:
         index, weight: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`).
-        proposal: ``[P]`` the sampled softmax's draw probabilities (:func:`negative_proposal`).
+        proposal: the sampled softmax's draw distribution.
     """
     present, index, weight = trim_padding(weight > 0, index, weight)
     index, weight, present = index.to(device), weight.to(device), present.to(device)
@@ -477,7 +512,7 @@ def _sequence_loss(
         products = _product_vectors(model, cached)
         hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
         return softmax_loss(hidden[positions], products, index[:, 1:][positions], cfg.temperature)
-    negatives, log_q = popularity_negatives(proposal, cfg.negatives, generator)
+    negatives, log_q = proposal.draw(cfg.negatives, generator)
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
     products = _product_vectors(model, cached, rows)
     local_index, local_negatives = local[: index.numel()].view_as(index), local[index.numel() :]
@@ -487,21 +522,32 @@ def _sequence_loss(
     )
 
 
-def negative_proposal(popularity: Tensor) -> Tensor:
-    """``[P]`` draw probabilities of the sampled softmax's negatives: popularity + 1, normalised
-    (built once per training run, not per step)."""
-    return (popularity + 1.0) / (popularity + 1.0).sum()
+class NegativeProposal:
+    """The sampled softmax's draw distribution over products: popularity + 1, normalised.
 
+    Built once per training run. A draw is a binary search in the cumulative
+    distribution, so it costs ``O(n log P)``, not the ``O(P)`` of ``torch.multinomial``
+    (which rebuilds the distribution at every call).
 
-def popularity_negatives(proposal: Tensor, num_negatives: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``num_negatives`` products drawn from ``proposal`` (:func:`negative_proposal`), and each
-    draw's logQ correction ``log(num_negatives · q)`` (both ``[num_negatives]``).
+    Args:
+        popularity: ``[P]`` each product's count of training events.
+    """
 
-    Drawing by popularity finds the hard, popular negatives; :func:`sampled_softmax_loss`
-    lowers each draw's logit by its correction so the sum over the draws estimates the
-    sum over the whole catalog (importance sampling, Bengio & Senécal 2008)."""
-    negatives = torch.multinomial(proposal, num_negatives, replacement=True, generator=generator)
-    return negatives, torch.log(proposal[negatives] * num_negatives)
+    def __init__(self, popularity: Tensor) -> None:
+        weight = popularity.double() + 1.0
+        self.probability = (weight / weight.sum()).float()
+        self.cumulative = torch.cumsum(weight / weight.sum(), 0)
+
+    def draw(self, num_negatives: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``num_negatives`` products drawn with replacement, and each draw's logQ correction
+        ``log(num_negatives · q)`` (both ``[num_negatives]``).
+
+        Drawing by popularity finds the hard, popular negatives; :func:`sampled_softmax_loss`
+        lowers each draw's logit by its correction so the sum over the draws estimates the
+        sum over the whole catalog (importance sampling, Bengio & Senécal 2008)."""
+        uniform = torch.rand(num_negatives, generator=generator, dtype=torch.float64)
+        negatives = torch.searchsorted(self.cumulative, uniform, right=True).clamp_(max=self.cumulative.numel() - 1)
+        return negatives, torch.log(self.probability[negatives] * num_negatives)
 
 
 def sampled_softmax_loss(

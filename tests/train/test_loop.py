@@ -153,14 +153,14 @@ def test_train_model_with_text_uses_the_encoder(planted, tmp_path, monkeypatch):
 
 def test_sampled_softmax_with_log_q_approximates_the_full_softmax():
     from kgrec.models.kgrec_model import softmax_loss
-    from kgrec.train.loop import negative_proposal, popularity_negatives, sampled_softmax_loss
+    from kgrec.train.loop import NegativeProposal, sampled_softmax_loss
 
     gen = torch.Generator().manual_seed(0)
     users, products = torch.randn(64, 8, generator=gen), torch.randn(40, 8, generator=gen)
     target = torch.randint(40, (64,), generator=gen)
     popularity = torch.arange(40).float() ** 2  # heavily skewed proposal
     full = softmax_loss(users, products, target, temperature=0.5)
-    negatives, log_q = popularity_negatives(negative_proposal(popularity), 200_000, gen)
+    negatives, log_q = NegativeProposal(popularity).draw(200_000, gen)
     sampled = sampled_softmax_loss(users, products, target, 0.5, negatives, log_q)
     assert abs(float(sampled) - float(full)) < 0.05 * float(full)
 
@@ -207,3 +207,64 @@ def test_evaluate_scores_a_fixed_sample_of_users(planted):
     assert a["users"] == 50 and a["sampled_from"] == everyone["users"] > 50
     assert a == b  # the same users each time
     assert "sampled_from" not in everyone
+
+
+def test_negative_proposal_draws_follow_popularity_plus_one():
+    from kgrec.train.loop import NegativeProposal
+
+    popularity = torch.tensor([0, 1, 3, 7, 0, 20])
+    proposal = NegativeProposal(popularity)
+    expected = (popularity + 1).double() / (popularity + 1).sum()
+    negatives, log_q = proposal.draw(200_000, torch.Generator().manual_seed(0))
+    share = torch.bincount(negatives, minlength=6).double() / negatives.numel()
+    assert torch.allclose(share, expected, atol=0.005)
+    assert torch.allclose(log_q, torch.log(expected[negatives] * 200_000).float(), atol=1e-4)
+
+
+def test_sampled_training_gives_the_id_tables_row_sparse_gradients(planted):
+    """On a large catalog's path a step's ID-table gradient is row-sparse, equal to the dense
+    one, and SparseAdam moves only the rows the step gathered."""
+    from kgrec.train.loop import NegativeProposal, Optimizer, Texts, _sequence_loss, build_model, uses_sampled_rows
+    from kgrec.train.sasrec import training_windows
+    from kgrec.models.history import Histories
+
+    snapshot, split = planted
+    model_cfg = ModelConfig(dim=16, layers=2, use_text=False, user_encoder="transformer", sequence_length=8,
+                            encoder_dropout=0.0)
+    cfg = TrainConfig(device="cpu", full_softmax_max_products=10, negatives=5)
+    train = split.train
+    index, weight = training_windows(
+        Histories.from_events(train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users), 8
+    )
+    proposal = NegativeProposal(torch.bincount(train.product_index, minlength=snapshot.num_products))
+    grads = {}
+    for sparse in (False, True):
+        torch.manual_seed(0)
+        model = build_model(snapshot, train, model_cfg, Texts())
+        model.cache_propagation()
+        assert uses_sampled_rows(model, cfg, cached=True)
+        optimizer = Optimizer(model, cfg, sparse=sparse)
+        before = model.embedding["product"].weight.detach().clone()
+        loss = _sequence_loss(model, index[:4], weight[:4], cfg, proposal, torch.Generator().manual_seed(1),
+                              torch.device("cpu"), cached=True)
+        optimizer.zero_grad()
+        loss.backward()
+        grad = model.embedding["product"].weight.grad
+        assert grad.is_sparse == sparse
+        grads[sparse] = grad.to_dense()
+        optimizer.step()
+        moved = (model.embedding["product"].weight.detach() != before).any(dim=1)
+    touched = torch.zeros(snapshot.num_products, dtype=torch.bool)
+    touched[grad.coalesce().indices()[0]] = True
+    assert torch.allclose(grads[True], grads[False], atol=1e-6)
+    assert moved.any() and not (moved & ~touched).any()  # only gathered rows move
+    assert touched.sum() < snapshot.num_products  # a few chains' products, not the catalog
+
+
+def test_optimizer_keeps_dense_adam_with_weight_decay(planted):
+    from kgrec.train.loop import Optimizer, Texts, build_model
+
+    snapshot, split = planted
+    model = build_model(snapshot, split.train, ModelConfig(dim=16, layers=1, use_text=False), Texts())
+    optimizer = Optimizer(model, TrainConfig(device="cpu", weight_decay=1e-4), sparse=True)
+    assert [type(o).__name__ for o in optimizer.optimizers] == ["Adam"]
