@@ -323,6 +323,8 @@ def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, 
       kgrec train
       kgrec train --graph snapshots/shop --device cuda --set train.epochs=60
       kgrec train --nproc 2          # two processes, one model (docs/SCALING.md)
+      # on each of two hosts, from one exported snapshot:
+      torchrun --nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 $(which kgrec) train --graph snap --out runs/models/m1
     """
     from kgrec.pipeline import train
 
@@ -334,6 +336,8 @@ def train_cmd(graph_dir: Path | None, out_dir: Path | None, device: str | None, 
         config, graph_dir, out_dir, progress=True, write_embeddings=write_embeddings,
         final_fit=not no_final_fit, echo=console.print,
     )
+    if not run.written:
+        return  # one of torchrun's other processes: rank 0 writes and reports
     console.print(f"Model written to [bold]{run.model_dir}[/] (best epoch {run.best_epoch}, {run.seconds:.0f} s).")
     console.print(_metrics_table("kgrec", {"test": run.metrics["test"], "valid": run.metrics["valid"]}))
     console.print(

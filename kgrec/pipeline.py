@@ -153,6 +153,7 @@ class TrainRun:
     seconds: float
     embeddings_written: int | None  # nodes that got embeddings in Neo4j; None when skipped
     note: str = ""
+    written: bool = True  # False on torchrun's other ranks: rank 0 writes the model directory
 
 
 def train(
@@ -188,9 +189,21 @@ def train(
     from kgrec.train.artifacts import KgrecRecommender, check_model_out, save_model_dir
     from kgrec.train.baselines import fit_and_evaluate
     from kgrec.train.evaluate import primary_category_index
+    from kgrec.train.loop import torchrun_process
     from kgrec.train.split import leave_last_out
 
     started = time.perf_counter()
+    launched = torchrun_process()
+    if launched is not None and (graph_dir is None or out_dir is None):
+        raise ConfigError(
+            f"kgrec train was started by torchrun (process {launched[0]} of {launched[1]}): every process must "
+            "train from the same snapshot and agree on the model directory. Export once with `kgrec export-graph "
+            "--out snapshots/shop`, make that folder readable on every host, and pass `--graph snapshots/shop "
+            "--out runs/models/NAME` (docs/SCALING.md)."
+        )
+    lead = launched is None or launched[0] == 0  # only rank 0 reports and writes
+    if not lead:
+        echo, progress, write_embeddings = (lambda *args, **kwargs: None), False, False
     runs = Path(runs_dir)
     model_dir = Path(out_dir) if out_dir is not None else runs / "models" / time.strftime("%Y%m%d-%H%M%S")
     check_model_out(model_dir)  # before hours of training, not after
@@ -226,6 +239,8 @@ def train(
         "deployed": {"fit": DEPLOYED_ALL if final_fit else DEPLOYED_TRAIN_VALID, "epochs": best_epoch},
         "split": {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
     }
+    if not lead:
+        return TrainRun(model_dir, metrics, best_epoch, time.perf_counter() - started, None, written=False)
     model_dir = save_model_dir(deployed, model_dir, metrics, snapshot=snapshot)
     written = None
     if write_embeddings:

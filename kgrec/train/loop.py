@@ -18,6 +18,7 @@ epoch's weights are kept.
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 import warnings
@@ -190,6 +191,9 @@ def train_model(
     DistributedDataParallel (gloo on the CPU, NCCL on GPUs): every step's batch is split
     between them and their gradients are averaged, so N processes take the steps one
     process would, each on 1/N of the examples. Rank 0 evaluates and decides when to stop.
+    Started by ``torchrun`` (one process per GPU or host; :func:`torchrun_process`), this
+    process trains as its rank of torchrun's group instead, ignoring ``train.nproc``. Every
+    process returns rank 0's model.
 
     Returns:
         ``(model, product_text, records)``: the module with the kept epoch's weights (on the
@@ -203,7 +207,11 @@ def train_model(
     resolve_device(train_cfg.device)  # fail before encoding texts or starting processes
     texts = encode_texts(snapshot, model_cfg, features_cfg, progress=progress)
     job = _TrainJob(snapshot, split, model_cfg, train_cfg, texts, seed, progress, epochs, event_weight)
-    if train_cfg.nproc == 1:
+    launched = torchrun_process()
+    if launched is not None:
+        _join_torchrun_group(train_cfg)
+        model, records = job.run(*launched)
+    elif train_cfg.nproc == 1:
         model, records = job.run()
     else:
         model, records = _run_distributed(job, train_cfg.nproc)
@@ -261,7 +269,9 @@ class _TrainJob:
         model_cfg, train_cfg, split = self.model_cfg, self.train_cfg, self.split
         device = resolve_device(train_cfg.device)
         if device.type == "cuda" and world > 1:
-            device = torch.device("cuda", rank % torch.cuda.device_count())
+            # torchrun numbers the processes of each host in LOCAL_RANK; mp.spawn runs on one host.
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+            torch.cuda.set_device(device)
         seed_everything(self.seed)
         users, hist_index, hist_weight, targets = self.examples()
         model = build_model(self.snapshot, split.train, model_cfg, self.texts, self.event_weight)
@@ -370,6 +380,13 @@ class _TrainJob:
             "best_epoch": best_epoch, "processes": world, "epochs": [asdict(record) for record in history],
             "valid": best_metrics,
         }
+        if world > 1:
+            # Rank 0 chose the kept epoch; every rank leaves with its model and records, so
+            # the next fit (the refit on train + valid) starts alike everywhere.
+            shared: list[Any] = [model.state_dict(), records] if rank == 0 else [None, None]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            model.load_state_dict(shared[0])
+            records = shared[1]
         return model, records
 
 
@@ -448,8 +465,6 @@ def _run_distributed(job: _TrainJob, nproc: int) -> tuple[KgrecModel, dict[str, 
 
 
 def _distributed_worker(rank: int, world: int, port: int, job: _TrainJob, result: Path) -> None:
-    import os
-
     import torch.distributed as dist
 
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
@@ -462,6 +477,24 @@ def _distributed_worker(rank: int, world: int, port: int, job: _TrainJob, result
             torch.save((model.state_dict(), records), result)
     finally:
         dist.destroy_process_group()
+
+
+def torchrun_process() -> tuple[int, int] | None:
+    """``(rank, world_size)`` when ``torchrun`` (or another env:// launcher) started this
+    process as one of several (``RANK``, ``WORLD_SIZE`` > 1, ``MASTER_ADDR``, ``MASTER_PORT``
+    set); else None."""
+    names = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    if not all(name in os.environ for name in names) or int(os.environ["WORLD_SIZE"]) <= 1:
+        return None
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def _join_torchrun_group(train_cfg: TrainConfig) -> None:
+    """Join the process group torchrun set up (once per process: the three fits share it)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if resolve_device(train_cfg.device).type == "cuda" else "gloo")
 
 
 def _free_port() -> int:
