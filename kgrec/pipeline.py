@@ -696,10 +696,12 @@ def match_query(loaded, query: str, search_config=None) -> QueryMatch:
     # Product ids as typed (ids are case-sensitive; many shops use upper case).
     raw = [w for w in (part.strip(".,;:!?()[]{}\"'") for part in query.split()) if w]
     id_candidates = list(dict.fromkeys([*raw, *(w.upper() for w in raw)]))
-    named = store_search.find_named(store, lucene_query(words, fuzzy=cfg.fuzzy), id_candidates, cfg.entity_hits)
+    named = store_search.find_named(
+        store, lucene_query(words, fuzzy=cfg.fuzzy), id_candidates, cfg.entity_hits, words=content_words(words) if cfg.fuzzy else ()
+    )
     hits = [EntityHit(kind, key, name, score) for kind, key, name, score in named.entities]
     hits += [EntityHit("product", product_id, title or "", 1.0) for product_id, title in named.products]
-    entities = link_entities(words, hits, fuzzy=cfg.fuzzy)
+    entities = link_entities(words, hits, fuzzy=cfg.fuzzy, catalog_words=named.catalog_words)
 
     brands = [e.key for e in entities if e.kind == "brand"]
     categories = [e.key for e in entities if e.kind == "category"]

@@ -28,8 +28,9 @@ from tests.test_cypher_files import analyst_tables
 
 def linked(store: GraphStore, text: str, fuzzy: bool = True) -> list[tuple[str, str]]:
     words = tokenise(text)
-    hits = [EntityHit(kind, key, name, score) for kind, key, name, score in store_search.find_named(store, lucene_query(words, fuzzy), [], 50).entities]
-    return [(e.kind, e.key) for e in link_entities(words, hits, fuzzy)]
+    named = store_search.find_named(store, lucene_query(words, fuzzy), [], 50, words=words)
+    hits = [EntityHit(kind, key, name, score) for kind, key, name, score in named.entities]
+    return [(e.kind, e.key) for e in link_entities(words, hits, fuzzy, named.catalog_words)]
 
 
 def test_full_text_links_brand_category_and_a_typo(graph_store: GraphStore):
@@ -45,6 +46,21 @@ def test_full_text_links_brand_category_and_a_typo(graph_store: GraphStore):
     with pytest.raises(GraphStoreError):  # unescaped, Lucene parses (and here rejects) the text
         store_search.find_candidates(graph_store, raw, 10)
     assert [pid for pid, _ in store_search.find_candidates(graph_store, escape_lucene(raw), 10).hits] == ["p3"]
+
+
+def test_a_word_the_catalog_spells_is_no_typo_of_a_brand(graph_store: GraphStore):
+    """"stapler" is 2 edits from the brand "Stanley"; in a shop that sells staplers it names them."""
+    tables = analyst_tables()
+    products = tables.products.with_columns(
+        pl.Series("title", ["Matte Eyeliner", "Gloss", "Kohl", "Balm", "Desk Stapler", "Rake"]),
+        pl.Series("brand", ["Lumen", "Aster", "Lumen", "Aster", "Verde", "Stanley"]),
+    )
+    write_graph(graph_store, tables.__class__(products, tables.interactions, tables.relations, tables.users))
+    named = store_search.find_named(graph_store, lucene_query(["stapler", "stanly"]), [], 50, words=["stapler", "stanly", "x:y"])
+    assert named.catalog_words == ["stapler"]
+    assert linked(graph_store, "stapler") == []
+    assert linked(graph_store, "stanly") == [("brand", "Stanley")]  # a real typo still links
+    assert linked(graph_store, "stanley stapler") == [("brand", "Stanley")]
 
 
 def test_product_text_index_covers_title_and_the_brand_and_category_names(graph_store: GraphStore):

@@ -174,12 +174,16 @@ def name_words(hits: Iterable[EntityHit]) -> frozenset[str]:
     return frozenset(w for hit in hits if hit.kind != "product" for w in tokenise(hit.name))
 
 
-def link_entities(words: Sequence[str], hits: Iterable[EntityHit], fuzzy: bool = True) -> list[LinkedEntity]:
+def link_entities(
+    words: Sequence[str], hits: Iterable[EntityHit], fuzzy: bool = True, catalog_words: Iterable[str] = ()
+) -> list[LinkedEntity]:
     """The hits the query really names: every content word of the name is in ``words``.
 
     A full-text hit only shares a word (or a near one) with the query; a brand "Blue
     Lagoon" is linked by "blue lagoon shampoo" but not by "blue mascara". A typo counts
-    only for a word that is not spelt exactly like one of the hits' names. Among the
+    only for a word that is spelt neither exactly like one of the hits' names nor like a
+    word of the catalog's product texts (``catalog_words``): "stapler" in an office shop
+    is a stapler, not a typo of the brand Stanley, while "stanly" still finds it. Among the
     categories: one that is an ancestor of another linked one is dropped ("makeup eyes"
     → "Makeup > Eyes", not "Makeup" as well); of categories with the same name, those
     whose path shares the most words with the query are kept ("makeup eyes" → "Beauty >
@@ -192,7 +196,7 @@ def link_entities(words: Sequence[str], hits: Iterable[EntityHit], fuzzy: bool =
     words = content_words(words)
     hits = list(hits)
     # A word spelt exactly like a name is not also a typo of another ("nevria" is not "nevtis").
-    exact = name_words(hits) & frozenset(words)
+    exact = (name_words(hits) | frozenset(catalog_words)) & frozenset(words)
     brands: dict[str, LinkedEntity] = {}
     categories: dict[str, LinkedEntity] = {}
     products: dict[str, LinkedEntity] = {}

@@ -11,9 +11,10 @@ Query text is always a parameter of ``db.index.fulltext.queryNodes``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kgrec.errors import GraphStoreError, KgrecError
+from kgrec.rank.search import escape_lucene
 from kgrec.store.connection import GraphStore, query
 
 PRODUCT_TEXT_INDEX = "product_text"
@@ -44,6 +45,7 @@ class Named:
 
     entities: list[tuple[str, str, str, float]]  # (kind, key, name, score), best first
     products: list[tuple[str, str | None]]  # (product_id, title)
+    catalog_words: list[str] = field(default_factory=list)  # query words some product text holds as spelt
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,17 @@ class Candidates:
     category_products: list[str]
 
 
-def find_named(store: GraphStore, lucene: str, ids: Sequence[str], limit: int) -> Named:
-    """The brands and categories matching ``lucene`` (at most ``limit``, best first) and the
-    products whose id is in ``ids``: one round trip."""
-    rows = _read(store, "search_named", {"text": lucene, "limit": int(limit), "ids": list(ids)})
+def find_named(store: GraphStore, lucene: str, ids: Sequence[str], limit: int, words: Sequence[str] = ()) -> Named:
+    """The brands and categories matching ``lucene`` (at most ``limit``, best first), the
+    products whose id is in ``ids``, and which of ``words`` some product's text holds as
+    spelt: one round trip."""
+    pairs = [[word, escape_lucene(word)] for word in dict.fromkeys(words)]
+    rows = _read(store, "search_named", {"text": lucene, "limit": int(limit), "ids": list(ids), "words": pairs})
     row = rows[0]
     return Named(
         entities=[(kind, key, name, float(score)) for kind, key, name, score in row["entities"]],
         products=[(product_id, title) for product_id, title in row["products"]],
+        catalog_words=list(row["catalog_words"]),
     )
 
 
