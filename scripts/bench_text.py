@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("products", type=Path, help="A kgrec products file (csv, tsv, parquet, jsonl).")
     parser.add_argument("--limit", type=int, default=2000, help="Encode the first N products (0: only --cache-rows).")
     parser.add_argument("--batch-size", type=int, default=FeaturesConfig().batch_size)
+    parser.add_argument("--settings", default=None,
+                        help="PRECISION:MAX_TOKENS,... to time instead of the standard rows (the first is still the "
+                             "fp32 baseline), e.g. bf16:128,bf16:96,bf16:64 (a max_tokens of 0: the model's own limit)")
     parser.add_argument("--cache-rows", type=int, default=0, help="Also time the text cache on N random rows.")
     args = parser.parse_args()
     if args.cache_rows:
@@ -119,7 +122,10 @@ def main() -> None:
              f"{'cos min':>8} {'top-10 overlap':>14} {'load avg':>8}"
     print(header)
     reference = reference_neighbours = baseline = None
-    for precision, max_tokens in SETTINGS:
+    settings = SETTINGS if args.settings is None else [SETTINGS[0]] + [
+        (precision, int(tokens) or None) for precision, tokens in (part.split(":") for part in args.settings.split(","))
+    ]
+    for precision, max_tokens in settings:
         encoder = SentenceTransformerEncoder(path, model_id, args.batch_size, "cpu", precision, max_tokens)
         encoder.encode(texts[: args.batch_size])  # warm-up: first-call allocations
         start, start_cpu = time.perf_counter(), time.process_time()

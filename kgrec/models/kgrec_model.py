@@ -61,6 +61,19 @@ class _SpMM(torch.autograd.Function):
         return None, None, ctx.adj_t @ grad
 
 
+LIVE_NEIGHBOURS = 32  # one-hop edges per product computed live in cached propagation
+
+
+def _csr_pair(row: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(M, M^T)`` as sparse CSR on ``device``, for COO entries whose rows are sorted."""
+    indptr = torch.zeros(shape[0] + 1, dtype=torch.long)
+    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=shape[0]), 0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        matrix = torch.sparse_csr_tensor(indptr, col, val, shape, check_invariants=False)
+        return matrix.to(device), matrix.t().to_sparse_csr().to(device)
+
+
 class KgrecModel(nn.Module):
     """Typed-graph propagation with text fusion; see the module docstring.
 
@@ -136,6 +149,7 @@ class KgrecModel(nn.Module):
         self.register_buffer("history_weight", torch.zeros(self.num_nodes["user"], length))
         # Set by cache_propagation (training only; never saved with the model).
         self._one_hop_matrix: tuple[Tensor, Tensor] | None = None
+        self._overflow_matrix: Tensor | None = None
         self._text_context: Tensor | None = None
         self._name_context: Tensor | None = None
         self._id_context: Tensor | None = None
@@ -201,7 +215,7 @@ class KgrecModel(nn.Module):
         return {t: out[s : s + n] for t, (s, n) in self.offsets.items()}
 
     # ---- cached propagation: training whose step cost does not grow with the graph
-    def cache_propagation(self, block: int = 64) -> None:
+    def cache_propagation(self, block: int = 64, live_neighbours: int = LIVE_NEIGHBOURS) -> None:
         """Prepare :meth:`product_vectors`, the training-time form of :meth:`propagate`.
 
         Propagation is linear and parameter-free, so a product's final vector splits into
@@ -212,7 +226,10 @@ class KgrecModel(nn.Module):
           projections) still gets its exact gradient;
         - the product's own ID embedding and its one-hop neighbours' (brands, categories,
           related products; users hold zeros in ``history`` mode), live with gradients, at
-          the cost of the product's own edges;
+          the cost of the product's own edges: its ``live_neighbours`` strongest edges (by
+          normalised weight). A hub (a popular product that thousands of others relate to)
+          has a degree that grows with the catalog; its remaining edges, each of tiny weight,
+          join the refreshed terms below, so a step's cost stays bounded;
         - the deeper ID terms (``k >= 2``: co-interacted products, other products of the
           brand), which reach most of the graph: a no-grad propagation refreshed by
           :meth:`refresh_context` (once per epoch in training).
@@ -225,6 +242,7 @@ class KgrecModel(nn.Module):
         Args:
             block: columns of the text features propagated at once (bounds memory to
                 ``N × block`` floats per layer).
+            live_neighbours: one-hop edges per product computed live, with gradients.
         """
         if self.config.user_mode != "history":
             raise ValueError("cached propagation needs user_mode 'history' (users hold no ID embedding)")
@@ -235,13 +253,19 @@ class KgrecModel(nn.Module):
         row = torch.repeat_interleave(torch.arange(adj.shape[0]), crow[1:] - crow[:-1])
         keep = (row >= start) & (row < start + count) & ~((col >= user_start) & (col < user_start + num_users))
         row, col, val = row[keep] - start, col[keep], val[keep]
-        indptr = torch.zeros(count + 1, dtype=torch.long)
-        indptr[1:] = torch.cumsum(torch.bincount(row, minlength=count), 0)
+        # Each product's edges, strongest first; the first `live_neighbours` stay live.
+        order = torch.argsort(-val, stable=True)
+        order = order[torch.argsort(row[order], stable=True)]
+        row, col, val = row[order], col[order], val[order]
+        first = torch.zeros(count + 1, dtype=torch.long)
+        first[1:] = torch.cumsum(torch.bincount(row, minlength=count), 0)
+        live = torch.arange(row.numel()) - first[row] < live_neighbours
         device = self.embedding["product"].weight.device
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            one_hop = torch.sparse_csr_tensor(indptr, col, val, (count, adj.shape[0]), check_invariants=False)
-            self._one_hop_matrix = (one_hop.to(device), one_hop.t().to_sparse_csr().to(device))
+        self._one_hop_matrix = _csr_pair(row[live], col[live], val[live], (count, adj.shape[0]), device)
+        rest = ~live
+        self._overflow_matrix = (
+            _csr_pair(row[rest], col[rest], val[rest], (count, adj.shape[0]), device)[0] if rest.any() else None
+        )
         self._text_context = self._propagate_fixed(self._text_features("product"), block)
         self._name_context = self._propagate_fixed(self._text_features("name"), block)
         self.refresh_context()
@@ -286,6 +310,8 @@ class KgrecModel(nn.Module):
         start, count = self.offsets["product"]
         layer = self.layer0(with_text=False)
         context = torch.zeros(count, layer.shape[1], device=layer.device)
+        if self._overflow_matrix is not None and self.config.layers >= 1:
+            context += self._overflow_matrix @ layer  # the one-hop edges beyond the live ones
         adj = self.adjacency
         for k in range(1, self.config.layers + 1):
             layer = adj @ layer

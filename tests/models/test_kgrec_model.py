@@ -175,11 +175,26 @@ def test_cached_propagation_equals_full_propagation_when_fresh(layers):
         brand_text=names, category_text=torch.randn(2, 8),
         product_has_id=torch.tensor([True, True, True, True, False]),
     )
-    model.cache_propagation(block=3)  # blocks narrower than the text: exercises the column split
     full = model.propagate()["product"]
-    assert torch.allclose(model.product_vectors(), full, atol=1e-6)
     rows = torch.tensor([4, 1, 1])
-    assert torch.allclose(model.product_vectors(rows), full[rows], atol=1e-6)
+    # block narrower than the text: exercises the column split; live_neighbours=1 moves
+    # every product's weaker one-hop edges into the refreshed context.
+    for settings in ({"block": 3}, {"live_neighbours": 1}):
+        model.cache_propagation(**settings)
+        assert torch.allclose(model.product_vectors(), full, atol=1e-6)
+        assert torch.allclose(model.product_vectors(rows), full[rows], atol=1e-6)
+
+
+def test_cached_propagation_keeps_each_products_strongest_edges_live():
+    torch.manual_seed(0)
+    model = KgrecModel(planted_graph(), ModelConfig(dim=4, layers=1, use_text=False))
+    model.cache_propagation(live_neighbours=1)
+    live = model._one_hop_matrix[0]
+    assert int((live.crow_indices()[1:] - live.crow_indices()[:-1]).max()) == 1
+    model.product_vectors(torch.tensor([0])).sum().backward()
+    touched = [t for t in ("brand", "category") if model.embedding[t].weight.grad is not None
+               and model.embedding[t].weight.grad.abs().sum() > 0]
+    assert len(touched) == 1  # one live neighbour gets a gradient; the other is in the context
 
 
 def test_cached_propagation_gives_one_hop_gradients_and_lags_only_deeper_terms():
