@@ -46,6 +46,7 @@ def shop_snapshot(size: int, events_per_user: int, folder: Path):
 def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
     from kgrec.config import KgrecConfig
     from kgrec.models.history import Histories
+    from kgrec.models.kgrec_model import LIVE_NEIGHBOURS
     from kgrec.train.loop import NegativeProposal, Optimizer, Texts, _sequence_loss, build_model, training_windows, uses_sampled_rows
     from kgrec.train.split import leave_last_out
 
@@ -60,10 +61,11 @@ def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
     started = time.perf_counter()
     model = build_model(snapshot, train, config.model, Texts())
     cached = propagation == "cached"
+    sampled_rows = uses_sampled_rows(model, config.train, cached)
     if cached:
-        model.cache_propagation()
+        model.cache_propagation(live_neighbours=LIVE_NEIGHBOURS if sampled_rows else None)
     setup = time.perf_counter() - started
-    optimizer = Optimizer(model, config.train, sparse=uses_sampled_rows(model, config.train, cached))
+    optimizer = Optimizer(model, config.train, sparse=sampled_rows)
     proposal = NegativeProposal(torch.bincount(train.product_index, minlength=snapshot.num_products))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(windows.shape[0], generator=generator)

@@ -61,7 +61,7 @@ class _SpMM(torch.autograd.Function):
         return None, None, ctx.adj_t @ grad
 
 
-LIVE_NEIGHBOURS = 32  # one-hop edges per product computed live in cached propagation
+LIVE_NEIGHBOURS = 32  # one-hop edges per product computed live when a step trains on its own rows
 
 
 def _csr_pair(row: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -215,7 +215,7 @@ class KgrecModel(nn.Module):
         return {t: out[s : s + n] for t, (s, n) in self.offsets.items()}
 
     # ---- cached propagation: training whose step cost does not grow with the graph
-    def cache_propagation(self, block: int = 64, live_neighbours: int = LIVE_NEIGHBOURS) -> None:
+    def cache_propagation(self, block: int = 64, live_neighbours: int | None = None) -> None:
         """Prepare :meth:`product_vectors`, the training-time form of :meth:`propagate`.
 
         Propagation is linear and parameter-free, so a product's final vector splits into
@@ -242,7 +242,8 @@ class KgrecModel(nn.Module):
         Args:
             block: columns of the text features propagated at once (bounds memory to
                 ``N × block`` floats per layer).
-            live_neighbours: one-hop edges per product computed live, with gradients.
+            live_neighbours: one-hop edges per product computed live, with gradients (None:
+                all; training on sampled rows passes :data:`LIVE_NEIGHBOURS`).
         """
         if self.config.user_mode != "history":
             raise ValueError("cached propagation needs user_mode 'history' (users hold no ID embedding)")
@@ -259,7 +260,7 @@ class KgrecModel(nn.Module):
         row, col, val = row[order], col[order], val[order]
         first = torch.zeros(count + 1, dtype=torch.long)
         first[1:] = torch.cumsum(torch.bincount(row, minlength=count), 0)
-        live = torch.arange(row.numel()) - first[row] < live_neighbours
+        live = torch.arange(row.numel()) - first[row] < (live_neighbours or row.numel() + 1)
         device = self.embedding["product"].weight.device
         self._one_hop_matrix = _csr_pair(row[live], col[live], val[live], (count, adj.shape[0]), device)
         rest = ~live

@@ -36,7 +36,7 @@ from kgrec.features.config import FeaturesConfig
 from kgrec.models.config import ModelConfig
 from kgrec.models.hetero_graph import graph_from_snapshot
 from kgrec.models.history import Histories
-from kgrec.models.kgrec_model import KgrecModel, bpr_loss, softmax_loss
+from kgrec.models.kgrec_model import LIVE_NEIGHBOURS, KgrecModel, bpr_loss, softmax_loss
 from kgrec.models.sequence import trim_padding
 from kgrec.snapshot.snapshot import Snapshot
 from kgrec.train.config import TrainConfig
@@ -277,8 +277,9 @@ class _TrainJob:
         model = build_model(self.snapshot, split.train, model_cfg, self.texts, self.event_weight)
         model.to(device)
         cached = train_cfg.propagation == "cached" and model_cfg.user_mode == "history"
+        sampled_rows = uses_sampled_rows(model, train_cfg, cached)
         if cached:
-            model.cache_propagation()
+            model.cache_propagation(live_neighbours=LIVE_NEIGHBOURS if sampled_rows else None)
         sequential = model_cfg.sequence_encoder
         proposal = NegativeProposal(torch.bincount(split.train.product_index, minlength=self.snapshot.num_products))
         sampler = NegativeSampler(split.train, self.snapshot.num_products) if train_cfg.loss == "bpr" else None
@@ -305,7 +306,7 @@ class _TrainJob:
                     loss_of, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
                 )
             torch.manual_seed(self.seed + rank)  # different dropout on each rank's share
-        optimizer = Optimizer(model, train_cfg, sparse=world == 1 and uses_sampled_rows(model, train_cfg, cached))
+        optimizer = Optimizer(model, train_cfg, sparse=world == 1 and sampled_rows)
 
         has_valid = len(split.valid) > 0
         early_stop = has_valid and self.epochs is None
