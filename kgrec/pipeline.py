@@ -189,7 +189,7 @@ def train(
     from kgrec.train.artifacts import KgrecRecommender, check_model_out, save_model_dir
     from kgrec.train.baselines import fit_and_evaluate
     from kgrec.train.evaluate import primary_category_index
-    from kgrec.train.loop import torchrun_process
+    from kgrec.train.loop import leave_torchrun_group, torchrun_process
     from kgrec.train.split import leave_last_out
 
     started = time.perf_counter()
@@ -240,11 +240,14 @@ def train(
         "split": {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
     }
     if not lead:
+        leave_torchrun_group()  # returns once rank 0 has written the model
         return TrainRun(model_dir, metrics, best_epoch, time.perf_counter() - started, None, written=False)
     model_dir = save_model_dir(deployed, model_dir, metrics, snapshot=snapshot)
     written = None
     if write_embeddings:
         written = import_embeddings(config, model_dir, progress=progress)
+    if launched is not None:
+        leave_torchrun_group()
     return TrainRun(
         model_dir=model_dir,
         metrics=metrics,

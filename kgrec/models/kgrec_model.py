@@ -65,7 +65,7 @@ LIVE_NEIGHBOURS = 32  # one-hop edges per product computed live when a step trai
 
 
 def _csr_pair(row: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
-    """``(M, M^T)`` as sparse CSR on ``device``, for COO entries whose rows are sorted."""
+    """``(M, M^T)`` as sparse CSR on ``device``, for COO entries sorted by row, then column."""
     indptr = torch.zeros(shape[0] + 1, dtype=torch.long)
     indptr[1:] = torch.cumsum(torch.bincount(row, minlength=shape[0]), 0)
     with warnings.catch_warnings():
@@ -254,13 +254,17 @@ class KgrecModel(nn.Module):
         row = torch.repeat_interleave(torch.arange(adj.shape[0]), crow[1:] - crow[:-1])
         keep = (row >= start) & (row < start + count) & ~((col >= user_start) & (col < user_start + num_users))
         row, col, val = row[keep] - start, col[keep], val[keep]
-        # Each product's edges, strongest first; the first `live_neighbours` stay live.
-        order = torch.argsort(-val, stable=True)
-        order = order[torch.argsort(row[order], stable=True)]
-        row, col, val = row[order], col[order], val[order]
-        first = torch.zeros(count + 1, dtype=torch.long)
-        first[1:] = torch.cumsum(torch.bincount(row, minlength=count), 0)
-        live = torch.arange(row.numel()) - first[row] < (live_neighbours or row.numel() + 1)
+        live = torch.ones(row.numel(), dtype=torch.bool)
+        if live_neighbours is not None:
+            if live_neighbours < 1:
+                raise ValueError(f"live_neighbours must be at least 1 (None: every edge); found {live_neighbours}.")
+            # Rank each product's edges strongest first; the first `live_neighbours` stay live.
+            # The edges keep their CSR order (rows, then columns), which sparse kernels expect.
+            order = torch.argsort(-val, stable=True)
+            order = order[torch.argsort(row[order], stable=True)]
+            first = torch.zeros(count + 1, dtype=torch.long)
+            first[1:] = torch.cumsum(torch.bincount(row, minlength=count), 0)
+            live[order] = torch.arange(row.numel()) - first[row[order]] < live_neighbours
         device = self.embedding["product"].weight.device
         self._one_hop_matrix = _csr_pair(row[live], col[live], val[live], (count, adj.shape[0]), device)
         rest = ~live
@@ -352,7 +356,7 @@ class KgrecModel(nn.Module):
 
     def sparse_gradients(self, enabled: bool = True) -> list[nn.Parameter]:
         """Let :meth:`product_vectors` ``(rows)`` give the ID tables row-sparse gradients, and
-        return the tables that get them (to be stepped by ``torch.optim.SparseAdam``).
+        return the tables that get them (to be stepped by :class:`kgrec.train.loop.RowAdam`).
 
         A dense gradient of a table is as large as the table: at a million products, zeroing it
         and stepping Adam over every row would cost more than the step's own products. Only

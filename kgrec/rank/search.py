@@ -182,7 +182,7 @@ def link_entities(
     A full-text hit only shares a word (or a near one) with the query; a brand "Blue
     Lagoon" is linked by "blue lagoon shampoo" but not by "blue mascara". A typo counts
     only for a word that is spelt neither exactly like one of the hits' names nor like a
-    word of the catalog's product texts (``catalog_words``): "stapler" in an office shop
+    word of the catalog's product titles (``catalog_words``): "stapler" in an office shop
     is a stapler, not a typo of the brand Stanley, while "stanly" still finds it. Among the
     categories: one that is an ancestor of another linked one is dropped ("makeup eyes"
     → "Makeup > Eyes", not "Makeup" as well); of categories with the same name, those

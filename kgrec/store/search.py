@@ -39,13 +39,16 @@ def _read(store: GraphStore, name: str, parameters: dict) -> list[dict]:
         raise
 
 
+TITLE_HITS = 20  # full-text hits per query word searched for the word in a title
+
+
 @dataclass(frozen=True)
 class Named:
     """What a query may name: the entity index's brands and categories, and products by id."""
 
     entities: list[tuple[str, str, str, float]]  # (kind, key, name, score), best first
     products: list[tuple[str, str | None]]  # (product_id, title)
-    catalog_words: list[str] = field(default_factory=list)  # query words some product text holds as spelt
+    catalog_words: list[str] = field(default_factory=list)  # query words a product title holds as spelt
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,11 @@ class Candidates:
 
 def find_named(store: GraphStore, lucene: str, ids: Sequence[str], limit: int, words: Sequence[str] = ()) -> Named:
     """The brands and categories matching ``lucene`` (at most ``limit``, best first), the
-    products whose id is in ``ids``, and which of ``words`` some product's text holds as
-    spelt: one round trip."""
+    products whose id is in ``ids``, and which of ``words`` a product title holds as spelt
+    (among each word's ``TITLE_HITS`` best full-text hits): one round trip."""
     pairs = [[word, escape_lucene(word)] for word in dict.fromkeys(words)]
-    rows = _read(store, "search_named", {"text": lucene, "limit": int(limit), "ids": list(ids), "words": pairs})
+    parameters = {"text": lucene, "limit": int(limit), "ids": list(ids), "words": pairs, "title_hits": TITLE_HITS}
+    rows = _read(store, "search_named", parameters)
     row = rows[0]
     return Named(
         entities=[(kind, key, name, float(score)) for kind, key, name, score in row["entities"]],

@@ -270,7 +270,8 @@ class _TrainJob:
         device = resolve_device(train_cfg.device)
         if device.type == "cuda" and world > 1:
             # torchrun numbers the processes of each host in LOCAL_RANK; mp.spawn runs on one host.
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+            local = int(os.environ.get("LOCAL_RANK", rank)) if torchrun_process() is not None else rank
+            device = torch.device("cuda", local % torch.cuda.device_count())
             torch.cuda.set_device(device)
         seed_everything(self.seed)
         users, hist_index, hist_weight, targets = self.examples()
@@ -382,12 +383,11 @@ class _TrainJob:
             "valid": best_metrics,
         }
         if world > 1:
-            # Rank 0 chose the kept epoch; every rank leaves with its model and records, so
-            # the next fit (the refit on train + valid) starts alike everywhere.
-            shared: list[Any] = [model.state_dict(), records] if rank == 0 else [None, None]
+            # Rank 0 chose the kept epoch: every rank takes its records, so the next fit (the
+            # refit for that many epochs) runs alike everywhere. Only rank 0's model is used.
+            shared: list[Any] = [records if rank == 0 else None]
             torch.distributed.broadcast_object_list(shared, src=0)
-            model.load_state_dict(shared[0])
-            records = shared[1]
+            records = shared[0]
         return model, records
 
 
@@ -405,10 +405,11 @@ class RowAdam:
     """Adam over the rows of tables with row-sparse gradients, touching only those rows
     ("lazy" Adam: a row's moments and value change only at the steps that gather it).
 
-    The same update as ``torch.optim.SparseAdam``, whose step also adds and indexes
+    Adam's update (as ``torch.optim.Adam`` computes it) applied to the gathered rows only;
+    ``torch.optim.SparseAdam`` does the same lazily, but its step also adds and indexes
     table-sized dense tensors (measured: 45 of a 100 ms step at 300k products), which
     would make a step grow with the catalog again. Here every operation is on the
-    step's rows.
+    step's rows. Bias correction counts the optimiser's steps.
     """
 
     def __init__(self, tables: list[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -510,7 +511,7 @@ def _distributed_worker(rank: int, world: int, port: int, job: _TrainJob, result
 
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     use_cuda = resolve_device(job.train_cfg.device).type == "cuda"
-    dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    dist.init_process_group(_backend(use_cuda), rank=rank, world_size=world)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the processes share the cores
     try:
         model, records = job.run(rank, world)
@@ -535,7 +536,22 @@ def _join_torchrun_group(train_cfg: TrainConfig) -> None:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if resolve_device(train_cfg.device).type == "cuda" else "gloo")
+        dist.init_process_group(_backend(resolve_device(train_cfg.device).type == "cuda"))
+
+
+def leave_torchrun_group() -> None:
+    """Wait until every rank is done (rank 0 has written the model), then leave the group."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _backend(use_cuda: bool) -> str:
+    """NCCL for the GPUs' gradients, gloo for the CPU tensors the loop also reduces (the
+    epoch's loss, rank 0's stop decision), which NCCL alone cannot carry."""
+    return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
 
 
 def _free_port() -> int:
@@ -641,7 +657,7 @@ def sampled_softmax_loss(
 
     Args:
         user_vec: ``[n, dim]``; product_emb: ``[P', dim]``; target: ``[n]`` rows of
-            ``product_emb``; negatives, log_q: ``[M]`` from :func:`popularity_negatives`
+            ``product_emb``; negatives, log_q: ``[M]`` from :meth:`NegativeProposal.draw`
             (``negatives`` as rows of ``product_emb``).
     """
     u = F.normalize(user_vec, dim=-1)

@@ -188,9 +188,15 @@ def test_cached_propagation_equals_full_propagation_when_fresh(layers):
 def test_cached_propagation_keeps_each_products_strongest_edges_live():
     torch.manual_seed(0)
     model = KgrecModel(planted_graph(), ModelConfig(dim=4, layers=1, use_text=False))
+    model.cache_propagation()
+    every = model._one_hop_matrix[0].to_dense()
     model.cache_propagation(live_neighbours=1)
     live = model._one_hop_matrix[0]
     assert int((live.crow_indices()[1:] - live.crow_indices()[:-1]).max()) == 1
+    kept = live.to_dense()
+    for product in range(every.shape[0]):  # each product keeps its strongest edge
+        if every[product].any():
+            assert kept[product].max() == every[product].max() and (kept[product] > 0).sum() == 1
     model.product_vectors(torch.tensor([0])).sum().backward()
     touched = [t for t in ("brand", "category") if model.embedding[t].weight.grad is not None
                and model.embedding[t].weight.grad.abs().sum() > 0]

@@ -223,7 +223,7 @@ def test_negative_proposal_draws_follow_popularity_plus_one():
 
 def test_sampled_training_gives_the_id_tables_row_sparse_gradients(planted):
     """On a large catalog's path a step's ID-table gradient is row-sparse, equal to the dense
-    one, and SparseAdam moves only the rows the step gathered."""
+    one, and RowAdam moves only the rows the step gathered."""
     from kgrec.train.loop import NegativeProposal, Optimizer, Texts, _sequence_loss, build_model, uses_sampled_rows
     from kgrec.train.sasrec import training_windows
     from kgrec.models.history import Histories
@@ -241,7 +241,7 @@ def test_sampled_training_gives_the_id_tables_row_sparse_gradients(planted):
     for sparse in (False, True):
         torch.manual_seed(0)
         model = build_model(snapshot, train, model_cfg, Texts())
-        model.cache_propagation()
+        model.cache_propagation(live_neighbours=1)  # the capped neighbourhood of large catalogs
         assert uses_sampled_rows(model, cfg, cached=True)
         optimizer = Optimizer(model, cfg, sparse=sparse)
         before = model.embedding["product"].weight.detach().clone()
@@ -268,3 +268,23 @@ def test_optimizer_keeps_dense_adam_with_weight_decay(planted):
     model = build_model(snapshot, split.train, ModelConfig(dim=16, layers=1, use_text=False), Texts())
     optimizer = Optimizer(model, TrainConfig(device="cpu", weight_decay=1e-4), sparse=True)
     assert [type(o).__name__ for o in optimizer.optimizers] == ["Adam"]
+
+
+def test_row_adam_equals_adam_on_rows_that_get_gradients():
+    """Where every row gets a gradient at every step, the row-wise update is Adam's, and
+    repeated rows in a sparse gradient are summed first."""
+    from kgrec.train.loop import RowAdam
+
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(5, 3, generator=gen)
+    sparse_table, dense_table = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    row_adam, adam = RowAdam([sparse_table], lr=0.01), torch.optim.Adam([dense_table], lr=0.01)
+    for _ in range(3):
+        rows = torch.tensor([0, 1, 2, 3, 4, 2, 0])  # every row, two of them twice
+        values = torch.randn(rows.numel(), 3, generator=gen)
+        sparse_table.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, (5, 3))
+        dense_table.grad = torch.zeros(5, 3).index_add(0, rows, values)
+        row_adam.step()
+        adam.step()
+    assert torch.allclose(sparse_table, dense_table, atol=1e-6)
+    assert not torch.allclose(sparse_table, start)
