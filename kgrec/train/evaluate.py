@@ -39,13 +39,17 @@ ScoreFn = Callable[[Tensor], Tensor]
 """``score_fn(user_index [b] long, on the CPU) -> scores [b, num_products] float`` (any device)."""
 
 
+SCORES_PER_BATCH = 1 << 26
+"""Scores held at once by :func:`evaluate` by default: 256 MiB of floats (67 users at 1M products)."""
+
+
 @torch.no_grad()
 def evaluate(
     score_fn: ScoreFn | Recommender,
     split: InteractionSplit,
     part: Literal["valid", "test"] = "valid",
     ks: Sequence[int] = (10, 20),
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     product_category: Tensor | None = None,
     product_popularity: Tensor | None = None,
     restrict_products: Tensor | None = None,
@@ -60,7 +64,8 @@ def evaluate(
         split: the split; its train (and, for test, valid) pairs are excluded.
         part: which pairs are the positives.
         ks: cut-offs; each metric is reported at each.
-        batch_size: users scored at once (memory ≈ batch_size × num_products floats).
+        batch_size: users scored at once (memory ≈ batch_size × num_products floats);
+            default: up to 1,024, fewer on large catalogs (:data:`SCORES_PER_BATCH` scores).
         product_category: ``[num_products]`` long primary category per product (``-1`` =
             none), e.g. :func:`primary_category_index`; enables ``ild@K``.
         product_popularity: ``[num_products]`` popularity for ``avg_pop@K``; default
@@ -110,6 +115,8 @@ def evaluate(
         sample = torch.randperm(part_users, generator=torch.Generator().manual_seed(0))[:max_users]
         users = users[sample].sort().values
     k_max = ks[-1]
+    if batch_size is None:
+        batch_size = max(1, min(1024, SCORES_PER_BATCH // num_products))
 
     sums = {f"{name}@{k}": 0.0 for k in ks for name in ("recall", "ndcg", "hit", "mrr", "avg_pop")}
     ild_sums = {k: 0.0 for k in ks}
