@@ -418,6 +418,7 @@ def softmax_loss(
     temperature: float,
     negatives: Tensor | None = None,
     in_batch: bool = True,
+    candidates: Tensor | None = None,
 ) -> Tensor:
     """Cross-entropy of the target product against the others, on cosine / temperature.
 
@@ -428,11 +429,18 @@ def softmax_loss(
         negatives: ``[M]`` random negatives shared by the batch (None: every product is
             a candidate, i.e. the full softmax).
         in_batch: with ``negatives``, also use the other rows' targets as negatives.
+        candidates: ``[num_products]`` bool, with the full softmax: the products that may
+            be negatives (None: all). Products nobody interacted with are left out in
+            training: never seen is not disliked, and as permanent negatives they would be
+            pushed away from every user, so a new product could never be recommended.
     """
     u = F.normalize(user_vec, dim=-1)
     p = F.normalize(product_emb, dim=-1)
     if negatives is None:
-        return F.cross_entropy(u @ p.t() / temperature, target)
+        logits = u @ p.t() / temperature
+        if candidates is not None:
+            logits = logits.masked_fill(~candidates.unsqueeze(0), float("-inf"))
+        return F.cross_entropy(logits, target)
     pos = (u * p[target]).sum(-1, keepdim=True) / temperature
     cand = torch.cat([target, negatives]) if in_batch else negatives
     logits = u @ p[cand].t() / temperature

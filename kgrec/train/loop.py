@@ -601,7 +601,9 @@ def _sequence_loss(
     if num_products <= cfg.full_softmax_max_products or cfg.negatives == 0:
         products = _product_vectors(model, cached)
         hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
-        return softmax_loss(hidden[positions], products, index[:, 1:][positions], cfg.temperature)
+        return softmax_loss(
+            hidden[positions], products, index[:, 1:][positions], cfg.temperature, candidates=model.product_has_id
+        )
     negatives, log_q = proposal.draw(cfg.negatives, generator)
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
     products = _product_vectors(model, cached, rows)
@@ -613,7 +615,9 @@ def _sequence_loss(
 
 
 class NegativeProposal:
-    """The sampled softmax's draw distribution over products: popularity + 1, normalised.
+    """The sampled softmax's draw distribution over products: popularity + 1, normalised,
+    over the products with training events (one nobody interacted with is never a negative;
+    see :func:`~kgrec.models.kgrec_model.softmax_loss`'s ``candidates``).
 
     Built once per training run. A draw is a binary search in the cumulative
     distribution, so it costs ``O(n log P)``, not the ``O(P)`` of ``torch.multinomial``
@@ -624,7 +628,7 @@ class NegativeProposal:
     """
 
     def __init__(self, popularity: Tensor) -> None:
-        weight = popularity.double() + 1.0
+        weight = torch.where(popularity > 0, popularity.double() + 1.0, 0.0)
         self.probability = (weight / weight.sum()).float()
         self.cumulative = torch.cumsum(weight / weight.sum(), 0)
 

@@ -209,16 +209,18 @@ def test_evaluate_scores_a_fixed_sample_of_users(planted):
     assert "sampled_from" not in everyone
 
 
-def test_negative_proposal_draws_follow_popularity_plus_one():
+def test_negative_proposal_draws_follow_popularity_plus_one_among_interacted_products():
     from kgrec.train.loop import NegativeProposal
 
     popularity = torch.tensor([0, 1, 3, 7, 0, 20])
     proposal = NegativeProposal(popularity)
-    expected = (popularity + 1).double() / (popularity + 1).sum()
+    weight = torch.where(popularity > 0, popularity + 1, 0).double()  # never a product nobody bought
+    expected = weight / weight.sum()
     negatives, log_q = proposal.draw(200_000, torch.Generator().manual_seed(0))
     share = torch.bincount(negatives, minlength=6).double() / negatives.numel()
     assert torch.allclose(share, expected, atol=0.005)
     assert torch.allclose(log_q, torch.log(expected[negatives] * 200_000).float(), atol=1e-4)
+    assert not ((negatives == 0) | (negatives == 4)).any()
 
 
 def test_sampled_training_gives_the_id_tables_row_sparse_gradients(planted):
@@ -288,3 +290,17 @@ def test_row_adam_equals_adam_on_rows_that_get_gradients():
         adam.step()
     assert torch.allclose(sparse_table, dense_table, atol=1e-6)
     assert not torch.allclose(sparse_table, start)
+
+
+def test_full_softmax_leaves_products_without_interactions_out_of_the_negatives():
+    from kgrec.models.kgrec_model import softmax_loss
+
+    gen = torch.Generator().manual_seed(0)
+    users, products = torch.randn(8, 4, generator=gen), torch.randn(6, 4, generator=gen)
+    target = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    allowed = torch.tensor([True, True, True, True, False, False])
+    masked = softmax_loss(users, products, target, 0.5, candidates=allowed)
+    assert torch.allclose(masked, softmax_loss(users, products[:4], target, 0.5))  # as if 4 and 5 did not exist
+    products.requires_grad_(True)
+    softmax_loss(users, products, target, 0.5, candidates=allowed).backward()
+    assert products.grad[4:].abs().sum() == 0  # nothing pushes them away from the users
