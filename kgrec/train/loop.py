@@ -282,7 +282,9 @@ class _TrainJob:
         if cached:
             model.cache_propagation(live_neighbours=LIVE_NEIGHBOURS if sampled_rows else None)
         sequential = model_cfg.sequence_encoder
-        proposal = NegativeProposal(torch.bincount(split.train.product_index, minlength=self.snapshot.num_products))
+        proposal = NegativeProposal(
+            torch.bincount(split.train.product_index, minlength=self.snapshot.num_products), train_cfg.unseen_negatives
+        )
         sampler = NegativeSampler(split.train, self.snapshot.num_products) if train_cfg.loss == "bpr" else None
         generator = torch.Generator().manual_seed(self.seed)
 
@@ -602,7 +604,8 @@ def _sequence_loss(
         products = _product_vectors(model, cached)
         hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
         return softmax_loss(
-            hidden[positions], products, index[:, 1:][positions], cfg.temperature, candidates=model.product_has_id
+            hidden[positions], products, index[:, 1:][positions], cfg.temperature,
+            candidates=None if cfg.unseen_negatives else model.product_has_id,
         )
     negatives, log_q = proposal.draw(cfg.negatives, generator)
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
@@ -615,9 +618,9 @@ def _sequence_loss(
 
 
 class NegativeProposal:
-    """The sampled softmax's draw distribution over products: popularity + 1, normalised,
-    over the products with training events (one nobody interacted with is never a negative;
-    see :func:`~kgrec.models.kgrec_model.softmax_loss`'s ``candidates``).
+    """The sampled softmax's draw distribution over products: popularity + 1, normalised
+    (``unseen=False``: only over the products with training events, see
+    ``train.unseen_negatives`` and :func:`~kgrec.models.kgrec_model.softmax_loss`'s ``candidates``).
 
     Built once per training run. A draw is a binary search in the cumulative
     distribution, so it costs ``O(n log P)``, not the ``O(P)`` of ``torch.multinomial``
@@ -625,10 +628,13 @@ class NegativeProposal:
 
     Args:
         popularity: ``[P]`` each product's count of training events.
+        unseen: whether products without training events are drawn too.
     """
 
-    def __init__(self, popularity: Tensor) -> None:
-        weight = torch.where(popularity > 0, popularity.double() + 1.0, 0.0)
+    def __init__(self, popularity: Tensor, unseen: bool = True) -> None:
+        weight = popularity.double() + 1.0
+        if not unseen:
+            weight = torch.where(popularity > 0, weight, 0.0)
         self.probability = (weight / weight.sum()).float()
         self.cumulative = torch.cumsum(weight / weight.sum(), 0)
 

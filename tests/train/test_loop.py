@@ -209,18 +209,19 @@ def test_evaluate_scores_a_fixed_sample_of_users(planted):
     assert "sampled_from" not in everyone
 
 
-def test_negative_proposal_draws_follow_popularity_plus_one_among_interacted_products():
+def test_negative_proposal_draws_follow_popularity_plus_one():
     from kgrec.train.loop import NegativeProposal
 
     popularity = torch.tensor([0, 1, 3, 7, 0, 20])
-    proposal = NegativeProposal(popularity)
-    weight = torch.where(popularity > 0, popularity + 1, 0).double()  # never a product nobody bought
-    expected = weight / weight.sum()
-    negatives, log_q = proposal.draw(200_000, torch.Generator().manual_seed(0))
-    share = torch.bincount(negatives, minlength=6).double() / negatives.numel()
-    assert torch.allclose(share, expected, atol=0.005)
-    assert torch.allclose(log_q, torch.log(expected[negatives] * 200_000).float(), atol=1e-4)
-    assert not ((negatives == 0) | (negatives == 4)).any()
+    for unseen in (True, False):
+        proposal = NegativeProposal(popularity, unseen=unseen)
+        weight = (popularity + 1).double() if unseen else torch.where(popularity > 0, popularity + 1, 0).double()
+        expected = weight / weight.sum()
+        negatives, log_q = proposal.draw(200_000, torch.Generator().manual_seed(0))
+        share = torch.bincount(negatives, minlength=6).double() / negatives.numel()
+        assert torch.allclose(share, expected, atol=0.005)
+        assert torch.allclose(log_q, torch.log(expected[negatives] * 200_000).float(), atol=1e-4)
+        assert ((negatives == 0) | (negatives == 4)).any() == unseen  # unseen=False: never a product nobody bought
 
 
 def test_sampled_training_gives_the_id_tables_row_sparse_gradients(planted):
