@@ -66,7 +66,7 @@ def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
         model.cache_propagation(live_neighbours=LIVE_NEIGHBOURS if sampled_rows else None)
     setup = time.perf_counter() - started
     optimizer = Optimizer(model, config.train, sparse=sampled_rows)
-    proposal = NegativeProposal(torch.bincount(train.product_index, minlength=snapshot.num_products), config.train.unseen_negatives)
+    proposal = NegativeProposal(torch.bincount(train.product_index, minlength=snapshot.num_products))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(windows.shape[0], generator=generator)
     timed = min(max_steps, steps) if max_steps > 0 else steps

@@ -631,7 +631,7 @@ class NegativeProposal:
         unseen: whether products without training events are drawn too.
     """
 
-    def __init__(self, popularity: Tensor, unseen: bool = False) -> None:
+    def __init__(self, popularity: Tensor, unseen: bool = True) -> None:
         weight = popularity.double() + 1.0
         if not unseen:
             weight = torch.where(popularity > 0, weight, 0.0)
