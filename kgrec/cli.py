@@ -266,6 +266,14 @@ def build_graph_cmd(products: Path, interactions: Path, relations: Path | None, 
     console.print(
         f"Created {created.get('nodes_created', 0):,} nodes and {created.get('relationships_created', 0):,} relationships."
     )
+    earlier = result.summary.totals.get("Product", 0) - report.rows_read.get("products", 0)
+    if earlier > 0:
+        # build-graph adds to the database and never deletes: a second shop would mix with the first.
+        console.print(
+            f"  note: the graph also holds {earlier:,} products that are not in these files (earlier loads stay). "
+            "To keep another shop apart, give it its own KGREC_HOME (or store.port).",
+            highlight=False,
+        )
     console.print(_counts_table("Graph contents", result.summary.totals))
 
 

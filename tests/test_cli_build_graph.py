@@ -554,3 +554,13 @@ def test_installed_kgrec_writes_a_sample_shop_and_builds_its_graph(
     assert re.search(r"Created [\d,]+ nodes and [\d,]+ relationships\.", done.stdout), done.stdout
     for name, count in totals.items():
         assert re.search(rf"\b{name}\b\W+{count:,}\b", done.stdout), f"{name} {count} not in:\n{done.stdout}"
+
+
+def test_build_graph_says_when_the_graph_holds_products_from_earlier_loads(loaded_shop, tmp_path: Path):
+    other = write_sample_shop(tmp_path / "other", num_products=10, num_users=5, events_per_user=3)
+    result = build("--products", other["products"], "--interactions", other["interactions"])
+    assert_success(result)
+    assert "products that are not in these files" in result.output
+    again = build(*shop_args(loaded_shop))
+    assert_success(again)
+    assert "not in these files" not in again.output  # the bigger shop holds every product
