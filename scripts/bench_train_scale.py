@@ -46,8 +46,7 @@ def shop_snapshot(size: int, events_per_user: int, folder: Path):
 def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
     from kgrec.config import KgrecConfig
     from kgrec.models.history import Histories
-    from kgrec.models.kgrec_model import LIVE_NEIGHBOURS
-    from kgrec.train.loop import NegativeProposal, Optimizer, Texts, _sequence_loss, build_model, training_windows, uses_sampled_rows
+    from kgrec.train.loop import NegativeProposal, Texts, _sequence_loss, build_model, prepare_steps, training_windows
     from kgrec.train.split import leave_last_out
 
     config = KgrecConfig.model_validate({"model": {"use_text": False}, "train": {"propagation": propagation, "device": "cpu"}})
@@ -61,11 +60,8 @@ def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
     started = time.perf_counter()
     model = build_model(snapshot, train, config.model, Texts())
     cached = propagation == "cached"
-    sampled_rows = uses_sampled_rows(model, config.train, cached)
-    if cached:
-        model.cache_propagation(live_neighbours=LIVE_NEIGHBOURS if sampled_rows else None)
+    optimizer = prepare_steps(model, config.train, cached)  # as kgrec train sets up its steps
     setup = time.perf_counter() - started
-    optimizer = Optimizer(model, config.train, sparse=sampled_rows)
     proposal = NegativeProposal(torch.bincount(train.product_index, minlength=snapshot.num_products))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(windows.shape[0], generator=generator)

@@ -278,9 +278,7 @@ class _TrainJob:
         model = build_model(self.snapshot, split.train, model_cfg, self.texts, self.event_weight)
         model.to(device)
         cached = train_cfg.propagation == "cached" and model_cfg.user_mode == "history"
-        sampled_rows = uses_sampled_rows(model, train_cfg, cached)
-        if cached:
-            model.cache_propagation(live_neighbours=LIVE_NEIGHBOURS if sampled_rows else None)
+        optimizer = prepare_steps(model, train_cfg, cached, world)
         sequential = model_cfg.sequence_encoder
         proposal = NegativeProposal(
             torch.bincount(split.train.product_index, minlength=self.snapshot.num_products), train_cfg.unseen_negatives
@@ -309,7 +307,6 @@ class _TrainJob:
                     loss_of, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
                 )
             torch.manual_seed(self.seed + rank)  # different dropout on each rank's share
-        optimizer = Optimizer(model, train_cfg, sparse=world == 1 and sampled_rows)
 
         has_valid = len(split.valid) > 0
         early_stop = has_valid and self.epochs is None
@@ -401,6 +398,16 @@ def uses_sampled_rows(model: KgrecModel, cfg: TrainConfig, cached: bool) -> bool
         cached and model.user_encoder is not None and cfg.negatives > 0
         and model.num_nodes["product"] > cfg.full_softmax_max_products
     )
+
+
+def prepare_steps(model: KgrecModel, cfg: TrainConfig, cached: bool, world: int = 1) -> Optimizer:
+    """Set the model up for the training steps and return their optimiser: cached propagation
+    (with each product's live one-hop edges capped where a step trains on its own rows) and,
+    in one process on that path, row-sparse table updates."""
+    sampled_rows = uses_sampled_rows(model, cfg, cached)
+    if cached:
+        model.cache_propagation(live_neighbours=LIVE_NEIGHBOURS if sampled_rows else None)
+    return Optimizer(model, cfg, sparse=world == 1 and sampled_rows)
 
 
 class RowAdam:
