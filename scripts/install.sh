@@ -22,8 +22,18 @@ fi
 stamp=.venv/.kgrec-install-stamp
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # torch from PyPI brings its CUDA libraries: about 6.5 GB installed. Say so before
+  # pip fails half-way with "No space left on device".
+  need_gib=8
+  free_kib=$(df -Pk .venv | awk 'NR==2 {print $4}')
+  if [ "$free_kib" -lt $((need_gib * 1024 * 1024)) ]; then
+    echo "error: $(pwd)/.venv needs about ${need_gib} GiB free for torch and its CUDA libraries;" >&2
+    echo "       only $((free_kib / 1024 / 1024)) GiB is free there. Free some space, or clone kgrec onto a larger disk." >&2
+    exit 1
+  fi
   echo "Installing kgrec and its dependencies into .venv (the first time downloads torch: a few minutes)…"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test,fast]"
+  # --no-cache-dir: pip's wheel cache would hold a second copy of torch (about 3.5 GB).
+  .venv/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
+  .venv/bin/python -m pip install --quiet --no-cache-dir -e ".[test,fast]"
   echo "$want" > "$stamp"
 fi
