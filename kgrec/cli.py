@@ -462,7 +462,9 @@ def recommend_cmd(user_id, all_users, k, query_text, weights, include_seen, outp
 
         started = time.perf_counter()
         with _loaded(config, model_dir, offline) as loaded:
-            n = pipeline.recommend_all(config, loaded, out_path, k=k, weights=parsed, query=query_text, include_seen=include_seen)
+            n = pipeline.recommend_all(
+                config, loaded, out_path, k=k, weights=parsed, query=query_text, include_seen=include_seen, progress=True
+            )
         console.print(f"Wrote recommendations for {n:,} users to {out_path} in {time.perf_counter() - started:.1f} s.")
         return
     if user_id is None:

@@ -127,6 +127,7 @@ def test_cli_recommend_json_and_all_users(trained, tmp_path: Path):
     out = tmp_path / "recs.jsonl"
     result = runner.invoke(cli, ["recommend", "--all-users", "-k", "5", "--out", str(out), "--model", str(run.model_dir)])
     assert result.exit_code == 0, result.output
+    assert "Ranking users" in result.output and "80/80" in result.output  # the progress bar, finished
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 80 and all(len(line["items"]) == 5 == len(line["scores"]) for line in lines)
 
