@@ -32,12 +32,14 @@ class FeaturesConfig(BaseModel):
         ),
     )
     max_tokens: int | None = Field(
-        128,
+        64,
         ge=8,
         description=(
-            "Longest text the encoder reads, in tokens; longer texts are cut. 128 is what all-MiniLM-L6-v2 was "
-            "trained on and holds a title, brand, categories and description_chars=300 of description. "
-            "None: the model's own limit (256 for all-MiniLM-L6-v2)."
+            "Longest text the encoder reads, in tokens; longer texts are cut. 64 holds a title, brand, categories "
+            "and the start of a description, and encodes about 1.9x as fast as 128 on real descriptions "
+            "(Amazon Office: ~80 tokens a text), at the same product-path accuracy within noise "
+            "(docs/BENCHMARKS.md, 'Text encoding speed'). 128: what all-MiniLM-L6-v2 was trained on, whole "
+            "300-character descriptions. None: the model's own limit (256 for all-MiniLM-L6-v2)."
         ),
     )
     description_chars: int = Field(

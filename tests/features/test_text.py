@@ -259,7 +259,7 @@ def test_bundled_model_lower_precision_is_close_to_fp32(precision):
     assert out.shape == (4, 384) and out.dtype == torch.float32
     assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-4)
     assert (out * reference).sum(dim=1).min() > 0.95
-    assert encoder.model_id == f"all-MiniLM-L6-v2|precision={precision}|max_tokens=128"
+    assert encoder.model_id == f"all-MiniLM-L6-v2|precision={precision}|max_tokens=64"
 
 
 def test_load_text_encoder_int8_on_gpu_is_a_config_error():
