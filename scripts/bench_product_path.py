@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -66,6 +67,8 @@ def main() -> None:
                         help="an ablation trained and scored in the same run, e.g. no-kg=model.use_kg=false")
     parser.add_argument("--cold-products", type=float, default=0.0, help="share of products whose events are all withheld (cold start)")
     args = parser.parse_args()
+    # The baselines log each evaluation (SASRec: every 5 epochs), so a long fit shows its progress.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     variants = [parse_variant(text) for text in args.variants]
     work = args.work.resolve()
