@@ -600,7 +600,7 @@ def _sequence_loss(
 
     Args:
         index, weight: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`).
-        proposal: the sampled softmax's draw distribution.
+        proposal: which products may be negatives, and the sampled softmax's draw distribution.
     """
     present, index, weight = trim_padding(weight > 0, index, weight)
     index, weight, present = index.to(device), weight.to(device), present.to(device)
@@ -612,7 +612,7 @@ def _sequence_loss(
         hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
         return softmax_loss(
             hidden[positions], products, index[:, 1:][positions], cfg.temperature,
-            candidates=None if cfg.unseen_negatives else model.product_has_id,
+            candidates=None if proposal.candidates is None else proposal.candidates.to(device),
         )
     negatives, log_q = proposal.draw(cfg.negatives, generator)
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
@@ -625,9 +625,12 @@ def _sequence_loss(
 
 
 class NegativeProposal:
-    """The sampled softmax's draw distribution over products: popularity + 1, normalised
-    (``unseen=False``: only over the products with training events, see
-    ``train.unseen_negatives`` and :func:`~kgrec.models.kgrec_model.softmax_loss`'s ``candidates``).
+    """Which products may be negatives, and the sampled softmax's draw distribution over them:
+    popularity + 1, normalised.
+
+    ``unseen=False`` leaves the products without training events out (``candidates``, see
+    ``train.unseen_negatives``): the full softmax masks with :attr:`candidates` and the
+    sampled one draws only from them, so both paths follow this one rule.
 
     Built once per training run. A draw is a binary search in the cumulative
     distribution, so it costs ``O(n log P)``, not the ``O(P)`` of ``torch.multinomial``
@@ -639,9 +642,10 @@ class NegativeProposal:
     """
 
     def __init__(self, popularity: Tensor, unseen: bool = True) -> None:
+        self.candidates: Tensor | None = None if unseen else popularity > 0  # [P] bool; None: every product
         weight = popularity.double() + 1.0
-        if not unseen:
-            weight = torch.where(popularity > 0, weight, 0.0)
+        if self.candidates is not None:
+            weight = torch.where(self.candidates, weight, 0.0)
         self.probability = (weight / weight.sum()).float()
         self.cumulative = torch.cumsum(weight / weight.sum(), 0)
 

@@ -305,3 +305,40 @@ def test_full_softmax_leaves_products_without_interactions_out_of_the_negatives(
     products.requires_grad_(True)
     softmax_loss(users, products, target, 0.5, candidates=allowed).backward()
     assert products.grad[4:].abs().sum() == 0  # nothing pushes them away from the users
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_products_without_training_events_are_never_negatives_when_unseen_negatives_is_off(planted, monkeypatch, sampled):
+    """``train.unseen_negatives: false``: neither softmax path pushes a product nobody interacted
+    with (its vector gets no gradient); with the default it is a negative like any other."""
+    import kgrec.train.loop as loop
+    from kgrec.models.history import Histories
+    from kgrec.train.sasrec import training_windows
+    from kgrec.train.split import Pairs
+
+    snapshot, split = planted
+    loner = int(torch.bincount(split.train.product_index).argmax())  # has KG neighbours, so a non-zero vector
+    keep = split.train.product_index != loner
+    t = split.train
+    train = Pairs(t.user_index[keep], t.product_index[keep], t.weight[keep], t.timestamp[keep])
+    model_cfg = ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8)
+    extra = {"full_softmax_max_products": 10, "negatives": 2_000} if sampled else {}
+    index, weight = training_windows(
+        Histories.from_events(train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users), 8
+    )
+    popularity = torch.bincount(train.product_index, minlength=snapshot.num_products)
+    assert popularity[loner] == 0
+    pushed = {}
+    for unseen in (True, False):
+        torch.manual_seed(0)
+        model = loop.build_model(snapshot, train, model_cfg, loop.Texts())
+        vectors = model.propagate()["product"].detach().requires_grad_()
+        monkeypatch.setattr(loop, "_product_vectors", lambda m, c, rows=None: vectors if rows is None else vectors[rows])
+        cfg = TrainConfig(device="cpu", unseen_negatives=unseen, **extra)
+        loss = loop._sequence_loss(model, index, weight, cfg, loop.NegativeProposal(popularity, unseen=unseen),
+                                   torch.Generator().manual_seed(1), torch.device("cpu"), cached=False)
+        loss.backward()
+        assert vectors.grad[popularity > 0].abs().sum() > 0
+        pushed[unseen] = float(vectors.grad[loner].abs().sum())
+    assert pushed[True] > 0
+    assert pushed[False] == 0
