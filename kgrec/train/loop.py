@@ -281,7 +281,8 @@ class _TrainJob:
         optimizer = prepare_steps(model, train_cfg, cached, world)
         sequential = model_cfg.sequence_encoder
         proposal = NegativeProposal(
-            torch.bincount(split.train.product_index, minlength=self.snapshot.num_products), train_cfg.unseen_negatives
+            torch.bincount(split.train.product_index, minlength=self.snapshot.num_products), train_cfg.unseen_negatives,
+            device,
         )
         sampler = NegativeSampler(split.train, self.snapshot.num_products) if train_cfg.loss == "bpr" else None
         generator = torch.Generator().manual_seed(self.seed)
@@ -612,7 +613,7 @@ def _sequence_loss(
         hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
         return softmax_loss(
             hidden[positions], products, index[:, 1:][positions], cfg.temperature,
-            candidates=None if proposal.candidates is None else proposal.candidates.to(device),
+            candidates=proposal.candidates,
         )
     negatives, log_q = proposal.draw(cfg.negatives, generator)
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
@@ -639,13 +640,16 @@ class NegativeProposal:
     Args:
         popularity: ``[P]`` each product's count of training events.
         unseen: whether products without training events are drawn too.
+        device: where the training step runs (where :attr:`candidates` is kept).
     """
 
-    def __init__(self, popularity: Tensor, unseen: bool = True) -> None:
-        self.candidates: Tensor | None = None if unseen else popularity > 0  # [P] bool; None: every product
+    def __init__(self, popularity: Tensor, unseen: bool = True, device: torch.device | str = "cpu") -> None:
+        seen = None if unseen else popularity > 0
+        # [P] bool, None: every product. Kept on the training device, so a step does not copy it.
+        self.candidates: Tensor | None = None if seen is None else seen.to(device)
         weight = popularity.double() + 1.0
-        if self.candidates is not None:
-            weight = torch.where(self.candidates, weight, 0.0)
+        if seen is not None:
+            weight = torch.where(seen, weight, 0.0)
         self.probability = (weight / weight.sum()).float()
         self.cumulative = torch.cumsum(weight / weight.sum(), 0)
 
