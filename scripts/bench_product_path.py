@@ -67,6 +67,8 @@ def main() -> None:
                         help="an ablation trained and scored in the same run, e.g. no-kg=model.use_kg=false")
     parser.add_argument("--cold-products", type=float, default=0.0, help="share of products whose events are all withheld (cold start)")
     args = parser.parse_args()
+    if not args.data_dir.is_dir():
+        parser.error(f"dataset folder {args.data_dir} does not exist; pass the folder itself, e.g. ../shared/data/amazon_office_2014")
     # The baselines log each evaluation (SASRec: every 5 epochs), so a long fit shows its progress.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
