@@ -678,12 +678,16 @@ def _print_query_rows(result, output_format: str) -> None:
         for row in result.rows:
             writer.writerow([_plain_value(row.get(c)) for c in result.columns])
         return
-    table = Table(title=f"{escape(result.source)}: {len(result.rows)} row(s)", title_justify="left")
+    # The heading is its own line: as a table title it would wrap at the table's width, which
+    # a long query path exceeds when the columns are narrow.
+    wide = Console(width=max(console.width, 120))
+    wide.print(f"{escape(result.source)}: {len(result.rows)} row(s)", soft_wrap=True)
+    table = Table()
     for column in result.columns:
         table.add_column(escape(column), overflow="fold")
     for row in result.rows:
         table.add_row(*(escape(_plain_value(row.get(c))) for c in result.columns))
-    Console(width=max(console.width, 120)).print(table)
+    wide.print(table)
 
 
 def _print_search(result) -> None:
