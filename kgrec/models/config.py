@@ -45,6 +45,22 @@ class ModelConfig(BaseModel):
     encoder_blocks: int = Field(2, ge=1, description="With user_encoder 'transformer': self-attention blocks.")
     encoder_heads: int = Field(1, ge=1, description="With user_encoder 'transformer': attention heads (dim must divide by it).")
     encoder_dropout: float = Field(0.2, ge=0, lt=1, description="With user_encoder 'transformer': dropout in the blocks.")
+    id_init: Literal["random", "text"] = Field(
+        "text",
+        description=(
+            "How product ID embeddings start: 'random' = normal(0, 0.1); 'text' = each product's text embedding "
+            "on the catalog's top `dim` principal components, so a product with few events starts where its text "
+            "places it. Needs use_text (without it, IDs start random)."
+        ),
+    )
+    text_init_std: float = Field(
+        0.3,
+        gt=0,
+        description=(
+            "With id_init 'text': the standard deviation of the starting ID entries. Larger keeps the text's "
+            "layout longer against training's updates (Amazon Office: 0.1 < 0.3 ≈ 1.0, and 1.0 needs ~2.5x the epochs)."
+        ),
+    )
     relation_weight: float = Field(
         1.0, ge=0, description="Edge weight of product-product relations (also_bought, ...) relative to other edges."
     )

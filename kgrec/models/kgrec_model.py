@@ -74,6 +74,30 @@ def _csr_pair(row: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int], dev
         return matrix.to(device), matrix.t().to_sparse_csr().to(device)
 
 
+@torch.no_grad()
+def text_principal_components(text: Tensor, dim: int, std: float, chunk: int = 65_536) -> Tensor:
+    """``[P, dim]`` the rows of ``text`` ``[P, d]`` on their top ``dim`` principal components,
+    scaled so the entries have standard deviation ``std`` (an ID table's starting point).
+
+    Exact PCA from the ``d × d`` covariance, accumulated ``chunk`` rows at a time, so the
+    cost is ``O(P d²)`` with no ``P × d`` copy. Columns beyond ``d`` (when ``dim > d``) are
+    drawn from ``normal(0, std)``.
+    """
+    text = text.float()
+    mean = text.mean(0)
+    cov = text.new_zeros(text.shape[1], text.shape[1])
+    for rows in text.split(chunk):
+        centred = rows - mean
+        cov += centred.t() @ centred
+    _, vectors = torch.linalg.eigh(cov.double())  # ascending eigenvalues
+    basis = vectors.flip(1)[:, : min(dim, text.shape[1])].float()
+    out = torch.cat([(rows - mean) @ basis for rows in text.split(chunk)])
+    out = out * (std / out.std().clamp(min=1e-12))
+    if dim > basis.shape[1]:
+        out = torch.cat([out, torch.randn(text.shape[0], dim - basis.shape[1]) * std], 1)
+    return out
+
+
 class KgrecModel(nn.Module):
     """Typed-graph propagation with text fusion; see the module docstring.
 
@@ -128,6 +152,9 @@ class KgrecModel(nn.Module):
                 nn.init.normal_(self.name_proj.weight, std=0.1 / names[0].shape[1] ** 0.5 * 4)
         else:
             self.register_buffer("product_text", None)
+        if config.id_init == "text" and self.product_text is not None:
+            with torch.no_grad():
+                self.embedding["product"].weight.copy_(text_principal_components(self.product_text, dim, std=config.text_init_std))
         kg_on = config.use_text and self.name_proj is not None
         self.register_buffer("brand_text", brand_text.float() if kg_on and brand_text is not None and brand_text.numel() else None)
         self.register_buffer(

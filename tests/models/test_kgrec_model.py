@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from kgrec.models.config import ModelConfig
 from kgrec.models.hetero_graph import INTERACTS, build_hetero_graph, normalized_adjacency
 from kgrec.models.history import Histories, history_embedding
-from kgrec.models.kgrec_model import KgrecModel, bpr_loss, softmax_loss
+from kgrec.models.kgrec_model import KgrecModel, bpr_loss, softmax_loss, text_principal_components
 
 # 3 users, 5 products (p4 has no interactions: cold), 2 brands, 2 categories.
 NUM_NODES = {"user": 3, "product": 5, "brand": 2, "category": 2}
@@ -105,6 +105,44 @@ def test_model_cold_product_gets_embedding_from_text_and_brand():
 def test_model_use_text_flag_controls_text_projection():
     assert KgrecModel(planted_graph(), ModelConfig(dim=4), product_text=id_text()).text_proj is not None
     assert KgrecModel(planted_graph(), ModelConfig(dim=4, use_text=False), product_text=id_text()).text_proj is None
+
+
+def test_text_principal_components_keep_the_texts_geometry_at_the_requested_spread():
+    torch.manual_seed(0)
+    text = torch.randn(40, 6) @ torch.randn(6, 6) + 3.0  # an offset the PCA must remove
+    out = text_principal_components(text, dim=6, std=0.1, chunk=7)  # chunks must not change the result
+    assert out.shape == (40, 6)
+    assert out.std().item() == pytest.approx(0.1, rel=1e-4)
+    assert torch.allclose(out.mean(0), torch.zeros(6), atol=1e-5)
+    # Every component kept: the pairwise distances are the texts', times one scale.
+    ratio = torch.pdist(out) / torch.pdist(text)
+    assert torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-3)
+    assert torch.allclose(text_principal_components(text, dim=6, std=0.1), out, atol=1e-5)
+    # Fewer components: the first one is the direction of largest variance.
+    top = text_principal_components(text, dim=2, std=0.1)
+    assert top[:, 0].var() > top[:, 1].var()
+    # More than the text has: the extra columns are random, the first ones the same.
+    wide = text_principal_components(text, dim=9, std=0.1)
+    assert wide.shape == (40, 9)
+    assert torch.allclose(wide[:, :6] / wide[:, :6].std(), out / out.std(), atol=1e-4)
+
+
+def test_model_id_init_text_places_products_with_similar_texts_together():
+    # Products 0-2 share one text theme, 3-4 another.
+    text = torch.tensor([[1.0, 0.1, 0, 0], [1.0, 0, 0.1, 0], [0.9, 0, 0, 0.1], [0, 0, 1.0, 1.0], [0, 0.1, 1.0, 0.9]])
+    torch.manual_seed(0)
+    model = KgrecModel(planted_graph(), ModelConfig(dim=4, id_init="text", text_init_std=0.1), product_text=text)
+    ids = F.normalize(model.embedding["product"].weight, dim=-1)
+    similarity = ids @ ids.t()
+    same, across = similarity[0, 1:3].min(), similarity[:3, 3:].max()
+    assert same > 0.5 and across < 0
+    assert model.embedding["product"].weight.std().item() == pytest.approx(0.1, rel=1e-3)
+    # Without text, 'text' falls back to 'random'.
+    torch.manual_seed(0)
+    random = KgrecModel(planted_graph(), ModelConfig(dim=4, id_init="random"), product_text=text).embedding["product"].weight
+    torch.manual_seed(0)
+    no_text = KgrecModel(planted_graph(), ModelConfig(dim=4, id_init="text", use_text=False), product_text=text)
+    assert torch.equal(no_text.embedding["product"].weight, random)
 
 
 def test_histories_keep_each_product_once_latest_right_aligned_with_decay():
