@@ -30,7 +30,7 @@ e.g. ``--variant no-kg=model.use_kg=false --variant no-text=model.use_text=false
 With ``--cold-products 0.1`` a random 10% of the catalog loses every loaded event (the
 products stay in the catalog, with their text, brand, categories and relations), and the
 held-out events on those products are also scored on their own (Recall@20, NDCG@20) for
-kgrec, a random ranking and a text-only ranker (cosine of a product's text embedding to
+kgrec (and each ``--variant``), a random ranking and a text-only ranker (cosine of a product's text embedding to
 the mean text embedding of the user's loaded products). No collaborative baseline can
 place a product nobody interacted with.
 
@@ -206,12 +206,12 @@ def score(
     split = InteractionSplit(len(snapshot.user_ids), len(snapshot.product_ids), loaded, Pairs.empty(), test)
 
     scores = list_scores(work / "runs" / "recs.jsonl", snapshot, split)
-    rows = {"kgrec": evaluate(lambda u: scores[u], split, "test", ks=(10, 20))}
+    lists = {"kgrec": scores}
     for name in variants:
-        variant_scores = list_scores(work / variant_folder(name) / "recs.jsonl", snapshot, split)
-        rows[f"kgrec {name}"] = evaluate(lambda u: variant_scores[u], split, "test", ks=(10, 20))
+        lists[f"kgrec {name}"] = list_scores(work / variant_folder(name) / "recs.jsonl", snapshot, split)
+    rows = {name: evaluate(lambda u, s=s: s[u], split, "test", ks=(10, 20)) for name, s in lists.items()}
     if cold is not None:
-        rows.update(score_cold(work, snapshot, split, scores, cold))
+        rows.update(score_cold(work, snapshot, split, lists, cold))
     for name in baselines:
         started = time.perf_counter()
         if make_baseline(name).trainable:
@@ -241,8 +241,11 @@ def list_scores(path: Path, snapshot, split) -> torch.Tensor:
     return scores
 
 
-def score_cold(work: Path, snapshot, split, kgrec_scores: torch.Tensor, cold: pl.Series) -> dict[str, dict[str, float]]:
-    """kgrec, random and text-only on the held-out events whose product was withheld."""
+def score_cold(
+    work: Path, snapshot, split, lists: dict[str, torch.Tensor], cold: pl.Series
+) -> dict[str, dict[str, float]]:
+    """kgrec (and each variant's ``lists``), random and text-only on the held-out events
+    whose product was withheld."""
     from kgrec.config import load_config
     from kgrec.features.text import encode_products
     from kgrec.train.evaluate import evaluate
@@ -262,7 +265,8 @@ def score_cold(work: Path, snapshot, split, kgrec_scores: torch.Tensor, cold: pl
     def random(users: torch.Tensor) -> torch.Tensor:
         return torch.rand(users.numel(), split.num_products, generator=torch.Generator().manual_seed(int(users[0])))
 
-    scorers = {"kgrec": lambda u: kgrec_scores[u], "random": random, "text-only": text_only}
+    scorers = {name: (lambda u, s=s: s[u]) for name, s in lists.items()}
+    scorers.update({"random": random, "text-only": text_only})
     return {f"{name} (cold)": evaluate(fn, split, "test", ks=(10, 20), restrict_products=cold_index) for name, fn in scorers.items()}
 
 

@@ -2,8 +2,9 @@
 
 Layer 0 of every node is a learned ID embedding; a product's also gets a linear
 projection of its text embedding (``use_text``), and brands/categories get one of
-their names' embeddings. Products without training interactions get no ID part, so a
-cold product is placed by its text, brand, categories and relations alone.
+their names' embeddings. A product without training interactions keeps its ID fixed where
+it started (its text start with ``id_init: text``, else zero), so a cold product is placed
+by its text, brand, categories and relations alone.
 
 Propagation is parameter-free: ``x_{k+1} = Â x_k`` with ``Â`` the symmetric
 degree-normalised adjacency of all typed edges (see :mod:`kgrec.models.hetero_graph`);
@@ -107,8 +108,9 @@ class KgrecModel(nn.Module):
         product_text: ``[num_products, text_dim]`` text embeddings (used when ``config.use_text``).
         brand_text: ``[num_brands, text_dim]`` brand-name embeddings (optional).
         category_text: ``[num_categories, text_dim]`` category-path embeddings (optional).
-        product_has_id: ``[num_products]`` bool, which products get an ID embedding
-            (those with training interactions; default all).
+        product_has_id: ``[num_products]`` bool, which products' ID embeddings are trained
+            (those with training interactions; default all); the others stay fixed at their
+            start (:meth:`_untrained_ids`).
         event_weight: ``[E]`` the weight of each event type (``ingest.event_weights`` in
             ``EVENT_TYPES`` order), for the transformer user encoder's event types
             (default: ingest's default weights).
@@ -220,7 +222,7 @@ class KgrecModel(nn.Module):
                 continue
             x = self.embedding[t].weight[:n]
             if t == "product":
-                x = x * self.product_has_id.unsqueeze(-1).to(x.dtype)
+                x = self._untrained_ids(x, self.product_has_id)
                 if with_text and self.text_proj is not None:
                     x = x + self.text_proj(self.product_text)
             elif t == "brand" and with_text and self.brand_text is not None:
@@ -407,9 +409,20 @@ class KgrecModel(nn.Module):
             local = index[inside] - s
             x = F.embedding(local, self.embedding[t].weight, sparse=self._sparse_rows)
             if t == "product":
-                x = x * self.product_has_id[local].unsqueeze(-1).to(x.dtype)
+                x = self._untrained_ids(x, self.product_has_id[local])
             out = out.index_put((inside.nonzero().squeeze(-1),), x)
         return out
+
+    def _untrained_ids(self, ids: Tensor, has_id: Tensor) -> Tensor:
+        """Product ID rows ``ids`` ``[n, dim]`` with the rows of products without training
+        events (``has_id`` False) fixed: at their text start with ``id_init: text``, so a new
+        product sits where a product with few events starts (and rare products barely move
+        from there); else at zero, since a random start says nothing. Either way no gradient
+        reaches them, so being a softmax negative cannot move them."""
+        keep = has_id.unsqueeze(-1)
+        if self.config.id_init == "text" and self.product_text is not None:
+            return torch.where(keep, ids, ids.detach())
+        return ids * keep.to(ids.dtype)
 
     # ---- users
     def user_vectors(self, nodes: dict[NodeType, Tensor], user_index: Tensor,

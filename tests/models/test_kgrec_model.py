@@ -102,6 +102,24 @@ def test_model_cold_product_gets_embedding_from_text_and_brand():
     assert bare.propagate()["product"][4].abs().sum() == 0
 
 
+def test_product_without_events_keeps_its_text_start_fixed():
+    has_id = torch.tensor([True, True, True, True, False])
+    torch.manual_seed(0)
+    model = KgrecModel(planted_graph(), ModelConfig(dim=4, id_init="text"), product_text=torch.randn(5, 8), product_has_id=has_id)
+    start = model.embedding["product"].weight.detach().clone()
+    ids = model.layer0(with_text=False)[3:8]  # the products' rows (after the 3 users)
+    assert torch.equal(ids, start) and ids[4].abs().sum() > 0  # its text start, not zero
+    # No gradient reaches it, by the whole-graph or the cached row path: being a negative cannot move it.
+    model.propagate()["product"].pow(2).sum().backward()
+    model.cache_propagation()
+    model.product_vectors(torch.tensor([4, 0])).pow(2).sum().backward()
+    grad = model.embedding["product"].weight.grad
+    assert grad[4].abs().sum() == 0 and grad[:4].abs().sum(-1).gt(0).all()
+    # A random start says nothing about a product: without events it has no ID part.
+    random = KgrecModel(planted_graph(), ModelConfig(dim=4, id_init="random"), product_text=torch.randn(5, 8), product_has_id=has_id)
+    assert random.layer0(with_text=False)[3 + 4].abs().sum() == 0
+
+
 def test_model_use_text_flag_controls_text_projection():
     assert KgrecModel(planted_graph(), ModelConfig(dim=4), product_text=id_text()).text_proj is not None
     assert KgrecModel(planted_graph(), ModelConfig(dim=4, use_text=False), product_text=id_text()).text_proj is None
