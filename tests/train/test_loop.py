@@ -309,8 +309,8 @@ def test_full_softmax_leaves_products_without_interactions_out_of_the_negatives(
 
 @pytest.mark.parametrize("sampled", [False, True])
 def test_products_without_training_events_are_never_negatives_when_unseen_negatives_is_off(planted, monkeypatch, sampled):
-    """``train.unseen_negatives: false``: neither softmax path pushes a product nobody interacted
-    with (its vector gets no gradient); with the default it is a negative like any other."""
+    """``train.unseen_negatives: false`` (the default): neither softmax path pushes a product nobody
+    interacted with (its vector gets no gradient); with ``true`` it is a negative like any other."""
     import kgrec.train.loop as loop
     from kgrec.models.history import Histories
     from kgrec.train.sasrec import training_windows
