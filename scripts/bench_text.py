@@ -21,6 +21,11 @@ printed with each row: on a shared machine only the ratios and the CPU-second fi
 ``--cache-rows N`` also times the text cache on N random 384-d rows (no model): the
 first write, adding one row (the size of the file it writes), and reading the whole
 cache back in a new ``TextCache``, as ``encode_texts`` does on every call.
+
+``--start-rows N`` also times the product IDs' text start (``model.id_init: text``,
+``text_principal_components`` to 64 columns) on N random 384-d rows, against one pass of
+the same rows through a 384 → 64 linear projection in the same run (what the model's text
+projection costs over the catalog, at least once per fit), and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -98,18 +103,42 @@ def time_cache(num_rows: int, dim: int = 384) -> None:
           f"reading all rows back {read:.1f} s; load avg {os.getloadavg()[0]:.2f}")
 
 
+def time_text_start(num_rows: int, dim: int = 384, columns: int = 64) -> None:
+    """The ID text start on ``num_rows`` random rows, against one projection pass over them."""
+    import resource
+
+    from kgrec.models.kgrec_model import text_principal_components
+
+    text = torch.nn.functional.normalize(torch.randn(num_rows, dim), dim=-1)
+    projection = torch.randn(dim, columns)
+    start = time.perf_counter()
+    projected = text @ projection
+    project_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ids = text_principal_components(text, columns, std=0.3)
+    start_s = time.perf_counter() - start
+    assert ids.shape == projected.shape
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(f"ID text start, {num_rows:,} rows x {dim} -> {columns}: {start_s:.2f} s; one projection pass "
+          f"{project_s:.2f} s (ratio {start_s / max(project_s, 1e-9):.1f}x); rows {text.numel() * 4 / 2**30:.2f} GiB, "
+          f"peak RSS {peak:.2f} GiB; load avg {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("products", type=Path, help="A kgrec products file (csv, tsv, parquet, jsonl).")
-    parser.add_argument("--limit", type=int, default=2000, help="Encode the first N products (0: only --cache-rows).")
+    parser.add_argument("--limit", type=int, default=2000, help="Encode the first N products (0: only --cache-rows / --start-rows).")
     parser.add_argument("--batch-size", type=int, default=FeaturesConfig().batch_size)
     parser.add_argument("--settings", default=None,
                         help="PRECISION:MAX_TOKENS,... to time instead of the standard rows (the first is still the "
                              "fp32 baseline), e.g. bf16:128,bf16:96,bf16:64 (a max_tokens of 0: the model's own limit)")
     parser.add_argument("--cache-rows", type=int, default=0, help="Also time the text cache on N random rows.")
+    parser.add_argument("--start-rows", type=int, default=0, help="Also time the ID text start on N random rows.")
     args = parser.parse_args()
     if args.cache_rows:
         time_cache(args.cache_rows)
+    if args.start_rows:
+        time_text_start(args.start_rows)
     if args.limit <= 0:
         return
 
