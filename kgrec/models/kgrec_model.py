@@ -154,7 +154,7 @@ class KgrecModel(nn.Module):
                 nn.init.normal_(self.name_proj.weight, std=0.1 / names[0].shape[1] ** 0.5 * 4)
         else:
             self.register_buffer("product_text", None)
-        if config.id_init == "text" and self.product_text is not None:
+        if self.ids_start_from_text:
             with torch.no_grad():
                 self.embedding["product"].weight.copy_(text_principal_components(self.product_text, dim, std=config.text_init_std))
         kg_on = config.use_text and self.name_proj is not None
@@ -184,6 +184,12 @@ class KgrecModel(nn.Module):
         self._id_context: Tensor | None = None
         # Set by sparse_gradients(): a step's ID-row gathers give row-sparse gradients.
         self._sparse_rows = False
+
+    @property
+    def ids_start_from_text(self) -> bool:
+        """Whether product IDs start from their texts (``id_init: text`` on a model with product
+        texts): the start training moves, and where a product without events stays."""
+        return self.config.id_init == "text" and self.product_text is not None
 
     @property
     def history_length(self) -> int:
@@ -420,7 +426,7 @@ class KgrecModel(nn.Module):
         from there); else at zero, since a random start says nothing. Either way no gradient
         reaches them, so being a softmax negative cannot move them."""
         keep = has_id.unsqueeze(-1)
-        if self.config.id_init == "text" and self.product_text is not None:
+        if self.ids_start_from_text:
             return torch.where(keep, ids, ids.detach())
         return ids * keep.to(ids.dtype)
 
