@@ -45,6 +45,15 @@ class ModelConfig(BaseModel):
     encoder_blocks: int = Field(2, ge=1, description="With user_encoder 'transformer': self-attention blocks.")
     encoder_heads: int = Field(1, ge=1, description="With user_encoder 'transformer': attention heads (dim must divide by it).")
     encoder_dropout: float = Field(0.2, ge=0, lt=1, description="With user_encoder 'transformer': dropout in the blocks.")
+    time_gaps: bool = Field(
+        False,
+        description=(
+            "With user_encoder 'transformer': add an embedding of the time since the user's previous event "
+            "(log buckets of hours: same hour or day, a day, a week, a month, ...) to each event's input. For shops "
+            "whose timestamps are real times; off by default because its value is not measured (the benchmark "
+            "datasets record an order of events, not times; docs/MODEL.md)."
+        ),
+    )
     id_init: Literal["random", "text"] = Field(
         "text",
         description=(

@@ -28,12 +28,14 @@ class Histories:
         weight: ``[nnz]`` float, the heaviest event weight of the (user, product) pair.
         user_index: ``[b]`` long, the user's row in a model's user embeddings (``-1``: a
             user the model was not trained on).
+        timestamp: ``[nnz]`` long, the pair's latest event time (epoch seconds).
     """
 
     indptr: Tensor
     product_index: Tensor
     weight: Tensor
     user_index: Tensor
+    timestamp: Tensor
 
     def __len__(self) -> int:
         return int(self.indptr.numel() - 1)
@@ -81,11 +83,11 @@ class Histories:
             )
             pair_row, pair_product = row[first], product_index[first]
             order = torch.from_numpy(np.lexsort((pair_product.numpy(), latest.numpy(), pair_row.numpy())))
-            row, product_index, weight = pair_row[order], pair_product[order], heaviest[order]
+            row, product_index, weight, timestamp = pair_row[order], pair_product[order], heaviest[order], latest[order]
         counts = torch.bincount(row, minlength=num_rows)
         indptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
         users = torch.arange(num_rows) if user_index is None else user_index.long().reshape(-1)
-        return cls(indptr, product_index, weight, users)
+        return cls(indptr, product_index, weight, users, timestamp)
 
     def select(self, rows: Tensor) -> Histories:
         """The histories of ``rows`` (``[m]`` long), in that order."""
@@ -93,7 +95,9 @@ class Histories:
         start, lengths = self.indptr[rows], self.lengths[rows]
         entry = torch.repeat_interleave(start - (lengths.cumsum(0) - lengths), lengths) + torch.arange(int(lengths.sum()))
         indptr = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-        return Histories(indptr, self.product_index[entry], self.weight[entry], self.user_index[rows])
+        return Histories(
+            indptr, self.product_index[entry], self.weight[entry], self.user_index[rows], self.timestamp[entry]
+        )
 
     def latest(self, length: int, decay: float) -> tuple[Tensor, Tensor]:
         """Each user's latest ``length`` products with their weights, for :func:`history_embedding`.
@@ -104,16 +108,27 @@ class Histories:
             before the latest weighs ``decay ** k`` times its event weight; padding has
             index 0 and weight 0.
         """
-        b = len(self)
-        index = torch.zeros(b, length, dtype=torch.long)
-        weights = torch.zeros(b, length)
+        rows, column, from_end, keep = self._window(length)
+        index = torch.zeros(len(self), length, dtype=torch.long)
+        weights = torch.zeros(len(self), length)
+        index[rows, column] = self.product_index[keep]
+        weights[rows, column] = self.weight[keep] * decay ** from_end.float()
+        return index, weights
+
+    def latest_timestamps(self, length: int) -> Tensor:
+        """``[b, length]`` long: the event times of :meth:`latest`'s columns (padding 0)."""
+        rows, column, _, keep = self._window(length)
+        out = torch.zeros(len(self), length, dtype=torch.long)
+        out[rows, column] = self.timestamp[keep]
+        return out
+
+    def _window(self, length: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Where each user's latest ``length`` entries go in a right-aligned ``[b, length]`` window:
+        ``(row, column, steps before the latest)`` of the kept entries, and the ``[nnz]`` mask of them."""
         rows = self.row_of_entry
         from_end = self.indptr[1:][rows] - 1 - torch.arange(rows.numel())  # 0 for a user's latest
         keep = from_end < length
-        column = length - 1 - from_end[keep]
-        index[rows[keep], column] = self.product_index[keep]
-        weights[rows[keep], column] = self.weight[keep] * decay ** from_end[keep].float()
-        return index, weights
+        return rows[keep], length - 1 - from_end[keep], from_end[keep], keep
 
 
 def recency_weights(length: int, decay: float) -> Tensor:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from kgrec.models.config import ModelConfig
-from kgrec.models.history import history_embedding
+from kgrec.models.history import Histories, history_embedding
 from kgrec.models.hetero_graph import NODE_TYPES, NodeType, normalized_adjacency
 from kgrec.models.sequence import SequenceUserEncoder
 
@@ -171,11 +171,12 @@ class KgrecModel(nn.Module):
                 event_weight = torch.tensor([DEFAULT_EVENT_WEIGHTS.get(e, 1.0) for e in EVENT_TYPES])
             self.user_encoder = SequenceUserEncoder(
                 dim, config.sequence_length, event_weight, config.encoder_blocks, config.encoder_heads,
-                config.encoder_dropout,
+                config.encoder_dropout, config.time_gaps,
             )
         length = self.history_length
         self.register_buffer("history_index", torch.zeros(self.num_nodes["user"], length, dtype=torch.long))
         self.register_buffer("history_weight", torch.zeros(self.num_nodes["user"], length))
+        self.register_buffer("history_time", torch.zeros(self.num_nodes["user"], length, dtype=torch.long))
         # Set by cache_propagation (training only; never saved with the model).
         self._one_hop_matrix: tuple[Tensor, Tensor] | None = None
         self._overflow_matrix: Tensor | None = None
@@ -210,10 +211,12 @@ class KgrecModel(nn.Module):
             self._adj = self._adj.to(device)
         return self._adj
 
-    def set_histories(self, history_index: Tensor, history_weight: Tensor) -> None:
-        """Store every user's ``[num_users, L]`` history (from :meth:`kgrec.models.history.Histories.latest`)."""
-        self.history_index = history_index.to(self.history_index.device)
-        self.history_weight = history_weight.to(self.history_weight.device)
+    def set_histories(self, histories: Histories) -> None:
+        """Store every user's ``[num_users, L]`` history window (:meth:`Histories.latest`, and its times)."""
+        index, weight = histories.latest(self.history_length, self.history_decay)
+        self.history_index = index.to(self.history_index.device)
+        self.history_weight = weight.to(self.history_weight.device)
+        self.history_time = histories.latest_timestamps(self.history_length).to(self.history_time.device)
 
     def layer0(self, with_text: bool = True) -> Tensor:
         """``[N, dim]`` input embeddings of all nodes, in the adjacency's numbering
@@ -431,16 +434,17 @@ class KgrecModel(nn.Module):
         return ids * keep.to(ids.dtype)
 
     # ---- users
-    def user_vectors(self, nodes: dict[NodeType, Tensor], user_index: Tensor,
-                     history_index: Tensor | None = None, history_weight: Tensor | None = None) -> Tensor:
+    def user_vectors(self, nodes: dict[NodeType, Tensor], user_index: Tensor, history_index: Tensor | None = None,
+                     history_weight: Tensor | None = None, history_time: Tensor | None = None) -> Tensor:
         """``[B, dim]`` user vectors; histories default to the stored ones of ``user_index``."""
         mode = self.config.user_mode
         if history_index is None:
             history_index, history_weight = self.history_index[user_index], self.history_weight[user_index]
+            history_time = self.history_time[user_index]
         if mode == "id":
             return nodes["user"][user_index]
         if self.user_encoder is not None:
-            return self.user_encoder.user_vectors(nodes["product"], history_index, history_weight)
+            return self.user_encoder.user_vectors(nodes["product"], history_index, history_weight, history_time)
         hist = history_embedding(F.normalize(nodes["product"], dim=-1), history_index, history_weight)
         if mode == "history":
             return hist

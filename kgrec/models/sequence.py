@@ -106,13 +106,41 @@ def event_tokens(weight: Tensor, event_weight: Tensor) -> Tensor:
     return torch.where(found & (weight > 0), first + 1, torch.zeros_like(first))
 
 
+GAP_BUCKETS = 16
+"""Time-gap buckets: ``floor(log2(1 + gap in hours))``, the last one holding every longer gap
+(2**15 hours is about 3.7 years)."""
+
+
+def gap_tokens(timestamp: Tensor, present: Tensor) -> Tensor:
+    """``[b, W]`` long time-gap tokens: how long before each event the previous one was.
+
+    Token ``0`` = padding, ``1`` = the window's first event (nothing before it to
+    measure from), ``2 + k`` = a gap in bucket ``k`` (:data:`GAP_BUCKETS`): 0 for the
+    same hour (or the same day when a shop records days), 4 for about a day, 7 for a
+    week, 9 for a month. Log buckets because a minute against an hour matters as much
+    as a week against a month.
+
+    Args:
+        timestamp: ``[b, W]`` event times in epoch seconds, right-aligned like the window.
+        present: ``[b, W]`` bool, which positions hold an event.
+    """
+    gap_hours = (timestamp[:, 1:] - timestamp[:, :-1]).clamp(min=0).double() / 3600.0
+    bucket = torch.log2(1.0 + gap_hours).floor().long().clamp(max=GAP_BUCKETS - 1)
+    has_previous = present[:, 1:] & present[:, :-1]
+    tokens = torch.zeros_like(timestamp, dtype=torch.long)
+    tokens[:, 1:] = torch.where(has_previous, bucket + 2, torch.ones_like(bucket))
+    tokens[:, 0] = 1
+    return torch.where(present, tokens, torch.zeros_like(tokens))
+
+
 class SequenceUserEncoder(nn.Module):
     """kgrec's sequence-aware user encoder: a causal transformer over the user's latest
     events, reading the same product vectors the model scores against.
 
     Input at a position = the L2-normalised product vector (scaled by ``sqrt(dim)``) +
-    a position embedding + an event-type embedding (:func:`event_tokens`). The user is
-    the hidden state at the latest event.
+    a position embedding + an event-type embedding (:func:`event_tokens`) + with
+    ``time_gaps`` a time-gap embedding (:func:`gap_tokens`). The user is the hidden
+    state at the latest event.
 
     Args:
         dim: product vector size.
@@ -121,16 +149,21 @@ class SequenceUserEncoder(nn.Module):
             ``EVENT_TYPES`` order); kept as a buffer so a loaded model maps weights the
             way it was trained.
         num_blocks, num_heads, dropout: the transformer.
+        time_gaps: add an embedding of the time since the previous event.
     """
 
     def __init__(
         self, dim: int, max_length: int, event_weight: Tensor, num_blocks: int = 2, num_heads: int = 1,
-        dropout: float = 0.2,
+        dropout: float = 0.2, time_gaps: bool = False,
     ) -> None:
         super().__init__()
         self.register_buffer("event_weight", event_weight.float().reshape(-1).clone())
         self.event = nn.Embedding(self.event_weight.numel() + 1, dim)
         nn.init.normal_(self.event.weight, std=0.02)
+        self.gap: nn.Embedding | None = None
+        if time_gaps:
+            self.gap = nn.Embedding(GAP_BUCKETS + 2, dim)
+            nn.init.normal_(self.gap.weight, std=0.02)
         self.encoder = CausalEncoder(dim, max_length, num_blocks, num_heads, dropout)
         self.scale = dim**0.5
 
@@ -138,13 +171,19 @@ class SequenceUserEncoder(nn.Module):
     def max_length(self) -> int:
         return self.encoder.max_length
 
-    def forward(self, product_vectors: Tensor, index: Tensor, weight: Tensor) -> Tensor:
+    @property
+    def time_gaps(self) -> bool:
+        """Whether the encoder reads event times (callers pass ``timestamp``)."""
+        return self.gap is not None
+
+    def forward(self, product_vectors: Tensor, index: Tensor, weight: Tensor, timestamp: Tensor | None = None) -> Tensor:
         """Hidden states at every position.
 
         Args:
             product_vectors: ``[P, dim]`` the model's product vectors (normalised here).
             index: ``[b, W]`` product indices, right-aligned (``W <= L``).
             weight: ``[b, W]`` raw event weights, 0 = padding.
+            timestamp: ``[b, W]`` event times (epoch seconds); needed with ``time_gaps``.
 
         Returns:
             ``[b, W, dim]``; position ``i`` has seen events ``<= i`` only.
@@ -153,16 +192,23 @@ class SequenceUserEncoder(nn.Module):
         # Gather, then normalise: normalising the whole catalog would cost O(P) per request.
         x = nn.functional.normalize(product_vectors[index], dim=-1) * self.scale
         x = x + self.event(event_tokens(weight, self.event_weight))
+        if self.gap is not None:
+            if timestamp is None:
+                raise ValueError("this encoder reads time gaps: pass the events' timestamps")
+            x = x + self.gap(gap_tokens(timestamp, present))
         return self.encoder(x, present)
 
-    def user_vectors(self, product_vectors: Tensor, index: Tensor, weight: Tensor, chunk: int = 4096) -> Tensor:
+    def user_vectors(
+        self, product_vectors: Tensor, index: Tensor, weight: Tensor, timestamp: Tensor | None = None,
+        chunk: int = 4096,
+    ) -> Tensor:
         """``[b, dim]`` the hidden state at each row's latest event, in chunks of rows.
 
         Args: as :meth:`forward` with ``W <= L``; leading all-padding columns are skipped.
         """
         out = []
+        times = torch.zeros_like(index) if timestamp is None else timestamp
         for rows in torch.arange(index.shape[0]).split(chunk):
-            w, i = weight[rows], index[rows]
-            present, i, w = trim_padding(w > 0, i, w)
-            out.append(self(product_vectors, i, w)[:, -1])
+            present, i, w, t = trim_padding(weight[rows] > 0, index[rows], weight[rows], times[rows])
+            out.append(self(product_vectors, i, w, t if timestamp is not None else None)[:, -1])
         return torch.cat(out) if out else product_vectors.new_zeros(0, product_vectors.shape[1])

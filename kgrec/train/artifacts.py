@@ -163,9 +163,13 @@ class KgrecRecommender(Recommender):
         model = self.config.get("model", {})
         mode = model.get("user_mode", "history")
         if self.user_encoder is not None:
-            index, weight = histories.latest(self.user_encoder.max_length, 1.0)
+            length = self.user_encoder.max_length
+            index, weight = histories.latest(length, 1.0)
+            timestamp = histories.latest_timestamps(length) if self.user_encoder.time_gaps else None
             with torch.no_grad():
-                return F.normalize(self.user_encoder.user_vectors(self.product_embedding, index, weight), dim=-1)
+                return F.normalize(
+                    self.user_encoder.user_vectors(self.product_embedding, index, weight, timestamp), dim=-1
+                )
         index, weight = histories.latest(int(model.get("history_length", 20)), float(model.get("recency_decay", 0.7)))
         vectors = F.normalize(history_embedding(self.product_embedding, index, weight), dim=-1)
         if mode == "history" or self.user_embedding is None:
@@ -452,6 +456,7 @@ def _load_user_encoder(tensors: dict[str, Tensor], config: dict[str, Any], root:
         int(model.get("encoder_blocks", 2)),
         int(model.get("encoder_heads", 1)),
         float(model.get("encoder_dropout", 0.2)),
+        time_gaps="gap.weight" in state,
     )
     try:
         encoder.load_state_dict(state)

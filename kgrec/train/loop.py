@@ -151,7 +151,7 @@ def build_model(
     histories = Histories.from_events(
         train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users
     )
-    model.set_histories(*histories.latest(model.history_length, model.history_decay))
+    model.set_histories(histories)
     return model
 
 
@@ -233,12 +233,13 @@ class _TrainJob:
     epochs: int | None
     event_weight: Tensor | None
 
-    def examples(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(users, history_index, history_weight, targets)``, one row per training example."""
+    def examples(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+        """``(users, history_index, history_weight, history_time, targets)``, one row per training
+        example (``history_time`` only for the transformer's windows, else None)."""
         model_cfg, train = self.model_cfg, self.split.train
         if model_cfg.sequence_encoder:
             # Examples are users' windows; ``targets`` holds their rows (shuffled like pairs).
-            hist_index, hist_weight = training_windows(
+            hist_index, hist_weight, hist_time = training_windows(
                 Histories.from_events(
                     train.user_index, train.product_index, train.timestamp, train.weight, self.snapshot.num_users
                 ),
@@ -248,6 +249,7 @@ class _TrainJob:
             users = targets
         else:
             users, hist_index, hist_weight, targets = next_item_pairs(train, model_cfg.history_length, model_cfg.recency_decay)
+            hist_time = None
         if model_cfg.user_mode != "history":
             # ID users also learn from their first product (no history needed).
             first = torch.ones(len(train), dtype=torch.bool)
@@ -262,7 +264,7 @@ class _TrainJob:
                 f"No training examples: every user has fewer than 2 train products ({len(train):,} train pairs, "
                 f"{self.snapshot.num_users:,} users). Add more interactions per user."
             )
-        return users, hist_index, hist_weight, targets
+        return users, hist_index, hist_weight, hist_time, targets
 
     def run(self, rank: int = 0, world: int = 1) -> tuple[KgrecModel, dict[str, Any]]:
         """Train; with ``world`` > 1 inside an initialised process group (see :func:`_run_distributed`)."""
@@ -274,7 +276,7 @@ class _TrainJob:
             device = torch.device("cuda", local % torch.cuda.device_count())
             torch.cuda.set_device(device)
         seed_everything(self.seed)
-        users, hist_index, hist_weight, targets = self.examples()
+        users, hist_index, hist_weight, hist_time, targets = self.examples()
         model = build_model(self.snapshot, split.train, model_cfg, self.texts, self.event_weight)
         model.to(device)
         cached = train_cfg.propagation == "cached" and model_cfg.user_mode == "history"
@@ -290,7 +292,8 @@ class _TrainJob:
         def step_loss(batch: Tensor) -> Tensor:
             if sequential:
                 return _sequence_loss(
-                    model, hist_index[batch], hist_weight[batch], train_cfg, proposal, generator, device, cached
+                    model, hist_index[batch], hist_weight[batch], hist_time[batch], train_cfg, proposal, generator,
+                    device, cached,
                 )
             return _step_loss(
                 model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
@@ -586,6 +589,7 @@ def _sequence_loss(
     model: KgrecModel,
     index: Tensor,
     weight: Tensor,
+    timestamp: Tensor,
     cfg: TrainConfig,
     proposal: NegativeProposal,
     generator: torch.Generator,
@@ -600,17 +604,17 @@ def _sequence_loss(
     negatives are computed at all.
 
     Args:
-        index, weight: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`).
+        index, weight, timestamp: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`).
         proposal: which products may be negatives, and the sampled softmax's draw distribution.
     """
-    present, index, weight = trim_padding(weight > 0, index, weight)
-    index, weight, present = index.to(device), weight.to(device), present.to(device)
+    present, index, weight, timestamp = trim_padding(weight > 0, index, weight, timestamp)
+    index, weight, present, timestamp = index.to(device), weight.to(device), present.to(device), timestamp.to(device)
     assert model.user_encoder is not None
     positions = present[:, :-1] & present[:, 1:]
     num_products = model.num_nodes["product"]
     if num_products <= cfg.full_softmax_max_products or cfg.negatives == 0:
         products = _product_vectors(model, cached)
-        hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1])  # [b, W, dim]
+        hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1], timestamp[:, :-1])  # [b, W, dim]
         return softmax_loss(
             hidden[positions], products, index[:, 1:][positions], cfg.temperature,
             candidates=proposal.candidates,
@@ -619,7 +623,7 @@ def _sequence_loss(
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
     products = _product_vectors(model, cached, rows)
     local_index, local_negatives = local[: index.numel()].view_as(index), local[index.numel() :]
-    hidden = model.user_encoder(products, local_index[:, :-1], weight[:, :-1])
+    hidden = model.user_encoder(products, local_index[:, :-1], weight[:, :-1], timestamp[:, :-1])
     return sampled_softmax_loss(
         hidden[positions], products, local_index[:, 1:][positions], cfg.temperature, local_negatives, log_q.to(device)
     )

@@ -33,17 +33,18 @@ from kgrec.train.recommender import Recommender, pair_histories
 logger = logging.getLogger(__name__)
 
 
-def training_windows(histories: Histories, length: int) -> tuple[Tensor, Tensor]:
+def training_windows(histories: Histories, length: int) -> tuple[Tensor, Tensor, Tensor]:
     """Every user's latest ``length + 1`` products, for next-product training at every position.
 
     Returns:
-        ``(index [n, length + 1], weight [n, length + 1])`` right-aligned (padding: index 0,
-        weight 0; weights are the raw event weights), only for the ``n`` users with at least
-        two products: input ``[:, :-1]`` predicts target ``[:, 1:]``.
+        ``(index, weight, timestamp)``, each ``[n, length + 1]`` and right-aligned (padding:
+        index 0, weight 0, time 0; weights are the raw event weights), only for the ``n``
+        users with at least two products: input ``[:, :-1]`` predicts target ``[:, 1:]``.
     """
     index, weight = histories.latest(length + 1, 1.0)
+    timestamp = histories.latest_timestamps(length + 1)
     keep = histories.lengths >= 2
-    return index[keep], weight[keep]
+    return index[keep], weight[keep], timestamp[keep]
 
 
 class SASRecRecommender(Recommender):
@@ -108,7 +109,7 @@ class SASRecRecommender(Recommender):
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         self.device = torch.device(device)
-        index, weight = training_windows(pair_histories(split.train, split.num_users), self.max_length)
+        index, weight, _ = training_windows(pair_histories(split.train, split.num_users), self.max_length)
         if index.shape[0] == 0:
             raise TrainingError(
                 f"sasrec: no user has two train products ({len(split.train):,} train pairs); "

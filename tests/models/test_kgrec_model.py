@@ -183,7 +183,7 @@ def test_model_users_follow_the_one_history_rule():
     cfg = ModelConfig(dim=4, user_encoder="mean", history_length=2, recency_decay=0.5)
     model = KgrecModel(planted_graph(), cfg, product_text=id_text())
     histories = Histories.from_events(INTERACTIONS[0], INTERACTIONS[1], torch.arange(6), torch.ones(6), 3)
-    model.set_histories(*histories.latest(2, 0.5))
+    model.set_histories(histories)
     users, products = model.get_embedding()
     fresh = history_embedding(products, *Histories.from_events(
         torch.zeros(2, dtype=torch.long), torch.tensor([1, 2]), torch.arange(2), torch.ones(2), 1).latest(2, 0.5))

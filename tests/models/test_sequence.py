@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from kgrec.models.sasrec import SASRec
-from kgrec.models.sequence import SequenceUserEncoder, attention_mask, event_tokens, trim_padding
+from kgrec.models.sequence import GAP_BUCKETS, SequenceUserEncoder, attention_mask, event_tokens, gap_tokens, trim_padding
 
 EVENT_WEIGHT = torch.tensor([1.0, 2.0, 3.0, 5.0, 4.0])  # view, click, cart, purchase, rating (ingest defaults)
 
@@ -18,6 +18,16 @@ def test_event_tokens_name_the_event_type_of_each_weight():
 
 def test_event_tokens_take_the_first_type_when_types_share_a_weight():
     assert event_tokens(torch.tensor([[1.0]]), torch.tensor([2.0, 1.0, 1.0])).tolist() == [[2]]
+
+
+def test_gap_tokens_bucket_the_hours_since_the_previous_event():
+    hour, day = 3600, 86400
+    timestamp = torch.tensor([[0, 1000, 1000, 1000 + hour, 1000 + hour + day, 1000 + hour + day + 30 * day]])
+    present = torch.tensor([[False, True, True, True, True, True]])
+    # padding 0, the window's first event 1, then 2 + floor(log2(1 + hours)): 0 h, 1 h, 24 h, 720 h
+    assert gap_tokens(timestamp, present).tolist() == [[0, 1, 2, 3, 6, 11]]
+    ten_years = torch.tensor([[0, 10 * 365 * day]])
+    assert gap_tokens(ten_years, torch.ones(1, 2, dtype=torch.bool)).tolist() == [[1, 2 + GAP_BUCKETS - 1]]
 
 
 def test_attention_mask_is_causal_and_hides_padding_but_never_a_whole_row():
@@ -61,3 +71,43 @@ def test_sequence_user_encoder_reads_order_and_event_type():
     assert not torch.allclose(users[0], users[2])  # a purchase is not a view
     # user_vectors is the last hidden state of forward.
     assert torch.allclose(users, encoder(products, index, weight)[:, -1], atol=1e-6)
+
+
+def test_time_gaps_change_the_user_only_when_the_encoder_reads_them():
+    torch.manual_seed(0)
+    products, index, weight = torch.randn(6, 8), torch.tensor([[1, 2], [1, 2]]), torch.ones(2, 2)
+    timestamp = torch.tensor([[0, 60], [0, 60 * 86400]])  # the same products, a minute or 60 days apart
+    timed = SequenceUserEncoder(8, 4, EVENT_WEIGHT, dropout=0.0, time_gaps=True).eval()
+    users = timed.user_vectors(products, index, weight, timestamp)
+    assert not torch.allclose(users[0], users[1])
+    untimed = SequenceUserEncoder(8, 4, EVENT_WEIGHT, dropout=0.0).eval()
+    users = untimed.user_vectors(products, index, weight, timestamp)
+    assert torch.allclose(users[0], users[1])
+
+
+def test_the_encoder_learns_a_next_product_that_only_the_time_gap_tells():
+    """Planted: product 1 then product 2 is followed by product 3 when 2 came within the hour,
+    by product 4 when it came weeks later. Without time gaps the two are indistinguishable."""
+
+    def accuracy(time_gaps: bool) -> float:
+        torch.manual_seed(0)
+        encoder = SequenceUserEncoder(16, 2, EVENT_WEIGHT, dropout=0.0, time_gaps=time_gaps)
+        products = torch.nn.Parameter(torch.randn(5, 16))
+        optimizer = torch.optim.Adam([products, *encoder.parameters()], lr=0.02)
+        index, weight = torch.tensor([[1, 2]]).repeat(64, 1), torch.ones(64, 2)
+        late = torch.arange(64) % 2 == 1
+        timestamp = torch.stack([torch.zeros(64, dtype=torch.long), torch.where(late, 30 * 86400, 600)], 1)
+        target = torch.where(late, 4, 3)
+        for _ in range(150):
+            scores = encoder.user_vectors(products, index, weight, timestamp if time_gaps else None) @ products.T
+            loss = torch.nn.functional.cross_entropy(scores, target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            encoder.eval()
+            scores = encoder.user_vectors(products, index, weight, timestamp if time_gaps else None) @ products.T
+        return float((scores.argmax(1) == target).float().mean())
+
+    assert accuracy(time_gaps=True) == 1.0
+    assert accuracy(time_gaps=False) == 0.5

@@ -154,3 +154,15 @@ class TestKgrecTransformer(TestKgrec):
             train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
+
+
+class TestKgrecTimeGaps(TestKgrec):
+    """The transformer user encoder with ``model.time_gaps``: it also reads when each event happened."""
+
+    def make(self):
+        config = KgrecConfig(
+            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
+                              encoder_dropout=0.1, time_gaps=True),
+            train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
+        )
+        return KgrecRecommender(config, seed=0)

@@ -62,8 +62,9 @@ def test_training_windows_keep_the_latest_products_of_users_with_two():
     histories = Histories.from_events(
         torch.tensor([0, 0, 0, 1]), torch.tensor([4, 5, 6, 7]), torch.tensor([0, 1, 2, 0]), torch.tensor([1.0, 5.0, 1.0, 1.0]), 2
     )
-    index, weight = training_windows(histories, length=2)
+    index, weight, timestamp = training_windows(histories, length=2)
     assert index.tolist() == [[4, 5, 6]] and weight.tolist() == [[1.0, 5.0, 1.0]]  # user 1 has one product
+    assert timestamp.tolist() == [[0, 1, 2]]
 
 
 def test_sasrec_without_sequences_is_a_clear_error():
