@@ -25,7 +25,9 @@ Ablations run in the same run, on the same graph and held-out events: each ``--v
 NAME=KEY=VALUE[;KEY=VALUE]`` trains another model with those ``kgrec train --set`` settings
 (on top of ``--set``), recommends with it the same way, and is scored as row ``kgrec NAME``,
 e.g. ``--variant no-kg=model.use_kg=false --variant no-text=model.use_text=false
---variant mean=model.user_encoder=mean``.
+--variant mean=model.user_encoder=mean``. A baseline with other settings is a
+``--baseline-variant NAME=BASELINE:KEY=VALUE[;KEY=VALUE]``, e.g. ``sasrec-128=sasrec:embedding_dim=128``,
+fitted and scored like the baselines, as row ``NAME``.
 
 With ``--cold-products 0.1`` a random 10% of the catalog loses every loaded event (the
 products stay in the catalog, with their text, brand, categories and relations), and the
@@ -65,6 +67,9 @@ def main() -> None:
     parser.add_argument("--baselines", default="itemknn,lightgcn", help="comma-separated: itemknn, lightgcn, sasrec (empty: none)")
     parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
                         help="an ablation trained and scored in the same run, e.g. no-kg=model.use_kg=false")
+    parser.add_argument("--baseline-variant", dest="baseline_variants", action="append", default=[],
+                        metavar="NAME=BASELINE:KEY=VALUE[;KEY=VALUE]",
+                        help="a baseline with other settings, e.g. sasrec-128=sasrec:embedding_dim=128")
     parser.add_argument("--cold-products", type=float, default=0.0, help="share of products whose events are all withheld (cold start)")
     args = parser.parse_args()
     if not args.data_dir.is_dir():
@@ -73,6 +78,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     variants = [parse_variant(text) for text in args.variants]
+    baseline_variants = [parse_baseline_variant(text) for text in args.baseline_variants]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "KGREC_HOME": str(work / "kgrec-home")}
@@ -109,14 +115,17 @@ def main() -> None:
     finally:
         subprocess.run(kgrec + ["db", "stop"] + port, env=env, cwd=work)
 
-    baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
+    baselines = [(name.strip(), name.strip(), {}) for name in args.baselines.split(",") if name.strip()]
+    baselines += baseline_variants
     rows = score(work, heldout, baselines, timings, cold, [name for name, _ in variants])
+    baselines = [name for name, _, _ in baselines]
     best = max((rows[name]["ndcg@10"] for name in baselines if name in rows), default=float("nan"))
     result = {
         "data_dir": str(args.data_dir),
         "machine": f"{platform.node()} ({os.cpu_count()} cores), torch {torch.__version__}",
         "train_overrides": args.overrides,
         "variants": {name: settings for name, settings in variants},
+        "baseline_variants": {name: [baseline, settings] for name, baseline, settings in baseline_variants},
         "rows": rows,
         "kgrec_over_best_baseline": rows["kgrec"]["ndcg@10"] / best if best == best else None,
         "baselines": baselines,
@@ -138,6 +147,19 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     if not name or not settings or not name.replace("-", "").replace("_", "").isalnum():
         raise SystemExit(f"--variant {text!r}: expected NAME=KEY=VALUE[;KEY=VALUE], e.g. no-kg=model.use_kg=false")
     return name, [s for s in settings.split(";") if s]
+
+
+def parse_baseline_variant(text: str) -> tuple[str, str, dict[str, object]]:
+    """``"sasrec-128=sasrec:embedding_dim=128"`` → ``("sasrec-128", "sasrec", {"embedding_dim": 128})``."""
+    name, _, rest = text.partition("=")
+    baseline, _, settings = rest.partition(":")
+    pairs = [part.partition("=") for part in settings.split(";") if part]
+    if not name or not baseline or not pairs or any(not key or not sep for key, sep, _ in pairs):
+        raise SystemExit(
+            f"--baseline-variant {text!r}: expected NAME=BASELINE:KEY=VALUE[;KEY=VALUE], e.g. sasrec-128=sasrec:embedding_dim=128"
+        )
+    return name, baseline, {key: json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+                            for key, _, value in pairs}
 
 
 def variant_folder(name: str) -> str:
@@ -188,9 +210,10 @@ def withhold_products(input_dir: Path, share: float, out: Path) -> pl.Series:
 
 
 def score(
-    work: Path, heldout: pl.DataFrame, baselines: list[str], timings: dict[str, float], cold: pl.Series | None = None,
-    variants: list[str] = (),
+    work: Path, heldout: pl.DataFrame, baselines: list[tuple[str, str, dict[str, object]]], timings: dict[str, float],
+    cold: pl.Series | None = None, variants: list[str] = (),
 ) -> dict[str, dict[str, float]]:
+    """kgrec's lists and each ``(row name, baseline, settings)`` scored on the held-out pairs."""
     from kgrec.snapshot.snapshot import load_snapshot
     from kgrec.train.baselines import make_baseline
     from kgrec.train.evaluate import evaluate
@@ -212,15 +235,15 @@ def score(
     rows = {name: evaluate(lambda u, s=s: s[u], split, "test", ks=(10, 20)) for name, s in lists.items()}
     if cold is not None:
         rows.update(score_cold(work, snapshot, split, lists, cold))
-    for name in baselines:
+    for name, baseline, settings in baselines:
         started = time.perf_counter()
-        if make_baseline(name).trainable:
+        if make_baseline(baseline, **settings).trainable:
             # The epoch count is chosen on each user's last loaded event, then the model is
             # refitted on every loaded event, as kgrec's deployed fit is.
-            selection = make_baseline(name).fit(leave_last_out(snapshot), snapshot)
-            model = make_baseline(name, epochs=max(selection.best_epoch, 1)).fit(split, snapshot)
+            selection = make_baseline(baseline, **settings).fit(leave_last_out(snapshot), snapshot)
+            model = make_baseline(baseline, **settings, epochs=max(selection.best_epoch, 1)).fit(split, snapshot)
         else:
-            model = make_baseline(name).fit(split, snapshot)
+            model = make_baseline(baseline, **settings).fit(split, snapshot)
         rows[name] = evaluate(model, split, "test", ks=(10, 20))
         if model.trainable:
             rows[name]["epochs"] = float(model.epochs)
