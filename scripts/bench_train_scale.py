@@ -51,7 +51,7 @@ def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
 
     config = KgrecConfig.model_validate({"model": {"use_text": False}, "train": {"propagation": propagation, "device": "cpu"}})
     train = leave_last_out(snapshot).merge_valid_into_train().train
-    windows, weights, times = training_windows(
+    windows, weights, _ = training_windows(
         Histories.from_events(train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users),
         config.model.sequence_length,
     )
@@ -74,7 +74,7 @@ def epoch_seconds(snapshot, propagation: str, max_steps: int) -> dict:
     started = time.perf_counter()
     for step in range(timed):
         batch = order[step * config.train.sequence_batch_size : (step + 1) * config.train.sequence_batch_size]
-        loss = _sequence_loss(model, windows[batch], weights[batch], times[batch], config.train, proposal, generator,
+        loss = _sequence_loss(model, windows[batch], weights[batch], None, config.train, proposal, generator,
                               torch.device("cpu"), cached)
         optimizer.zero_grad()
         loss.backward()

@@ -176,7 +176,11 @@ class KgrecModel(nn.Module):
         length = self.history_length
         self.register_buffer("history_index", torch.zeros(self.num_nodes["user"], length, dtype=torch.long))
         self.register_buffer("history_weight", torch.zeros(self.num_nodes["user"], length))
-        self.register_buffer("history_time", torch.zeros(self.num_nodes["user"], length, dtype=torch.long))
+        # Event times only for an encoder that reads time gaps (at 1M users a window of times is 400 MB).
+        reads_times = self.user_encoder is not None and self.user_encoder.time_gaps
+        self.register_buffer(
+            "history_time", torch.zeros(self.num_nodes["user"], length, dtype=torch.long) if reads_times else None
+        )
         # Set by cache_propagation (training only; never saved with the model).
         self._one_hop_matrix: tuple[Tensor, Tensor] | None = None
         self._overflow_matrix: Tensor | None = None
@@ -216,7 +220,8 @@ class KgrecModel(nn.Module):
         index, weight = histories.latest(self.history_length, self.history_decay)
         self.history_index = index.to(self.history_index.device)
         self.history_weight = weight.to(self.history_weight.device)
-        self.history_time = histories.latest_timestamps(self.history_length).to(self.history_time.device)
+        if self.history_time is not None:
+            self.history_time = histories.latest_timestamps(self.history_length).to(self.history_time.device)
 
     def layer0(self, with_text: bool = True) -> Tensor:
         """``[N, dim]`` input embeddings of all nodes, in the adjacency's numbering
@@ -440,7 +445,7 @@ class KgrecModel(nn.Module):
         mode = self.config.user_mode
         if history_index is None:
             history_index, history_weight = self.history_index[user_index], self.history_weight[user_index]
-            history_time = self.history_time[user_index]
+            history_time = None if self.history_time is None else self.history_time[user_index]
         if mode == "id":
             return nodes["user"][user_index]
         if self.user_encoder is not None:

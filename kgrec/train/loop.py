@@ -235,7 +235,7 @@ class _TrainJob:
 
     def examples(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
         """``(users, history_index, history_weight, history_time, targets)``, one row per training
-        example (``history_time`` only for the transformer's windows, else None)."""
+        example (``history_time`` only for the transformer's windows with time gaps, else None)."""
         model_cfg, train = self.model_cfg, self.split.train
         if model_cfg.sequence_encoder:
             # Examples are users' windows; ``targets`` holds their rows (shuffled like pairs).
@@ -244,6 +244,7 @@ class _TrainJob:
                     train.user_index, train.product_index, train.timestamp, train.weight, self.snapshot.num_users
                 ),
                 model_cfg.sequence_length,
+                times=model_cfg.time_gaps,
             )
             targets = torch.arange(hist_index.shape[0])
             users = targets
@@ -292,8 +293,8 @@ class _TrainJob:
         def step_loss(batch: Tensor) -> Tensor:
             if sequential:
                 return _sequence_loss(
-                    model, hist_index[batch], hist_weight[batch], hist_time[batch], train_cfg, proposal, generator,
-                    device, cached,
+                    model, hist_index[batch], hist_weight[batch], None if hist_time is None else hist_time[batch],
+                    train_cfg, proposal, generator, device, cached,
                 )
             return _step_loss(
                 model, users[batch], hist_index[batch], hist_weight[batch], targets[batch],
@@ -589,7 +590,7 @@ def _sequence_loss(
     model: KgrecModel,
     index: Tensor,
     weight: Tensor,
-    timestamp: Tensor,
+    timestamp: Tensor | None,
     cfg: TrainConfig,
     proposal: NegativeProposal,
     generator: torch.Generator,
@@ -604,17 +605,20 @@ def _sequence_loss(
     negatives are computed at all.
 
     Args:
-        index, weight, timestamp: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`).
+        index, weight, timestamp: ``[b, L + 1]`` right-aligned windows (:func:`training_windows`;
+            ``timestamp`` None for an encoder without time gaps).
         proposal: which products may be negatives, and the sampled softmax's draw distribution.
     """
-    present, index, weight, timestamp = trim_padding(weight > 0, index, weight, timestamp)
-    index, weight, present, timestamp = index.to(device), weight.to(device), present.to(device), timestamp.to(device)
+    present, index, weight = trim_padding(weight > 0, index, weight)
+    index, weight, present = index.to(device), weight.to(device), present.to(device)
+    if timestamp is not None:
+        timestamp = timestamp[:, -index.shape[1] :].to(device)  # the columns trim_padding kept
     assert model.user_encoder is not None
     positions = present[:, :-1] & present[:, 1:]
     num_products = model.num_nodes["product"]
     if num_products <= cfg.full_softmax_max_products or cfg.negatives == 0:
         products = _product_vectors(model, cached)
-        hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1], timestamp[:, :-1])  # [b, W, dim]
+        hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1], _inputs(timestamp))  # [b, W, dim]
         return softmax_loss(
             hidden[positions], products, index[:, 1:][positions], cfg.temperature,
             candidates=proposal.candidates,
@@ -623,10 +627,15 @@ def _sequence_loss(
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
     products = _product_vectors(model, cached, rows)
     local_index, local_negatives = local[: index.numel()].view_as(index), local[index.numel() :]
-    hidden = model.user_encoder(products, local_index[:, :-1], weight[:, :-1], timestamp[:, :-1])
+    hidden = model.user_encoder(products, local_index[:, :-1], weight[:, :-1], _inputs(timestamp))
     return sampled_softmax_loss(
         hidden[positions], products, local_index[:, 1:][positions], cfg.temperature, local_negatives, log_q.to(device)
     )
+
+
+def _inputs(timestamp: Tensor | None) -> Tensor | None:
+    """The input columns' times of a training window (its last column is only a target)."""
+    return None if timestamp is None else timestamp[:, :-1]
 
 
 class NegativeProposal:

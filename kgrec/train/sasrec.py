@@ -33,18 +33,22 @@ from kgrec.train.recommender import Recommender, pair_histories
 logger = logging.getLogger(__name__)
 
 
-def training_windows(histories: Histories, length: int) -> tuple[Tensor, Tensor, Tensor]:
+def training_windows(histories: Histories, length: int, times: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
     """Every user's latest ``length + 1`` products, for next-product training at every position.
+
+    Args:
+        times: also return the events' times (for an encoder that reads time gaps).
 
     Returns:
         ``(index, weight, timestamp)``, each ``[n, length + 1]`` and right-aligned (padding:
         index 0, weight 0, time 0; weights are the raw event weights), only for the ``n``
         users with at least two products: input ``[:, :-1]`` predicts target ``[:, 1:]``.
+        ``timestamp`` is None unless ``times``.
     """
     index, weight = histories.latest(length + 1, 1.0)
-    timestamp = histories.latest_timestamps(length + 1)
     keep = histories.lengths >= 2
-    return index[keep], weight[keep], timestamp[keep]
+    timestamp = histories.latest_timestamps(length + 1)[keep] if times else None
+    return index[keep], weight[keep], timestamp
 
 
 class SASRecRecommender(Recommender):

@@ -236,7 +236,7 @@ def test_sampled_training_gives_the_id_tables_row_sparse_gradients(planted):
                             encoder_dropout=0.0)
     cfg = TrainConfig(device="cpu", full_softmax_max_products=10, negatives=5)
     train = split.train
-    index, weight, timestamp = training_windows(
+    index, weight, _ = training_windows(
         Histories.from_events(train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users), 8
     )
     proposal = NegativeProposal(torch.bincount(train.product_index, minlength=snapshot.num_products))
@@ -248,7 +248,7 @@ def test_sampled_training_gives_the_id_tables_row_sparse_gradients(planted):
         assert uses_sampled_rows(model, cfg, cached=True)
         optimizer = Optimizer(model, cfg, sparse=sparse)
         before = model.embedding["product"].weight.detach().clone()
-        loss = _sequence_loss(model, index[:4], weight[:4], timestamp[:4], cfg, proposal, torch.Generator().manual_seed(1),
+        loss = _sequence_loss(model, index[:4], weight[:4], None, cfg, proposal, torch.Generator().manual_seed(1),
                               torch.device("cpu"), cached=True)
         optimizer.zero_grad()
         loss.backward()
@@ -323,7 +323,7 @@ def test_products_without_training_events_are_never_negatives_when_unseen_negati
     train = Pairs(t.user_index[keep], t.product_index[keep], t.weight[keep], t.timestamp[keep])
     model_cfg = ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8)
     extra = {"full_softmax_max_products": 10, "negatives": 2_000} if sampled else {}
-    index, weight, timestamp = training_windows(
+    index, weight, _ = training_windows(
         Histories.from_events(train.user_index, train.product_index, train.timestamp, train.weight, snapshot.num_users), 8
     )
     popularity = torch.bincount(train.product_index, minlength=snapshot.num_products)
@@ -335,7 +335,7 @@ def test_products_without_training_events_are_never_negatives_when_unseen_negati
         vectors = model.propagate()["product"].detach().requires_grad_()
         monkeypatch.setattr(loop, "_product_vectors", lambda m, c, rows=None: vectors if rows is None else vectors[rows])
         cfg = TrainConfig(device="cpu", unseen_negatives=unseen, **extra)
-        loss = loop._sequence_loss(model, index, weight, timestamp, cfg, loop.NegativeProposal(popularity, unseen=unseen),
+        loss = loop._sequence_loss(model, index, weight, None, cfg, loop.NegativeProposal(popularity, unseen=unseen),
                                    torch.Generator().manual_seed(1), torch.device("cpu"), cached=False)
         loss.backward()
         assert vectors.grad[popularity > 0].abs().sum() > 0

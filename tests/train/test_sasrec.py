@@ -64,7 +64,8 @@ def test_training_windows_keep_the_latest_products_of_users_with_two():
     )
     index, weight, timestamp = training_windows(histories, length=2)
     assert index.tolist() == [[4, 5, 6]] and weight.tolist() == [[1.0, 5.0, 1.0]]  # user 1 has one product
-    assert timestamp.tolist() == [[0, 1, 2]]
+    assert timestamp is None  # times only on request
+    assert training_windows(histories, length=2, times=True)[2].tolist() == [[0, 1, 2]]
 
 
 def test_sasrec_without_sequences_is_a_clear_error():
