@@ -207,8 +207,8 @@ class SequenceUserEncoder(nn.Module):
         Args: as :meth:`forward` with ``W <= L``; leading all-padding columns are skipped.
         """
         out = []
-        times = torch.zeros_like(index) if timestamp is None else timestamp
         for rows in torch.arange(index.shape[0]).split(chunk):
-            present, i, w, t = trim_padding(weight[rows] > 0, index[rows], weight[rows], times[rows])
-            out.append(self(product_vectors, i, w, t if timestamp is not None else None)[:, -1])
+            columns = [index[rows], weight[rows]] + ([] if timestamp is None else [timestamp[rows]])
+            present, i, w, *t = trim_padding(weight[rows] > 0, *columns)
+            out.append(self(product_vectors, i, w, *t)[:, -1])
         return torch.cat(out) if out else product_vectors.new_zeros(0, product_vectors.shape[1])

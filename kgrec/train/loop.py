@@ -609,16 +609,16 @@ def _sequence_loss(
             ``timestamp`` None for an encoder without time gaps).
         proposal: which products may be negatives, and the sampled softmax's draw distribution.
     """
-    present, index, weight = trim_padding(weight > 0, index, weight)
+    present, index, weight, *times = trim_padding(weight > 0, index, weight, *([] if timestamp is None else [timestamp]))
     index, weight, present = index.to(device), weight.to(device), present.to(device)
-    if timestamp is not None:
-        timestamp = timestamp[:, -index.shape[1] :].to(device)  # the columns trim_padding kept
+    # The encoder reads the input columns' times; the window's last column is only a target.
+    input_times = times[0][:, :-1].to(device) if times else None
     assert model.user_encoder is not None
     positions = present[:, :-1] & present[:, 1:]
     num_products = model.num_nodes["product"]
     if num_products <= cfg.full_softmax_max_products or cfg.negatives == 0:
         products = _product_vectors(model, cached)
-        hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1], _inputs(timestamp))  # [b, W, dim]
+        hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1], input_times)  # [b, W, dim]
         return softmax_loss(
             hidden[positions], products, index[:, 1:][positions], cfg.temperature,
             candidates=proposal.candidates,
@@ -627,15 +627,10 @@ def _sequence_loss(
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
     products = _product_vectors(model, cached, rows)
     local_index, local_negatives = local[: index.numel()].view_as(index), local[index.numel() :]
-    hidden = model.user_encoder(products, local_index[:, :-1], weight[:, :-1], _inputs(timestamp))
+    hidden = model.user_encoder(products, local_index[:, :-1], weight[:, :-1], input_times)
     return sampled_softmax_loss(
         hidden[positions], products, local_index[:, 1:][positions], cfg.temperature, local_negatives, log_q.to(device)
     )
-
-
-def _inputs(timestamp: Tensor | None) -> Tensor | None:
-    """The input columns' times of a training window (its last column is only a target)."""
-    return None if timestamp is None else timestamp[:, :-1]
 
 
 class NegativeProposal:
