@@ -45,6 +45,14 @@ class ModelConfig(BaseModel):
     encoder_blocks: int = Field(2, ge=1, description="With user_encoder 'transformer': self-attention blocks.")
     encoder_heads: int = Field(1, ge=1, description="With user_encoder 'transformer': attention heads (dim must divide by it).")
     encoder_dropout: float = Field(0.2, ge=0, lt=1, description="With user_encoder 'transformer': dropout in the blocks.")
+    encoder_block: Literal["pre_ln", "gated"] = Field(
+        "pre_ln",
+        description=(
+            "With user_encoder 'transformer': the kind of block. 'pre_ln' = SASRec's pre-LayerNorm block "
+            "(a feed-forward as wide as dim, ReLU); 'gated' = each residual branch scaled by a learned sigmoid "
+            "gate of its input, with a 4 x dim GELU feed-forward (LiGR-style, as in eSASRec; docs/MODEL.md)."
+        ),
+    )
     time_gaps: bool = Field(
         False,
         description=(

@@ -171,7 +171,7 @@ class KgrecModel(nn.Module):
                 event_weight = torch.tensor([DEFAULT_EVENT_WEIGHTS.get(e, 1.0) for e in EVENT_TYPES])
             self.user_encoder = SequenceUserEncoder(
                 dim, config.sequence_length, event_weight, config.encoder_blocks, config.encoder_heads,
-                config.encoder_dropout, config.time_gaps,
+                config.encoder_dropout, config.time_gaps, config.encoder_block,
             )
         length = self.history_length
         self.register_buffer("history_index", torch.zeros(self.num_nodes["user"], length, dtype=torch.long))

@@ -31,6 +31,38 @@ def attention_mask(present: Tensor, num_heads: int) -> Tensor:
     return (~allowed).repeat_interleave(num_heads, dim=0)
 
 
+ENCODER_BLOCKS = ("pre_ln", "gated")
+
+
+class GatedBlock(nn.Module):
+    """A pre-LN transformer block whose residual branches pass through learned gates.
+
+    ``x + dropout(sigmoid(G1 h) * attention(h))`` with ``h = LN1(x)``, then the same with a
+    ``4 * dim`` GELU feed-forward. The gate lets each position decide, per dimension, how
+    much of a branch to add, so an encoder over short, sparse histories can keep its input
+    product nearly as it is where attention has little to add (the gated residuals of
+    LinkedIn's LiGR ranking transformer, taken up by eSASRec).
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_attention, self.norm_feedforward = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.gate_attention, self.gate_feedforward = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.feedforward = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
+        """``x [b, W, dim]``; ``src_mask [b * heads, W, W]`` bool, True where attention is not allowed."""
+        h = self.norm_attention(x)
+        attended = self.attention(h, h, h, attn_mask=src_mask, need_weights=False)[0]
+        x = x + self.dropout(torch.sigmoid(self.gate_attention(h)) * attended)
+        h = self.norm_feedforward(x)
+        return x + self.dropout(torch.sigmoid(self.gate_feedforward(h)) * self.feedforward(h))
+
+
 class CausalEncoder(nn.Module):
     """Learned positions + pre-LN causal transformer blocks + a final LayerNorm.
 
@@ -38,18 +70,27 @@ class CausalEncoder(nn.Module):
         dim: model width (the item / product embedding size).
         max_length: ``L``, the longest window; position ``L - 1`` is always the latest event.
         num_blocks, num_heads, dropout: the transformer's shape (SASRec: 2, 1, 0.2).
+        block: ``"pre_ln"`` = SASRec's block (PyTorch's pre-LN encoder layer, a feed-forward
+            as wide as ``dim``, ReLU); ``"gated"`` = :class:`GatedBlock`.
     """
 
-    def __init__(self, dim: int, max_length: int, num_blocks: int = 2, num_heads: int = 1, dropout: float = 0.2) -> None:
+    def __init__(
+        self, dim: int, max_length: int, num_blocks: int = 2, num_heads: int = 1, dropout: float = 0.2,
+        block: str = "pre_ln",
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ConfigError(f"The embedding size ({dim}) must be divisible by the attention heads ({num_heads}).")
-        self.dim, self.max_length, self.num_heads = dim, max_length, num_heads
+        if block not in ENCODER_BLOCKS:
+            raise ConfigError(f"Unknown encoder block {block!r}; choose one of {', '.join(ENCODER_BLOCKS)}.")
+        self.dim, self.max_length, self.num_heads, self.block = dim, max_length, num_heads, block
         self.position = nn.Embedding(max_length, dim)
         nn.init.normal_(self.position.weight, std=0.02)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(
+            GatedBlock(dim, num_heads, dropout)
+            if block == "gated"
+            else nn.TransformerEncoderLayer(
                 dim, num_heads, dim_feedforward=dim, dropout=dropout, batch_first=True, norm_first=True
             )
             for _ in range(num_blocks)
@@ -148,13 +189,13 @@ class SequenceUserEncoder(nn.Module):
         event_weight: ``[E]`` the weight of each event type (``ingest.event_weights``,
             ``EVENT_TYPES`` order); kept as a buffer so a loaded model maps weights the
             way it was trained.
-        num_blocks, num_heads, dropout: the transformer.
+        num_blocks, num_heads, dropout, block: the transformer (:class:`CausalEncoder`).
         time_gaps: add an embedding of the time since the previous event.
     """
 
     def __init__(
         self, dim: int, max_length: int, event_weight: Tensor, num_blocks: int = 2, num_heads: int = 1,
-        dropout: float = 0.2, time_gaps: bool = False,
+        dropout: float = 0.2, time_gaps: bool = False, block: str = "pre_ln",
     ) -> None:
         super().__init__()
         self.register_buffer("event_weight", event_weight.float().reshape(-1).clone())
@@ -164,12 +205,18 @@ class SequenceUserEncoder(nn.Module):
         if time_gaps:
             self.gap = nn.Embedding(GAP_BUCKETS + 2, dim)
             nn.init.normal_(self.gap.weight, std=0.02)
-        self.encoder = CausalEncoder(dim, max_length, num_blocks, num_heads, dropout)
+        self.encoder = CausalEncoder(dim, max_length, num_blocks, num_heads, dropout, block)
         self.scale = dim**0.5
 
     @property
     def max_length(self) -> int:
         return self.encoder.max_length
+
+    @staticmethod
+    def block_of(state: dict[str, Tensor]) -> str:
+        """The block type a saved encoder state was trained with (read from its weights, so
+        model directories written before the setting existed load as ``pre_ln``)."""
+        return "gated" if any(".gate_attention." in key for key in state) else "pre_ln"
 
     @property
     def time_gaps(self) -> bool:

@@ -457,6 +457,7 @@ def _load_user_encoder(tensors: dict[str, Tensor], config: dict[str, Any], root:
         int(model.get("encoder_heads", 1)),
         float(model.get("encoder_dropout", 0.2)),
         time_gaps="gap.weight" in state,
+        block=SequenceUserEncoder.block_of(state),
     )
     try:
         encoder.load_state_dict(state)

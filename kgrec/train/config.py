@@ -13,6 +13,15 @@ class TrainConfig(BaseModel):
     epochs: int = Field(30, ge=1, description="Upper bound on passes over the training pairs.")
     batch_size: int = Field(2048, ge=1, description="Training pairs (history → next product) per step.")
     lr: float = Field(3e-3, gt=0, description="Adam learning rate.")
+    lr_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description=(
+            "Each epoch's learning rate is lr * lr_decay**(epoch - 1), the same schedule in every fit, so the "
+            "refits for the chosen epoch count end where the epoch-selection fit did (1: constant)."
+        ),
+    )
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay (L2) on every parameter.")
     loss: Literal["softmax", "bpr"] = Field(
         "softmax", description="'softmax' = cross-entropy over negatives (with temperature); 'bpr' = pairwise BPR."

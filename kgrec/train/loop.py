@@ -330,6 +330,7 @@ class _TrainJob:
                 model.train()
                 if cached and epoch > 1:
                     model.refresh_context()
+                optimizer.set_lr(train_cfg.lr * train_cfg.lr_decay ** (epoch - 1))
                 order = torch.randperm(targets.numel(), generator=generator)  # the same on every rank
                 total = torch.zeros(2)  # loss sum, examples
                 for s in range(0, order.numel(), batch_size):
@@ -476,6 +477,14 @@ class Optimizer:
     def zero_grad(self) -> None:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
+
+    def set_lr(self, lr: float) -> None:
+        for optimizer in self.optimizers:
+            if isinstance(optimizer, RowAdam):
+                optimizer.lr = lr
+            else:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
     def step(self) -> None:
         for optimizer in self.optimizers:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from kgrec.errors import ConfigError
 from kgrec.models.sasrec import SASRec
-from kgrec.models.sequence import GAP_BUCKETS, SequenceUserEncoder, attention_mask, event_tokens, gap_tokens, trim_padding
+from kgrec.models.sequence import (
+    GAP_BUCKETS,
+    CausalEncoder,
+    SequenceUserEncoder,
+    attention_mask,
+    event_tokens,
+    gap_tokens,
+    trim_padding,
+)
 
 EVENT_WEIGHT = torch.tensor([1.0, 2.0, 3.0, 5.0, 4.0])  # view, click, cart, purchase, rating (ingest defaults)
 
@@ -59,9 +69,45 @@ def test_sasrec_hidden_state_ignores_later_events_and_padding():
     assert torch.isfinite(model(index, torch.zeros_like(present))).all()  # an empty window: no NaN
 
 
-def test_sequence_user_encoder_reads_order_and_event_type():
+def test_gated_encoder_is_causal_and_ignores_padding():
     torch.manual_seed(0)
-    encoder = SequenceUserEncoder(8, 4, EVENT_WEIGHT, dropout=0.0).eval()
+    encoder = CausalEncoder(8, 4, dropout=0.0, block="gated").eval()
+    inputs = torch.randn(1, 4, 8).repeat(2, 1, 1)
+    inputs[1, 3] = torch.randn(8)  # only the latest event differs
+    present = torch.tensor([[False, True, True, True]] * 2)
+    hidden = encoder(inputs, present)
+    assert torch.allclose(hidden[0, :3], hidden[1, :3], atol=1e-6)
+    assert not torch.allclose(hidden[0, 3], hidden[1, 3])
+    padded = inputs[:1].clone()
+    padded[0, 0] = 100.0  # what a padded column holds does not matter
+    assert torch.allclose(encoder(padded, present[:1])[0, 1:], hidden[0, 1:], atol=1e-6)
+    assert torch.isfinite(encoder(inputs, torch.zeros_like(present))).all()
+
+
+def test_a_closed_gate_passes_the_input_through_the_gated_block():
+    torch.manual_seed(0)
+    encoder = CausalEncoder(8, 4, num_blocks=1, dropout=0.0, block="gated").eval()
+    block = encoder.blocks[0]
+    x = torch.randn(2, 4, 8)
+    mask = attention_mask(torch.ones(2, 4, dtype=torch.bool), 1)
+    assert not torch.allclose(block(x, mask), x, atol=1e-3)
+    with torch.no_grad():
+        for gate in (block.gate_attention, block.gate_feedforward):
+            gate.weight.zero_()
+            gate.bias.fill_(-30.0)  # sigmoid(-30) ~ 1e-13: nothing of either branch is added
+    assert torch.allclose(block(x, mask), x, atol=1e-6)
+
+
+def test_an_unknown_encoder_block_is_refused():
+    with pytest.raises(ConfigError, match="Unknown encoder block 'post_ln'"):
+        CausalEncoder(8, 4, block="post_ln")
+
+
+@pytest.mark.parametrize("block", ["pre_ln", "gated"])
+def test_sequence_user_encoder_reads_order_and_event_type(block):
+    torch.manual_seed(0)
+    encoder = SequenceUserEncoder(8, 4, EVENT_WEIGHT, dropout=0.0, block=block).eval()
+    assert SequenceUserEncoder.block_of(encoder.state_dict()) == block
     products = torch.randn(6, 8)
     index = torch.tensor([[0, 1, 2], [0, 2, 1], [0, 1, 2]])
     weight = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 5.0]])

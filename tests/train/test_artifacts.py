@@ -148,21 +148,22 @@ def test_check_model_out_refuses_an_unwritable_place_before_training(tmp_path):
     assert check_model_out(tmp_path / "new" / "m") == tmp_path / "new" / "m"
 
 
-@pytest.mark.parametrize("time_gaps", [False, True])
-def test_transformer_user_encoder_round_trips_without_pyg(tmp_path, time_gaps):
+@pytest.mark.parametrize(("time_gaps", "block"), [(False, "pre_ln"), (True, "pre_ln"), (False, "gated")])
+def test_transformer_user_encoder_round_trips_without_pyg(tmp_path, time_gaps, block):
     import subprocess
     import sys
 
     snapshot = snapshot_from_tables(planted_tables(num_users=40))
     split = leave_last_out(snapshot)
     config = KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, user_encoder="transformer", sequence_length=4,
-                                           time_gaps=time_gaps),
+                                           time_gaps=time_gaps, encoder_block=block),
                          train=TrainConfig(epochs=2, sequence_batch_size=16, device="cpu"))
     result = KgrecRecommender(config, seed=7).fit(split, snapshot)
     out = save_model_dir(result, tmp_path / "m", metrics={})
     loaded = load_model_dir(out)
     assert loaded.user_encoder is not None and not loaded.user_encoder.training
     assert loaded.user_encoder.time_gaps == time_gaps
+    assert loaded.user_encoder.encoder.block == block
     histories = Histories.from_events(torch.tensor([0, 0, 1]), torch.tensor([3, 5, 2]), torch.tensor([1, 2, 1]),
                                       torch.ones(3), 2)
     assert torch.allclose(loaded.score(histories), result.score(histories), atol=1e-6)

@@ -112,6 +112,23 @@ def test_train_model_fixed_epochs_without_valid(planted):
     assert result.best_epoch == 3
 
 
+@pytest.mark.parametrize("sampled", [False, True])
+def test_lr_decay_shrinks_every_later_epochs_steps(planted, sampled):
+    """With a decay near zero, epochs after the first barely move any weight; without one they do."""
+    snapshot, split = planted
+    merged = split.merge_valid_into_train()
+    model_cfg = ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8)
+    extra = {"full_softmax_max_products": 10, "negatives": 5} if sampled else {}
+
+    def products(epochs: int, lr_decay: float) -> torch.Tensor:
+        cfg = TrainConfig(sequence_batch_size=32, lr=0.01, lr_decay=lr_decay, device="cpu", **extra)
+        return fit(snapshot, merged, model_cfg, cfg, seed=1, epochs=epochs).product_embedding
+
+    one = products(1, 1.0)
+    assert torch.allclose(products(3, 1e-9), one, atol=1e-5)
+    assert not torch.allclose(products(3, 1.0), one, atol=1e-2)
+
+
 def test_train_model_cuda_without_gpu_raises(planted, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     snapshot, split = planted

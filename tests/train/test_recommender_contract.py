@@ -166,3 +166,15 @@ class TestKgrecTimeGaps(TestKgrec):
             train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
+
+
+class TestKgrecGatedEncoder(TestKgrec):
+    """The transformer user encoder with ``model.encoder_block: gated``."""
+
+    def make(self):
+        config = KgrecConfig(
+            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
+                              encoder_dropout=0.1, encoder_block="gated"),
+            train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
+        )
+        return KgrecRecommender(config, seed=0)
