@@ -117,8 +117,20 @@ def main() -> None:
 
     baselines = [(name.strip(), name.strip(), {}) for name in args.baselines.split(",") if name.strip()]
     baselines += baseline_variants
-    rows = score(work, heldout, baselines, timings, cold, [name for name, _ in variants])
+    from kgrec.train.evaluate import paired_ratio
+
+    per_user: dict[str, torch.Tensor] = {}
+    rows = score(work, heldout, baselines, timings, cold, [name for name, _ in variants], per_user)
     baselines = [name for name, _, _ in baselines]
+    # Every row is scored on the same held-out users, so each kgrec / baseline ratio gets the
+    # standard error of a paired comparison: what separates the two models, beyond the luck
+    # of which users were held out.
+    paired = {
+        f"{model} / {baseline}": paired_ratio(per_user[model], per_user[baseline])
+        for model in ["kgrec"] + [f"kgrec {name}" for name, _ in variants]
+        for baseline in baselines
+        if baseline in per_user
+    }
     best = max((rows[name]["ndcg@10"] for name in baselines if name in rows), default=float("nan"))
     result = {
         "data_dir": str(args.data_dir),
@@ -128,6 +140,7 @@ def main() -> None:
         "baseline_variants": {name: [baseline, settings] for name, baseline, settings in baseline_variants},
         "rows": rows,
         "kgrec_over_best_baseline": rows["kgrec"]["ndcg@10"] / best if best == best else None,
+        "paired_ndcg10_ratios": {name: {"ratio": r, "standard_error": se} for name, (r, se) in paired.items()},
         "baselines": baselines,
         "seconds": timings,
         "cold_products": len(cold) if cold is not None else 0,
@@ -138,6 +151,8 @@ def main() -> None:
         print(f"{name:18} {m['ndcg@10']:8.4f} {m['recall@10']:7.4f} {m['ndcg@20']:8.4f} {m['recall@20']:7.4f}  {int(m['users'])}")
     if result["kgrec_over_best_baseline"] is not None:
         print(f"kgrec / best of {', '.join(baselines)}: {result['kgrec_over_best_baseline']:.3f}")
+    for name, (ratio, error) in paired.items():
+        print(f"NDCG@10 {name}: {ratio:.3f} ± {error:.3f} (paired standard error over the same users)")
     print(f"seconds: {timings}")
 
 
@@ -211,9 +226,10 @@ def withhold_products(input_dir: Path, share: float, out: Path) -> pl.Series:
 
 def score(
     work: Path, heldout: pl.DataFrame, baselines: list[tuple[str, str, dict[str, object]]], timings: dict[str, float],
-    cold: pl.Series | None = None, variants: list[str] = (),
+    cold: pl.Series | None = None, variants: list[str] = (), per_user: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """kgrec's lists and each ``(row name, baseline, settings)`` scored on the held-out pairs."""
+    """kgrec's lists and each ``(row name, baseline, settings)`` scored on the held-out pairs;
+    ``per_user`` (when given) gets each row's per-user NDCG@10, in one user order."""
     from kgrec.snapshot.snapshot import load_snapshot
     from kgrec.train.baselines import make_baseline
     from kgrec.train.evaluate import evaluate
@@ -232,7 +248,15 @@ def score(
     lists = {"kgrec": scores}
     for name in variants:
         lists[f"kgrec {name}"] = list_scores(work / variant_folder(name) / "recs.jsonl", snapshot, split)
-    rows = {name: evaluate(lambda u, s=s: s[u], split, "test", ks=(10, 20)) for name, s in lists.items()}
+    per_user = {} if per_user is None else per_user
+
+    def scored(name: str, model) -> dict[str, float]:
+        values: dict[str, torch.Tensor] = {}
+        row = evaluate(model, split, "test", ks=(10, 20), per_user=values)
+        per_user[name] = values["ndcg@10"]
+        return row
+
+    rows = {name: scored(name, lambda u, s=s: s[u]) for name, s in lists.items()}
     if cold is not None:
         rows.update(score_cold(work, snapshot, split, lists, cold))
     for name, baseline, settings in baselines:
@@ -244,7 +268,7 @@ def score(
             model = make_baseline(baseline, **settings, epochs=max(selection.best_epoch, 1)).fit(split, snapshot)
         else:
             model = make_baseline(baseline, **settings).fit(split, snapshot)
-        rows[name] = evaluate(model, split, "test", ks=(10, 20))
+        rows[name] = scored(name, model)
         if model.trainable:
             rows[name]["epochs"] = float(model.epochs)
         timings[name] = round(time.perf_counter() - started, 1)

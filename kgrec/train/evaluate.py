@@ -54,6 +54,7 @@ def evaluate(
     product_popularity: Tensor | None = None,
     restrict_products: Tensor | None = None,
     max_users: int | None = None,
+    per_user: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """Rank all products for every user of ``part`` and average the metrics.
 
@@ -75,6 +76,9 @@ def evaluate(
         max_users: score a fixed random sample of this many of the part's users when it
             has more (the same sample every call; each still ranked against every product).
             The result's ``sampled_from`` then says how many users the part has.
+        per_user: when given, filled with ``"users"`` ``[n]`` (the scored users, sorted) and
+            ``"ndcg@K"`` ``[n]`` for each k: every user's own value, so two models scored on the
+            same users can be compared pair by pair (:func:`paired_ratio`).
 
     Returns:
         ``{"recall@10": ..., "ndcg@10": ..., "hit@10": ..., "mrr@10": ..., "coverage@10": ...,
@@ -122,6 +126,7 @@ def evaluate(
     ild_sums = {k: 0.0 for k in ks}
     ild_counts = {k: 0 for k in ks}
     covered: dict[int, Tensor] = {}
+    user_ndcg: dict[int, list[Tensor]] = {k: [] for k in ks}
     for start in range(0, users.numel(), batch_size):
         batch = users[start : start + batch_size]
         scores = score_fn(batch)
@@ -148,7 +153,9 @@ def evaluate(
         top_category = product_category.to(device)[top] if product_category is not None else None
         for k in ks:
             sums[f"recall@{k}"] += metrics.recall_at_k(hits, num_positives, k).sum().item()
-            sums[f"ndcg@{k}"] += metrics.ndcg_at_k(hits, num_positives, k).sum().item()
+            ndcg = metrics.ndcg_at_k(hits, num_positives, k)
+            sums[f"ndcg@{k}"] += ndcg.sum().item()
+            user_ndcg[k].append(ndcg.cpu())
             sums[f"hit@{k}"] += metrics.hit_rate_at_k(hits, k).sum().item()
             sums[f"mrr@{k}"] += metrics.mrr_at_k(hits, k).sum().item()
             sums[f"avg_pop@{k}"] += top_popularity[:, :k].mean(dim=1).sum().item()
@@ -168,9 +175,32 @@ def evaluate(
         if product_category is not None:
             result[f"ild@{k}"] = ild_sums[k] / ild_counts[k] if ild_counts[k] else float("nan")
     result["users"] = float(num_users)
+    if per_user is not None:
+        per_user["users"] = users
+        per_user.update({f"ndcg@{k}": torch.cat(user_ndcg[k]).float() for k in ks})
     if num_users < part_users:
         result["sampled_from"] = float(part_users)
     return dict(sorted(result.items(), key=lambda item: _key_order(item[0])))
+
+
+def paired_ratio(a: Tensor, b: Tensor) -> tuple[float, float]:
+    """``mean(a) / mean(b)`` and its standard error, for two models' per-user metrics on the
+    same users (``per_user`` of :func:`evaluate`).
+
+    The delta method on the paired samples: the users both models are scored on are one
+    sample, so what they share (easy and hard users) cancels, and the error is that of the
+    difference between the models, not of each figure on its own.
+    """
+    if a.shape != b.shape or a.numel() < 2:
+        raise ValueError(f"paired_ratio needs two equal-length samples of at least 2 users; found {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = a.double(), b.double()
+    mean_a, mean_b = float(a.mean()), float(b.mean())
+    if mean_b == 0:
+        return float("inf"), float("nan")
+    ratio = mean_a / mean_b
+    # ratio ≈ ratio + (a - ratio · b) / mean_b around the means: the error of its mean.
+    linear = (a - ratio * b) / mean_b
+    return ratio, float(linear.std(unbiased=True)) / a.numel() ** 0.5
 
 
 def primary_category_index(snapshot: Snapshot) -> Tensor:

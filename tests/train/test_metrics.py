@@ -213,3 +213,33 @@ def test_primary_category_index_takes_the_most_specific_listed_category() -> Non
     ids = snapshot.category_ids
     # p1: Nails (1 product) over Tools (2); p3: Tools; p4: the first of its two 1-product categories.
     assert primary_category_index(snapshot).tolist() == [ids.index("Nails"), -1, ids.index("Tools"), ids.index("Hair > Irons")]
+
+
+def test_evaluate_per_user_gives_each_users_ndcg_in_user_order() -> None:
+    # User 0's positive at rank 1, user 2's at rank 3, user 1 has no test pair (not scored).
+    split = make_split(3, 5, test=[(0, 4), (2, 1)])
+    ranking = torch.tensor([[0.0, 0.1, 0.2, 0.3, 0.9], [0.0] * 5, [0.1, 0.5, 0.2, 0.9, 0.8]])
+    values: dict[str, torch.Tensor] = {}
+    result = evaluate(lambda users: ranking[users], split, "test", ks=(1, 5), per_user=values)
+    assert values["users"].tolist() == [0, 2]
+    assert values["ndcg@1"].tolist() == [1.0, 0.0]
+    assert values["ndcg@5"].tolist() == pytest.approx([1.0, 1 / math.log2(4)])
+    assert result["ndcg@5"] == pytest.approx(float(values["ndcg@5"].mean()))
+
+
+def test_paired_ratio_error_is_that_of_the_difference_not_of_each_figure() -> None:
+    from kgrec.train.evaluate import paired_ratio
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(4000, generator=gen)
+    # Strongly paired: a model 10% better on every user, plus a little noise of its own.
+    ratio, error = paired_ratio(base * 1.1 + 0.01 * torch.randn(4000, generator=gen), base)
+    assert ratio == pytest.approx(1.1, abs=0.005)
+    assert error < 0.001
+    # Unpaired samples of the same size: the error is that of two independent means.
+    ratio, error = paired_ratio(torch.rand(4000, generator=gen), base)
+    assert ratio == pytest.approx(1.0, abs=0.05)
+    expected = math.sqrt(2 / 12) / 0.5 / math.sqrt(4000)  # sd of (a - b) over mean(b), per sqrt(n)
+    assert error == pytest.approx(expected, rel=0.1)
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_ratio(base, base[:10])
