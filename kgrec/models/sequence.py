@@ -40,8 +40,8 @@ class GatedBlock(nn.Module):
     ``x + dropout(sigmoid(G1 h) * attention(h))`` with ``h = LN1(x)``, then the same with a
     ``4 * dim`` GELU feed-forward. The gate lets each position decide, per dimension, how
     much of a branch to add, so an encoder over short, sparse histories can keep its input
-    product nearly as it is where attention has little to add (the gated residuals of
-    LinkedIn's LiGR ranking transformer, taken up by eSASRec).
+    product nearly as it is where attention has little to add (gated residuals in the manner
+    of LinkedIn's LiGR ranking transformer, whose layers eSASRec puts into SASRec).
     """
 
     def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
