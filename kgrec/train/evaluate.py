@@ -155,7 +155,8 @@ def evaluate(
             sums[f"recall@{k}"] += metrics.recall_at_k(hits, num_positives, k).sum().item()
             ndcg = metrics.ndcg_at_k(hits, num_positives, k)
             sums[f"ndcg@{k}"] += ndcg.sum().item()
-            user_ndcg[k].append(ndcg.cpu())
+            if per_user is not None:  # only when asked: evaluation runs every epoch
+                user_ndcg[k].append(ndcg.cpu())
             sums[f"hit@{k}"] += metrics.hit_rate_at_k(hits, k).sum().item()
             sums[f"mrr@{k}"] += metrics.mrr_at_k(hits, k).sum().item()
             sums[f"avg_pop@{k}"] += top_popularity[:, :k].mean(dim=1).sum().item()

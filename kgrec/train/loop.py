@@ -429,7 +429,9 @@ class RowAdam:
 
     def __init__(self, tables: list[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
-        self.tables, self.lr, self.betas, self.eps = tables, lr, betas, eps
+        self.tables, self.betas, self.eps = tables, betas, eps
+        # torch.optim's shape, so a schedule sets every optimiser's rate alike.
+        self.param_groups = [{"lr": lr}]
         self.moments = [(torch.zeros_like(t), torch.zeros_like(t)) for t in tables]
         self.steps = 0
 
@@ -452,7 +454,7 @@ class RowAdam:
             mean.index_copy_(0, rows, row_mean)
             square.index_copy_(0, rows, row_square)
             update = row_mean.div_(correction1).div_(row_square.div_(correction2).sqrt_().add_(self.eps))
-            table.index_add_(0, rows, update, alpha=-self.lr)
+            table.index_add_(0, rows, update, alpha=-self.param_groups[0]["lr"])
 
 
 class Optimizer:
@@ -480,11 +482,8 @@ class Optimizer:
 
     def set_lr(self, lr: float) -> None:
         for optimizer in self.optimizers:
-            if isinstance(optimizer, RowAdam):
-                optimizer.lr = lr
-            else:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
     def step(self) -> None:
         for optimizer in self.optimizers:
