@@ -73,7 +73,13 @@ def main() -> None:
     parser.add_argument("--cold-products", type=float, default=0.0, help="share of products whose events are all withheld (cold start)")
     args = parser.parse_args()
     if not args.data_dir.is_dir():
-        parser.error(f"dataset folder {args.data_dir} does not exist; pass the folder itself, e.g. ../shared/data/amazon_office_2014")
+        # Relative paths are read from the current folder, not from the repository: from a clone
+        # elsewhere, ../shared may not be there.
+        parser.error(
+            f"dataset folder {args.data_dir} does not exist (looked at {args.data_dir.resolve()}); the datasets are "
+            "not in the repository: pass the folder's path from where you run the command, or an absolute one, "
+            "e.g. /path/to/data/amazon_office_2014"
+        )
     # The baselines log each evaluation (SASRec: every 5 epochs), so a long fit shows its progress.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
