@@ -79,6 +79,15 @@ class ModelConfig(BaseModel):
             "layout longer against training's updates (Amazon Office: 0.1 < 0.3 ≈ 1.0, and 1.0 needs ~2.5x the epochs)."
         ),
     )
+    ensemble_size: int = Field(
+        1,
+        ge=1,
+        description=(
+            "How many models kgrec trains independently (seeds seed, seed+1, ...) and averages the scores of: "
+            "each member's vectors fill their own dim columns, so an ensemble ranks, serves and is stored as one "
+            "model of width ensemble_size x dim. Training takes ensemble_size times as long."
+        ),
+    )
     relation_weight: float = Field(
         1.0, ge=0, description="Edge weight of product-product relations (also_bought, ...) relative to other edges."
     )

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
 from kgrec.atomic import replace_dir
 from kgrec.errors import ConfigError, ModelNotFoundError, TrainingError
+from kgrec.models.ensemble import EncoderEnsemble, unit_members
 from kgrec.models.history import Histories, history_embedding
 from kgrec.snapshot.idmap import IdMap, read_id_maps, write_id_maps
 from kgrec.train.recommender import Recommender, known_users
@@ -126,15 +126,41 @@ class KgrecRecommender(Recommender):
         from kgrec.ingest.tables import EVENT_TYPES
 
         event_weight = torch.tensor([cfg.ingest.weight_of(e) for e in EVENT_TYPES])
-        model, product_text, records = train_model(
-            snapshot, split, cfg.model, cfg.train, cfg.features, self.seed, self.progress, self.epochs, event_weight
-        )
-        self.set_state(model, product_text)
-        self.history = records
+        size = cfg.model.ensemble_size
+        fits = [
+            train_model(
+                snapshot, split, cfg.model, cfg.train, cfg.features, self.seed + m, self.progress, self.epochs,
+                event_weight, label="train" if size == 1 else f"train {m + 1}/{size}",
+            )
+            for m in range(size)
+        ]
+        self.set_state([model for model, _, _ in fits], fits[0][1])
         self.snapshot_hash = snapshot.content_hash
         self.user_ids, self.product_ids = snapshot.user_ids, snapshot.product_ids
         self.brand_ids, self.category_ids = snapshot.brand_ids, snapshot.category_ids
+        self.history = fits[0][2]
+        if size > 1:
+            self.history = self._ensemble_history([records for *_, records in fits], split, cfg.train.eval_users)
         return self
+
+    def _ensemble_history(self, members: list[dict[str, Any]], split: Any, eval_users: int | None) -> dict[str, Any]:
+        """One history for the ensemble: the first member's epochs (for the curves' x axis and
+        tools that read one run), every member's records under ``members``, and the ensemble's
+        own epoch count and valid figures.
+
+        Each member early-stops on its own; the ensemble keeps the rounded mean of their kept
+        epochs, so the refits train every member for the same count."""
+        from kgrec.train.evaluate import evaluate
+
+        best_epoch = round(sum(r["best_epoch"] for r in members) / len(members))
+        valid = evaluate(self, split, "valid", ks=(10, 20), max_users=eval_users) if len(split.valid) else {}
+        return {
+            **members[0],
+            "best_epoch": best_epoch,
+            "valid": valid,
+            "seconds": sum(r.get("seconds", 0.0) for r in members),
+            "members": members,
+        }
 
     @property
     def product_embedding(self) -> Tensor | None:
@@ -162,44 +188,54 @@ class KgrecRecommender(Recommender):
         self._check_fitted("_product_embedding")
         model = self.config.get("model", {})
         mode = model.get("user_mode", "history")
+        members = self.ensemble_size
         if self.user_encoder is not None:
             length = self.user_encoder.max_length
             index, weight = histories.latest(length, 1.0)
             timestamp = histories.latest_timestamps(length) if self.user_encoder.time_gaps else None
             with torch.no_grad():
-                return F.normalize(
-                    self.user_encoder.user_vectors(self.product_embedding, index, weight, timestamp), dim=-1
+                return unit_members(
+                    self.user_encoder.user_vectors(self.product_embedding, index, weight, timestamp), members
                 )
         index, weight = histories.latest(int(model.get("history_length", 20)), float(model.get("recency_decay", 0.7)))
-        vectors = F.normalize(history_embedding(self.product_embedding, index, weight), dim=-1)
+        vectors = unit_members(history_embedding(self.product_embedding, index, weight), members)
         if mode == "history" or self.user_embedding is None:
             return vectors
         rows, users = known_users(histories, self.user_embedding.shape[0])
-        trained = F.normalize(self.user_embedding[users], dim=-1)
+        trained = unit_members(self.user_embedding[users], members)
         if mode == "id":
             vectors[rows] = trained
         else:
             share = float(model.get("history_weight", 0.8))
-            vectors[rows] = F.normalize(share * vectors[rows] + (1 - share) * trained, dim=-1)
+            vectors[rows] = unit_members(share * vectors[rows] + (1 - share) * trained, members)
         return vectors
+
+    @property
+    def ensemble_size(self) -> int:
+        """How many members' vectors the embeddings hold side by side (:mod:`kgrec.models.ensemble`)."""
+        return int(self.config.get("model", {}).get("ensemble_size", 1))
 
     # --- state ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def set_state(self, model: Any, product_text: Tensor | None) -> None:
+    def set_state(self, members: list[Any], product_text: Tensor | None) -> None:
+        """Keep the final embeddings of trained :class:`~kgrec.models.kgrec_model.KgrecModel` s:
+        one, or an ensemble's members side by side (:mod:`kgrec.models.ensemble`)."""
         import copy
 
-        """Keep the final embeddings of a trained :class:`~kgrec.models.kgrec_model.KgrecModel`."""
-        model.eval()
-        nodes = model.propagate()
-        users, products = model.get_embedding(nodes)
-        self.user_embedding = users.detach().cpu()
-        self._product_embedding = products.detach().cpu()
-        self.brand_embedding = F.normalize(nodes["brand"], dim=-1).detach().cpu()
-        self.category_embedding = F.normalize(nodes["category"], dim=-1).detach().cpu()
+        parts: dict[str, list[Tensor]] = {"user": [], "product": [], "brand": [], "category": []}
+        for model in members:
+            model.eval()
+            nodes = model.propagate()
+            users, products = model.get_embedding(nodes)
+            for name, vectors in zip(parts, (users, products, nodes["brand"], nodes["category"])):
+                parts[name].append(vectors.detach().cpu())
+        joined = {name: unit_members(torch.cat(p, dim=-1), len(members)) for name, p in parts.items()}
+        self.user_embedding, self._product_embedding = joined["user"], joined["product"]
+        self.brand_embedding, self.category_embedding = joined["brand"], joined["category"]
         self.product_text = None if product_text is None else product_text.detach().cpu()
-        encoder = getattr(model, "user_encoder", None)
-        self.user_encoder = None if encoder is None else copy.deepcopy(encoder).cpu().eval()
+        encoders = [copy.deepcopy(m.user_encoder).cpu().eval() for m in members if getattr(m, "user_encoder", None) is not None]
+        self.user_encoder = None if not encoders else encoders[0] if len(encoders) == 1 else EncoderEnsemble(encoders).eval()
 
     def with_products(self, product_ids: IdMap, embedding: Tensor, text: Tensor | None) -> KgrecRecommender:
         """A copy that also ranks products placed after training (rows appended)."""
@@ -313,16 +349,22 @@ def plot_curves(history: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = history.get("epochs", [])
+    runs = history.get("members") or [history]  # an ensemble draws one curve per member
     best_epoch = history.get("best_epoch", 0)
     fig, (ax_loss, ax_ndcg) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax_loss.plot([r["epoch"] for r in records], [r["loss"] for r in records], marker="o")
+    evaluated = False
+    for m, run in enumerate(runs):
+        records = run.get("epochs", [])
+        label = f"member {m + 1}" if len(runs) > 1 else None
+        ax_loss.plot([r["epoch"] for r in records], [r["loss"] for r in records], marker="o", label=label)
+        points = [(r["epoch"], r["valid_ndcg"]) for r in records if r.get("valid_ndcg") is not None]
+        if points:
+            ax_ndcg.plot([e for e, _ in points], [v for _, v in points], marker="o", label=label)
+            evaluated = True
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss")
-    evaluated = [(r["epoch"], r["valid_ndcg"]) for r in records if r.get("valid_ndcg") is not None]
     if evaluated:
-        ax_ndcg.plot([e for e, _ in evaluated], [v for _, v in evaluated], marker="o", color="tab:green")
-        ax_ndcg.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
+        ax_ndcg.axvline(best_epoch, color="grey", linestyle="--", label=f"kept epoch {best_epoch}")
         ax_ndcg.legend()
     else:
         ax_ndcg.text(0.5, 0.5, "no valid part\n(epochs fixed by the selection run)", ha="center", va="center")
@@ -413,6 +455,13 @@ def load_model_dir(path: str | Path) -> KgrecRecommender:
     absent = [k for k in needed if k not in tensors]
     if absent:
         raise ModelNotFoundError(f"{root / EMBEDDINGS_FILE} lacks {absent}. {hint}")
+    model_config = config.get("model", {}) if isinstance(config, dict) else {}
+    width, size = int(tensors["product_embedding"].shape[1]), int(model_config.get("ensemble_size", 1))
+    if width % size:
+        raise ModelNotFoundError(
+            f"Model directory {root} is inconsistent: {width}-d product embeddings cannot hold the "
+            f"{size} ensemble members its config names. {hint}"
+        )
     for t in ("user", "product"):
         rows, ids = tensors[f"{t}_embedding"].shape[0], len(maps[t])
         if rows != ids:
@@ -448,19 +497,29 @@ def _load_user_encoder(tensors: dict[str, Tensor], config: dict[str, Any], root:
         )
     from kgrec.models.sequence import SequenceUserEncoder
 
-    dim = int(tensors["product_embedding"].shape[1])
-    encoder = SequenceUserEncoder(
-        dim,
-        int(model.get("sequence_length", 50)),
-        state["event_weight"],
-        int(model.get("encoder_blocks", 2)),
-        int(model.get("encoder_heads", 1)),
-        float(model.get("encoder_dropout", 0.2)),
-        time_gaps="gap.weight" in state,
-        block=SequenceUserEncoder.block_of(state),
-    )
-    try:
-        encoder.load_state_dict(state)
-    except RuntimeError as e:
-        raise ModelNotFoundError(f"{root / EMBEDDINGS_FILE}: the user encoder does not match its config ({e}). {hint}") from e
-    return encoder.eval()
+    size = int(model.get("ensemble_size", 1))
+    dim = int(tensors["product_embedding"].shape[1]) // size
+    # An ensemble's encoder state is its members' under ``members.<m>.``.
+    states = [state] if size == 1 else [
+        {k[len(f"members.{m}."):]: v for k, v in state.items() if k.startswith(f"members.{m}.")} for m in range(size)
+    ]
+    encoders = []
+    for member in states:
+        encoder = SequenceUserEncoder(
+            dim,
+            int(model.get("sequence_length", 50)),
+            member.get("event_weight", torch.zeros(0)),
+            int(model.get("encoder_blocks", 2)),
+            int(model.get("encoder_heads", 1)),
+            float(model.get("encoder_dropout", 0.2)),
+            time_gaps="gap.weight" in member,
+            block=SequenceUserEncoder.block_of(member),
+        )
+        try:
+            encoder.load_state_dict(member)
+        except RuntimeError as e:
+            raise ModelNotFoundError(
+                f"{root / EMBEDDINGS_FILE}: the user encoder does not match its config ({e}). {hint}"
+            ) from e
+        encoders.append(encoder.eval())
+    return encoders[0] if size == 1 else EncoderEnsemble(encoders).eval()

@@ -165,6 +165,7 @@ def train_model(
     progress: bool = True,
     epochs: int | None = None,
     event_weight: Tensor | None = None,
+    label: str = "train",
 ) -> tuple[KgrecModel, Tensor | None, dict[str, Any]]:
     """Train kgrec on ``split.train`` (the graph sees train edges only).
 
@@ -181,6 +182,7 @@ def train_model(
         progress: show a progress bar over epochs (loss, valid NDCG@10).
         event_weight: ``[E]`` the weight of each event type (``ingest.event_weights``), which
             the transformer user encoder reads event types from.
+        label: the progress bar's name (an ensemble's member: ``train 2/3``).
 
     With ``model.user_encoder: transformer`` (and ``user_mode: history``) an example is a user's train sequence (their
     latest ``sequence_length + 1`` products) and every position predicts the next product
@@ -206,7 +208,7 @@ def train_model(
     started = time.perf_counter()
     resolve_device(train_cfg.device)  # fail before encoding texts or starting processes
     texts = encode_texts(snapshot, model_cfg, features_cfg, progress=progress)
-    job = _TrainJob(snapshot, split, model_cfg, train_cfg, texts, seed, progress, epochs, event_weight)
+    job = _TrainJob(snapshot, split, model_cfg, train_cfg, texts, seed, progress, epochs, event_weight, label)
     launched = torchrun_process()
     if launched is not None:
         _join_torchrun_group(train_cfg)
@@ -232,6 +234,7 @@ class _TrainJob:
     progress: bool
     epochs: int | None
     event_weight: Tensor | None
+    label: str = "train"
 
     def examples(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
         """``(users, history_index, history_weight, history_time, targets)``, one row per training
@@ -323,7 +326,7 @@ class _TrainJob:
         stale = 0
         batch_size = train_cfg.sequence_batch_size if sequential else train_cfg.batch_size
 
-        bar = _progress_bar(max_epochs, self.progress and rank == 0)
+        bar = _progress_bar(max_epochs, self.progress and rank == 0, self.label)
         try:
             for epoch in range(1, max_epochs + 1):
                 t0 = time.perf_counter()
@@ -740,18 +743,19 @@ def _evaluate_model(model: KgrecModel, split: InteractionSplit, part: str, max_u
     """The model as it is now, through the recommender contract and the one evaluator."""
     from kgrec.train.artifacts import KgrecRecommender
 
-    recommender = KgrecRecommender({"model": model.config.model_dump(mode="json")})
-    recommender.set_state(model, None)
+    # One member of an ensemble is scored on its own here (for its early stopping).
+    recommender = KgrecRecommender({"model": {**model.config.model_dump(mode="json"), "ensemble_size": 1}})
+    recommender.set_state([model], None)
     model.train()
     return evaluate(recommender, split, part, ks=(10, 20), max_users=max_users)
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
+def _progress_bar(total: int, enabled: bool, label: str) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="train", unit="epoch", leave=True)
+    return tqdm(total=total, desc=label, unit="epoch", leave=True)
 
 
 def _update_bar(bar: Any, record: EpochRecord, best: tuple[float, int]) -> None:

@@ -193,3 +193,50 @@ def test_transformer_model_dir_without_its_encoder_is_refused(tmp_path):
     save_file({k: v for k, v in load_file(str(path)).items() if not k.startswith("user_encoder.")}, str(path))
     with pytest.raises(ModelNotFoundError, match="lacks the transformer user encoder"):
         load_model_dir(out)
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "mean"])
+def test_ensemble_scores_the_mean_of_its_members_and_round_trips(tmp_path, encoder):
+    snapshot = snapshot_from_tables(planted_tables(num_users=40))
+    split = leave_last_out(snapshot).merge_valid_into_train()
+
+    def config(size):
+        return KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, user_encoder=encoder, sequence_length=4,
+                                             history_length=3, ensemble_size=size),
+                           train=TrainConfig(epochs=2, sequence_batch_size=16, device="cpu"))
+
+    ensemble = KgrecRecommender(config(2), seed=7).fit(split, snapshot)
+    members = [KgrecRecommender(config(1), seed=s).fit(split, snapshot) for s in (7, 8)]  # seeds seed, seed + 1
+    assert ensemble.product_embedding.shape == (snapshot.num_products, 16)
+    assert torch.allclose(ensemble.product_embedding.norm(dim=-1), torch.ones(snapshot.num_products), atol=1e-5)
+    histories = Histories.from_events(torch.tensor([0, 0, 1]), torch.tensor([3, 5, 2]), torch.tensor([1, 2, 1]),
+                                      torch.ones(3), 2)
+    mean_of_members = (members[0].score(histories) + members[1].score(histories)) / 2
+    assert torch.allclose(ensemble.score(histories), mean_of_members, atol=1e-5)
+    assert not torch.allclose(members[0].score(histories), members[1].score(histories), atol=1e-3)
+    assert len(ensemble.history["members"]) == 2 and ensemble.best_epoch == 2
+    loaded = load_model_dir(save_model_dir(ensemble, tmp_path / "m", metrics={}))
+    assert torch.allclose(loaded.score(histories), ensemble.score(histories), atol=1e-6)
+
+
+def test_ensemble_chooses_the_mean_of_its_members_epochs_and_scores_itself_on_valid():
+    snapshot = snapshot_from_tables(planted_tables(num_users=40))
+    split = leave_last_out(snapshot)
+    config = KgrecConfig(model=ModelConfig(dim=8, layers=1, use_text=False, user_encoder="transformer", sequence_length=4,
+                                           ensemble_size=3),
+                         train=TrainConfig(epochs=6, patience=1, sequence_batch_size=16, device="cpu"))
+    ensemble = KgrecRecommender(config, seed=3).fit(split, snapshot)
+    chosen = [member["best_epoch"] for member in ensemble.history["members"]]
+    assert ensemble.best_epoch == round(sum(chosen) / 3)
+    from kgrec.train.evaluate import evaluate
+
+    assert ensemble.best_valid_ndcg == pytest.approx(evaluate(ensemble, split, "valid")["ndcg@10"])
+
+
+def test_model_dir_whose_width_cannot_hold_its_members_is_refused(trained, tmp_path):
+    snapshot, config, result = trained
+    out = save_model_dir(result, tmp_path / "m", metrics={})  # 8-d
+    settings = (out / "config.yaml").read_text().replace("ensemble_size: 1", "ensemble_size: 3")
+    (out / "config.yaml").write_text(settings)
+    with pytest.raises(ModelNotFoundError, match="cannot hold the 3 ensemble members"):
+        load_model_dir(out)
