@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import yaml
@@ -127,20 +127,27 @@ class KgrecRecommender(Recommender):
 
         event_weight = torch.tensor([cfg.ingest.weight_of(e) for e in EVENT_TYPES])
         size = cfg.model.ensemble_size
-        fits = [
-            train_model(
-                snapshot, split, cfg.model, cfg.train, cfg.features, self.seed + m, self.progress, self.epochs,
-                event_weight, label="train" if size == 1 else f"train {m + 1}/{size}",
-            )
-            for m in range(size)
-        ]
-        self.set_state([model for model, _, _ in fits], fits[0][1])
+        records: list[dict[str, Any]] = []
+        texts: list[Tensor | None] = []
+
+        def members():
+            # One member at a time: each is reduced to its vectors before the next trains.
+            for m in range(size):
+                model, product_text, run = train_model(
+                    snapshot, split, cfg.model, cfg.train, cfg.features, self.seed + m, self.progress, self.epochs,
+                    event_weight, label="train" if size == 1 else f"train {m + 1}/{size}",
+                )
+                records.append(run)
+                texts.append(product_text)
+                yield model
+                del model
+
+        self.set_state(members())
+        self.product_text = None if texts[0] is None else texts[0].detach().cpu()
         self.snapshot_hash = snapshot.content_hash
         self.user_ids, self.product_ids = snapshot.user_ids, snapshot.product_ids
         self.brand_ids, self.category_ids = snapshot.brand_ids, snapshot.category_ids
-        self.history = fits[0][2]
-        if size > 1:
-            self.history = self._ensemble_history([records for *_, records in fits], split, cfg.train.eval_users)
+        self.history = records[0] if size == 1 else self._ensemble_history(records, split, cfg.train.eval_users)
         return self
 
     def _ensemble_history(self, members: list[dict[str, Any]], split: Any, eval_users: int | None) -> dict[str, Any]:
@@ -217,24 +224,28 @@ class KgrecRecommender(Recommender):
 
     # --- state ------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def set_state(self, members: list[Any], product_text: Tensor | None) -> None:
-        """Keep the final embeddings of trained :class:`~kgrec.models.kgrec_model.KgrecModel` s:
-        one, or an ensemble's members side by side (:mod:`kgrec.models.ensemble`)."""
+    def set_state(self, members: Iterable[Any]) -> None:
+        """Keep the final embeddings (and user encoder) of trained
+        :class:`~kgrec.models.kgrec_model.KgrecModel` s: one, or an ensemble's members side by
+        side (:mod:`kgrec.models.ensemble`). Each model is released once its vectors are kept."""
         import copy
 
         parts: dict[str, list[Tensor]] = {"user": [], "product": [], "brand": [], "category": []}
-        for model in members:
+        encoders = []
+        for model in members:  # a generator trains the next member here, so no_grad only inside
             model.eval()
-            nodes = model.propagate()
-            users, products = model.get_embedding(nodes)
+            with torch.no_grad():
+                nodes = model.propagate()
+                users, products = model.get_embedding(nodes)
             for name, vectors in zip(parts, (users, products, nodes["brand"], nodes["category"])):
                 parts[name].append(vectors.detach().cpu())
-        joined = {name: unit_members(torch.cat(p, dim=-1), len(members)) for name, p in parts.items()}
+            if getattr(model, "user_encoder", None) is not None:
+                encoders.append(copy.deepcopy(model.user_encoder).cpu().eval())
+            del model  # so a generator's next member trains without this one in memory
+        size = len(parts["product"])
+        joined = {name: unit_members(torch.cat(p, dim=-1), size) for name, p in parts.items()}
         self.user_embedding, self._product_embedding = joined["user"], joined["product"]
         self.brand_embedding, self.category_embedding = joined["brand"], joined["category"]
-        self.product_text = None if product_text is None else product_text.detach().cpu()
-        encoders = [copy.deepcopy(m.user_encoder).cpu().eval() for m in members if getattr(m, "user_encoder", None) is not None]
         self.user_encoder = None if not encoders else encoders[0] if len(encoders) == 1 else EncoderEnsemble(encoders).eval()
 
     def with_products(self, product_ids: IdMap, embedding: Tensor, text: Tensor | None) -> KgrecRecommender:
