@@ -19,7 +19,7 @@ def unit_members(vectors: Tensor, members: int) -> Tensor:
     (plain L2 normalisation for one member)."""
     if members == 1:
         return F.normalize(vectors, dim=-1)
-    parts = vectors.reshape(*vectors.shape[:-1], members, -1)
+    parts = vectors.reshape(*vectors.shape[:-1], members, vectors.shape[-1] // members)
     return (F.normalize(parts, dim=-1) / members**0.5).reshape(vectors.shape)
 
 

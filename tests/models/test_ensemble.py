@@ -20,3 +20,8 @@ def test_unit_members_makes_the_cosine_the_mean_of_the_members_cosines():
 def test_one_member_is_plain_normalisation():
     x = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
     assert torch.allclose(unit_members(x, 1), F.normalize(x, dim=-1))
+
+
+def test_no_rows_stay_no_rows():
+    # A shop without categories has a [0, n·dim] category table.
+    assert unit_members(torch.zeros(0, 12), 3).shape == (0, 12)
