@@ -175,7 +175,10 @@ def test_serve_answers_every_request_under_concurrent_clients_and_writers(server
     async def reader(index: int, deadline: float) -> None:
         rng = random.Random(1000 + index)
         async with httpx.AsyncClient(base_url=server, timeout=30.0, headers={"X-API-Key": API_KEY}) as http:
-            while time.monotonic() < deadline:
+            # At least one request each, however slow the machine: the test asserts answers, not speed.
+            first = True
+            while first or time.monotonic() < deadline:
+                first = False
                 user = rng.choice(users)
                 try:
                     response = await http.get("/recommend", params={"user": user, "k": 5})
