@@ -474,7 +474,6 @@ def softmax_loss(
     negatives: Tensor | None = None,
     in_batch: bool = True,
     candidates: Tensor | None = None,
-    weight: Tensor | None = None,
 ) -> Tensor:
     """Cross-entropy of the target product against the others, on cosine / temperature.
 
@@ -489,7 +488,6 @@ def softmax_loss(
             be negatives (None: all). Products nobody interacted with are left out in
             training: never seen is not disliked, and as permanent negatives they would be
             pushed away from every user, so a new product could never be recommended.
-        weight: ``[B]`` each row's weight in the mean (None: equal weights).
     """
     u = F.normalize(user_vec, dim=-1)
     p = F.normalize(product_emb, dim=-1)
@@ -497,20 +495,13 @@ def softmax_loss(
         logits = u @ p.t() / temperature
         if candidates is not None:
             logits = logits.masked_fill(~candidates.unsqueeze(0), float("-inf"))
-        return weighted_mean(F.cross_entropy(logits, target, reduction="none"), weight)
+        return F.cross_entropy(logits, target)
     pos = (u * p[target]).sum(-1, keepdim=True) / temperature
     cand = torch.cat([target, negatives]) if in_batch else negatives
     logits = u @ p[cand].t() / temperature
     # A candidate equal to the row's own target is not a negative.
     logits = logits.masked_fill(cand.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
-    return weighted_mean(F.cross_entropy(torch.cat([pos, logits], dim=1), torch.zeros_like(target), reduction="none"), weight)
-
-
-def weighted_mean(losses: Tensor, weight: Tensor | None = None) -> Tensor:
-    """The mean of ``losses`` ``[B]``, each counted ``weight`` ``[B]`` times (None: the plain mean)."""
-    if weight is None:
-        return losses.mean()
-    return (losses * weight).sum() / weight.sum()
+    return F.cross_entropy(torch.cat([pos, logits], dim=1), torch.zeros_like(target))
 
 
 def bpr_loss(user_vec: Tensor, product_emb: Tensor, target: Tensor, negative: Tensor, temperature: float) -> Tensor:

@@ -72,14 +72,6 @@ class TrainConfig(BaseModel):
             "against 0.012 with True, and overall NDCG@10 0.0790 against 0.0781; docs/MODEL.md, Cold start)."
         ),
     )
-    latest_target_weight: float = Field(
-        1.0,
-        ge=0,
-        description=(
-            "With model.user_encoder 'transformer': weight in the loss of each user's latest training event as a "
-            "target, against 1 for every earlier position of the window."
-        ),
-    )
     temperature: float = Field(0.1, gt=0, description="Softmax temperature on cosine-like scores.")
     patience: int = Field(3, ge=1, description="Stop after this many evaluations without a better valid NDCG@10.")
     eval_every: int = Field(1, ge=1, description="Evaluate on the valid part every this many epochs.")

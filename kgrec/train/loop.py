@@ -36,7 +36,7 @@ from kgrec.features.config import FeaturesConfig
 from kgrec.models.config import ModelConfig
 from kgrec.models.hetero_graph import graph_from_snapshot
 from kgrec.models.history import Histories
-from kgrec.models.kgrec_model import LIVE_NEIGHBOURS, KgrecModel, bpr_loss, softmax_loss, weighted_mean
+from kgrec.models.kgrec_model import LIVE_NEIGHBOURS, KgrecModel, bpr_loss, softmax_loss
 from kgrec.models.sequence import trim_padding
 from kgrec.snapshot.snapshot import Snapshot
 from kgrec.train.config import TrainConfig
@@ -626,14 +626,13 @@ def _sequence_loss(
     input_times = times[0][:, :-1].to(device) if times else None
     assert model.user_encoder is not None
     positions = present[:, :-1] & present[:, 1:]
-    target_weight = latest_target_weights(positions, cfg.latest_target_weight)
     num_products = model.num_nodes["product"]
     if num_products <= cfg.full_softmax_max_products or cfg.negatives == 0:
         products = _product_vectors(model, cached)
         hidden = model.user_encoder(products, index[:, :-1], weight[:, :-1], input_times)  # [b, W, dim]
         return softmax_loss(
             hidden[positions], products, index[:, 1:][positions], cfg.temperature,
-            candidates=proposal.candidates, weight=target_weight,
+            candidates=proposal.candidates,
         )
     negatives, log_q = proposal.draw(cfg.negatives, generator)
     rows, local = torch.unique(torch.cat([index.reshape(-1), negatives.to(device)]), return_inverse=True)
@@ -641,25 +640,8 @@ def _sequence_loss(
     local_index, local_negatives = local[: index.numel()].view_as(index), local[index.numel() :]
     hidden = model.user_encoder(products, local_index[:, :-1], weight[:, :-1], input_times)
     return sampled_softmax_loss(
-        hidden[positions], products, local_index[:, 1:][positions], cfg.temperature, local_negatives, log_q.to(device),
-        weight=target_weight,
+        hidden[positions], products, local_index[:, 1:][positions], cfg.temperature, local_negatives, log_q.to(device)
     )
-
-
-def latest_target_weights(positions: Tensor, latest: float) -> Tensor | None:
-    """Each target's weight in the loss (``[positions.sum()]``, in ``positions``' order): ``latest``
-    for every window's last column, the user's most recent training event, and 1 for the earlier
-    ones (None when ``latest`` is 1, the plain mean).
-
-    Args:
-        positions: ``[b, W]`` bool, the targets of right-aligned windows (the last column holds
-            each window's latest target).
-    """
-    if latest == 1.0:
-        return None
-    weight = torch.ones(positions.shape, device=positions.device)
-    weight[:, -1] = latest
-    return weight[positions]
 
 
 class NegativeProposal:
@@ -709,7 +691,6 @@ def sampled_softmax_loss(
     temperature: float,
     negatives: Tensor,
     log_q: Tensor,
-    weight: Tensor | None = None,
 ) -> Tensor:
     """Softmax over the target and drawn negatives, with logQ correction.
 
@@ -721,15 +702,14 @@ def sampled_softmax_loss(
     Args:
         user_vec: ``[n, dim]``; product_emb: ``[P', dim]``; target: ``[n]`` rows of
             ``product_emb``; negatives, log_q: ``[M]`` from :meth:`NegativeProposal.draw`
-            (``negatives`` as rows of ``product_emb``); weight: ``[n]`` each row's weight in
-            the mean (None: equal weights).
+            (``negatives`` as rows of ``product_emb``).
     """
     u = F.normalize(user_vec, dim=-1)
     p = F.normalize(product_emb, dim=-1)
     pos = (u * p[target]).sum(-1, keepdim=True) / temperature
     neg = u @ p[negatives].t() / temperature - log_q.unsqueeze(0)
     neg = neg.masked_fill(negatives.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
-    return weighted_mean(F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(target), reduction="none"), weight)
+    return F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(target))
 
 
 def _step_loss(

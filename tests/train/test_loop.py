@@ -182,36 +182,6 @@ def test_sampled_softmax_with_log_q_approximates_the_full_softmax():
     assert abs(float(sampled) - float(full)) < 0.05 * float(full)
 
 
-def test_latest_target_weights_weigh_each_windows_last_column():
-    from kgrec.train.loop import latest_target_weights
-
-    # Two right-aligned windows: the first has targets in its last three columns, the second in its last one.
-    positions = torch.tensor([[False, True, True, True], [False, False, False, True]])
-    assert latest_target_weights(positions, 1.0) is None  # the plain mean
-    assert latest_target_weights(positions, 3.0).tolist() == [1.0, 1.0, 3.0, 3.0]
-
-
-@pytest.mark.parametrize("sampled", [False, True])
-def test_weighted_softmax_losses_count_each_row_its_weight(sampled):
-    """A row of weight 2 counts as that row twice, on the full and the sampled softmax."""
-    from kgrec.models.kgrec_model import softmax_loss
-    from kgrec.train.loop import sampled_softmax_loss
-
-    gen = torch.Generator().manual_seed(0)
-    users, products = torch.randn(3, 8, generator=gen), torch.randn(10, 8, generator=gen)
-    target = torch.tensor([1, 4, 7])
-    negatives, log_q = torch.tensor([0, 2, 5, 9]), torch.zeros(4)
-
-    def loss(rows: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        if sampled:
-            return sampled_softmax_loss(users[rows], products, target[rows], 0.5, negatives, log_q, weight=weight)
-        return softmax_loss(users[rows], products, target[rows], 0.5, weight=weight)
-
-    weighted = loss(torch.arange(3), torch.tensor([1.0, 1.0, 2.0]))
-    assert torch.allclose(weighted, loss(torch.tensor([0, 1, 2, 2])))
-    assert not torch.allclose(weighted, loss(torch.arange(3)))
-
-
 def test_transformer_training_learns_the_planted_chains(planted):
     snapshot, split = planted
     model_cfg = ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
@@ -389,36 +359,3 @@ def test_products_without_training_events_are_never_negatives_when_unseen_negati
         pushed[unseen] = float(vectors.grad[loner].abs().sum())
     assert pushed[True] > 0
     assert pushed[False] == 0
-
-
-def test_sequence_loss_weighs_each_users_latest_target_by_latest_target_weight(planted):
-    """The training loss is the weighted mean of its positions' losses: from the figures at weights
-    0 (earlier positions only) and 1 (all alike), the one at weight 3 follows exactly."""
-    import kgrec.train.loop as loop
-    from kgrec.models.history import Histories
-    from kgrec.train.sasrec import training_windows
-
-    snapshot, split = planted
-    t = split.train
-    model_cfg = ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8)
-    index, weight, _ = training_windows(
-        Histories.from_events(t.user_index, t.product_index, t.timestamp, t.weight, snapshot.num_users), 8
-    )
-    torch.manual_seed(0)
-    model = loop.build_model(snapshot, t, model_cfg, loop.Texts()).eval()  # no dropout: the same losses each call
-    popularity = torch.bincount(t.product_index, minlength=snapshot.num_products)
-
-    def loss(latest: float) -> float:
-        cfg = TrainConfig(device="cpu", latest_target_weight=latest)
-        return float(loop._sequence_loss(model, index, weight, None, cfg, loop.NegativeProposal(popularity, unseen=False),
-                                         torch.Generator().manual_seed(1), torch.device("cpu"), cached=False))
-
-    present = weight > 0
-    targets = present[:, :-1] & present[:, 1:]
-    latest = int(targets[:, -1].sum())
-    earlier = int(targets.sum()) - latest
-    assert latest > 0 and earlier > 0
-    earlier_sum = loss(0.0) * earlier
-    latest_sum = loss(1.0) * (earlier + latest) - earlier_sum
-    assert loss(0.0) != pytest.approx(loss(1.0))
-    assert loss(3.0) == pytest.approx((earlier_sum + 3 * latest_sum) / (earlier + 3 * latest), rel=1e-5)
