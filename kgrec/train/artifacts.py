@@ -219,8 +219,12 @@ class KgrecRecommender(Recommender):
 
     @property
     def ensemble_size(self) -> int:
-        """How many members' vectors the embeddings hold side by side (:mod:`kgrec.models.ensemble`)."""
-        return int(self.config.get("model", {}).get("ensemble_size", 1))
+        """How many members' vectors the embeddings hold side by side (:mod:`kgrec.models.ensemble`):
+        their width over one member's ``model.dim``. Read from the vectors, not the config, so one
+        member of an ensemble, scored on its own while it trains, is a one-member model."""
+        self._check_fitted("_product_embedding")
+        width = int(self.product_embedding.shape[1])
+        return max(width // int(self.config.get("model", {}).get("dim", width)), 1)
 
     # --- state ------------------------------------------------------------------------
 

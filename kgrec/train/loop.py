@@ -744,7 +744,7 @@ def _evaluate_model(model: KgrecModel, split: InteractionSplit, part: str, max_u
     from kgrec.train.artifacts import KgrecRecommender
 
     # One member of an ensemble is scored on its own here (for its early stopping).
-    recommender = KgrecRecommender({"model": {**model.config.model_dump(mode="json"), "ensemble_size": 1}})
+    recommender = KgrecRecommender({"model": model.config.model_dump(mode="json")})
     recommender.set_state([model])
     model.train()
     return evaluate(recommender, split, part, ks=(10, 20), max_users=max_users)
