@@ -18,6 +18,30 @@ def test_default_yaml_matches_the_built_in_defaults():
     assert load_config(REPO / "configs" / "default.yaml") == KgrecConfig()
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path):
+    # A renamed or removed key would otherwise break `--config configs/<file>` for users.
+    assert isinstance(load_config(path), KgrecConfig)
+
+
+def test_accurate_yaml_changes_only_width_and_members():
+    # Its header and docs/BENCHMARKS.md describe exactly these two changes to the defaults.
+    accurate = load_config(REPO / "configs" / "accurate.yaml").model_dump()
+    default = KgrecConfig().model_dump()
+    changed = {
+        (section, key)
+        for section, values in accurate.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if default[section][key] != value
+    }
+    assert changed == {("model", "dim"), ("model", "ensemble_size")}
+    assert (accurate["model"]["dim"], accurate["model"]["ensemble_size"]) == (128, 2)
+    assert {k: v for k, v in accurate.items() if not isinstance(v, dict)} == {
+        k: v for k, v in default.items() if not isinstance(v, dict)
+    }
+
+
 def test_load_config_applies_dotted_overrides_with_yaml_types():
     config = load_config(None, ["train.lr=0.01", "store.port=7700", "model.use_text=false"])
     assert config.train.lr == 0.01
