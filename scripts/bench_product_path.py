@@ -21,6 +21,9 @@ Steps:
    stopping on each user's last loaded event, then it is refitted on all of them) and
    scored by the same evaluator on the same held-out events.
 
+``--config FILE`` gives every ``kgrec train`` of the run a config file (e.g.
+``configs/accurate.yaml``), under ``--set`` and each variant's settings.
+
 Ablations run in the same run, on the same graph and held-out events: each ``--variant
 NAME=KEY=VALUE[;KEY=VALUE]`` trains another model with those ``kgrec train --set`` settings
 (on top of ``--set``), recommends with it the same way, and is scored as row ``kgrec NAME``,
@@ -63,6 +66,7 @@ def main() -> None:
     parser.add_argument("data_dir", type=Path, help="a dataset folder, e.g. ../shared/data/amazon_beauty_2014")
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (converted files, database, model, lists)")
     parser.add_argument("--port", type=int, default=7695, help="Bolt port of the benchmark's own managed Neo4j")
+    parser.add_argument("--config", type=Path, help="run config passed to every kgrec train, e.g. configs/accurate.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to kgrec train, e.g. train.patience=2")
     parser.add_argument("--baselines", default="itemknn,lightgcn", help="comma-separated: itemknn, lightgcn, sasrec (empty: none)")
     parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
@@ -72,6 +76,8 @@ def main() -> None:
                         help="a baseline with other settings, e.g. sasrec-128=sasrec:embedding_dim=128")
     parser.add_argument("--cold-products", type=float, default=0.0, help="share of products whose events are all withheld (cold start)")
     args = parser.parse_args()
+    if args.config is not None and not args.config.is_file():
+        parser.error(f"config file {args.config} does not exist (looked at {args.config.resolve()}); pass e.g. configs/accurate.yaml")
     if not args.data_dir.is_dir():
         # Relative paths are read from the current folder, not from the repository: from a clone
         # elsewhere, ../shared may not be there.
@@ -114,6 +120,9 @@ def main() -> None:
         run("build-graph", kgrec + ["build-graph", *files] + port)
         for name, settings in [("", [])] + variants:
             overrides = [part for o in args.overrides + settings for part in ("--set", o)]
+            if args.config is not None:
+                # kgrec runs in --work: the file is passed by its absolute path.
+                overrides = ["--config", str(args.config.resolve())] + overrides
             runs, suffix = work / variant_folder(name), f" {name}" if name else ""
             run(f"train{suffix}", kgrec + ["train", "--out", str(runs / "models" / "model")] + port + overrides)
             run(f"recommend --all-users{suffix}", kgrec + ["recommend", "--all-users", "-k", "20", "--weights", "relevance=1",
@@ -141,6 +150,7 @@ def main() -> None:
     result = {
         "data_dir": str(args.data_dir),
         "machine": f"{platform.node()} ({os.cpu_count()} cores), torch {torch.__version__}",
+        "train_config": None if args.config is None else str(args.config),
         "train_overrides": args.overrides,
         "variants": {name: settings for name, settings in variants},
         "baseline_variants": {name: [baseline, settings] for name, baseline, settings in baseline_variants},
