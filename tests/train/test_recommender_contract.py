@@ -88,6 +88,29 @@ class RecommenderContract:
         assert moved == self.follows_events
 
 
+class VectorSpaceContract(RecommenderContract):
+    """For the models that score a user vector against every product vector."""
+
+    def test_vector_scores_follow_the_product_table(self, fitted, shop):
+        _, split = shop
+        histories = self.histories(split, [0, 7])
+        table = fitted.product_embedding
+        before = fitted.score(histories)
+        assert torch.allclose(before, fitted.user_vectors(histories) @ table.T, atol=1e-5)
+        # A product neither user has seen: its vector does not feed their user vectors.
+        unseen = min(set(range(split.num_products)) - set(histories.product_index.tolist()))
+        with torch.no_grad():
+            table[unseen].mul_(-1.0)  # changed in place: the scan's copy of the table must not keep the old row
+            try:
+                after = fitted.score(histories)
+            finally:
+                table[unseen].mul_(-1.0)
+        assert torch.allclose(after[:, unseen], -before[:, unseen], atol=1e-6)
+        others = torch.arange(split.num_products) != unseen
+        assert torch.allclose(after[:, others], before[:, others], atol=1e-6)
+        assert torch.allclose(fitted.score(histories), before, atol=1e-6)
+
+
 class TestPopularity(RecommenderContract):
     min_ndcg = 0.0  # the same list for everyone: no personal signal to learn
 
@@ -102,17 +125,17 @@ class TestItemKNN(RecommenderContract):
         return make_baseline("itemknn")
 
 
-class TestBPR(RecommenderContract):
+class TestBPR(VectorSpaceContract):
     def make(self):
         return make_baseline("bpr", lr=0.05, batch_size=64, epochs=30, eval_every=5, patience=3)
 
 
-class TestLightGCN(RecommenderContract):
+class TestLightGCN(VectorSpaceContract):
     def make(self):
         return make_baseline("lightgcn", lr=0.05, batch_size=64, epochs=30, eval_every=5, patience=3)
 
 
-class TestKgrec(RecommenderContract):
+class TestKgrec(VectorSpaceContract):
     follows_events = True
 
     def make(self):
@@ -136,7 +159,7 @@ class TestKgrecIdUsers(TestKgrec):
         return KgrecRecommender(config, seed=0)
 
 
-class TestSASRec(RecommenderContract):
+class TestSASRec(VectorSpaceContract):
     follows_events = True  # the user is encoded from the events given
 
     def make(self):
