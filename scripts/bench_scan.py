@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""The catalog scan of one served request: a user vector times every product vector.
+
+Times :meth:`kgrec.train.recommender.Recommender.score` (a contiguous ``[dim, P]`` copy of
+the product table, made once per table) against the same product through the transposed
+view ``vectors @ products.T``, on one torch thread as a served request runs, alternating
+the two so that both see the same machine. Random unit vectors: the time depends on the
+shape only.
+
+Usage:
+    python scripts/bench_scan.py --products 100000 --widths 64,128,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from kgrec.train.recommender import Recommender  # noqa: E402
+
+
+class FixedUser(Recommender):
+    """One fixed user vector against a product table: the scan alone."""
+
+    name = "scan"
+
+    def __init__(self, products: torch.Tensor, user: torch.Tensor) -> None:
+        self.products, self.user = products, user
+
+    def fit(self, split, snapshot=None, device="cpu"):
+        return self
+
+    @property
+    def product_embedding(self) -> torch.Tensor:
+        return self.products
+
+    def user_vectors(self, histories) -> torch.Tensor:
+        return self.user
+
+
+def median_ms(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--widths", default="64,128,256", help="comma-separated vector widths (model.dim x ensemble_size)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed scans per way, per round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of the two ways")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rows = []
+    for width in (int(w) for w in args.widths.split(",")):
+        products = F.normalize(torch.randn(args.products, width), dim=-1)
+        user = F.normalize(torch.randn(1, width), dim=-1)
+        model = FixedUser(products, user)
+        assert torch.allclose(model.score(None), user @ products.T, atol=1e-5)
+        view, copy = [], []
+        for _ in range(args.rounds):
+            view.append(median_ms(lambda: user @ products.T, args.repeats))
+            copy.append(median_ms(lambda: model.score(None), args.repeats))
+        row = {"products": args.products, "width": width, "view_ms": round(statistics.median(view), 2),
+               "contiguous_ms": round(statistics.median(copy), 2)}
+        row["view_over_contiguous"] = round(row["view_ms"] / row["contiguous_ms"], 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(json.dumps({"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores", "threads": 1}))
+
+
+if __name__ == "__main__":
+    main()
