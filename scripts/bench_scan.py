@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import os
+import platform
 import statistics
 import sys
 import time
@@ -67,7 +67,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    rows = []
     for width in (int(w) for w in args.widths.split(",")):
         products = F.normalize(torch.randn(args.products, width), dim=-1)
         user = F.normalize(torch.randn(1, width), dim=-1)
@@ -80,7 +79,6 @@ def main() -> None:
         row = {"products": args.products, "width": width, "view_ms": round(statistics.median(view), 2),
                "contiguous_ms": round(statistics.median(copy), 2)}
         row["view_over_contiguous"] = round(row["view_ms"] / row["contiguous_ms"], 2)
-        rows.append(row)
         print(json.dumps(row), flush=True)
     print(json.dumps({"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores", "threads": 1}))
 

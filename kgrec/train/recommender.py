@@ -62,8 +62,8 @@ class Recommender(ABC):
         """``[dim, P]``: a contiguous copy of ``products.T``, made once per product table.
 
         A user vector times it reads the catalog row by row: on one thread, a ``[100k, 256]``
-        scan takes 9.0 ms against 12.4 ms through the transposed view, ``[100k, 64]`` 1.8 against
-        4.0 ms (``scripts/bench_scan.py``). The copy is keyed by the table's storage and
+        scan took 8.5–9.0 ms against 11.3–12.4 ms through the transposed view
+        (``scripts/bench_scan.py``; the 64-wide gain varies more by run). The copy is keyed by the table's storage and
         version, so a detached view of the same table reuses it and a table changed in place
         does not; it holds the table, so the storage cannot be freed and its address reused."""
         key = (products.data_ptr(), tuple(products.shape), products.stride(), products._version)
