@@ -13,7 +13,10 @@ shop, so no user data is touched:
    product's brand and category word as the query); report p50/p95/p99 of each. With
    ``--search-before REV`` a second ``kgrec serve`` runs git revision ``REV`` of this
    repository on the same graph and model, and the search requests go to both servers in
-   alternating halves: a before/after comparison under the same load;
+   alternating halves: a before/after comparison under the same load. With
+   ``--serve-variant NAME=SETTINGS`` the same model is also served with other serving
+   settings (e.g. ``rank.request_threads=2``), and the /recommend requests go to every
+   server in alternating halves: the settings' effect as a ratio measured in one run;
 3. rank every user with ``--all-users`` (batched matrix scoring) and time a naive loop
    of single-user calls over ``--naive-users`` users; report the ratio per user.
 
@@ -22,6 +25,8 @@ Usage:
     python scripts/bench_serving.py --products 20000 --users 10000   # quicker
     python scripts/bench_serving.py --products 100000 --users 50000 --set train.epochs=1 \
         --requests 200 --explain-requests 0 --naive-users 20 --search-before c18aecc   # /search against c18aecc
+    python scripts/bench_serving.py --products 100000 --users 50000 --set train.epochs=1 \
+        --serve-variant threads2=rank.request_threads=2   # one request on two torch threads against one
 """
 
 from __future__ import annotations
@@ -91,8 +96,8 @@ def serve(model_dir: Path, overrides: list[str], env: dict[str, str]) -> tuple[s
     return server, url
 
 
-def compare_search(urls: dict[str, str], requests: list[list], work: Path, env: dict[str, str]) -> dict[str, dict]:
-    """The same search requests against each server, in alternating halves (so load drifts hit
+def compare_servers(urls: dict[str, str], requests: list[list], work: Path, env: dict[str, str]) -> dict[str, dict]:
+    """The same requests against each server, in alternating halves (so load drifts hit
     both alike), each server warmed up with the first 20; percentiles per server name."""
     warm, measured = requests[:20], requests[20:]
     halves = [measured[: len(measured) // 2], measured[len(measured) // 2:]]
@@ -123,12 +128,22 @@ def main() -> None:
     parser.add_argument("--search-before", metavar="REV", help=(
         "also serve the search requests from git revision REV of this repository (a second kgrec serve on the "
         "same graph and model), alternating halves with this tree's"))
+    parser.add_argument("--serve-variant", action="append", default=[], metavar="NAME=SETTINGS", help=(
+        "also serve the same model with these ';'-separated serving settings (e.g. "
+        "threads2=rank.request_threads=2) in a second kgrec serve; the /recommend requests go to every "
+        "server in alternating halves, reported as recommend@NAME"))
     parser.add_argument("--client", nargs=2, metavar=("URL", "REQUESTS_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the separate client process
         url, requests_file = args.client
         print(json.dumps(client(url, json.loads(Path(requests_file).read_text()))))
         return
+    variants = {}
+    for spec in args.serve_variant:
+        name, _, settings = spec.partition("=")
+        if not name or "=" not in settings:
+            parser.error(f"--serve-variant {spec!r}: expected NAME=KEY=VALUE[;KEY=VALUE...], e.g. threads2=rank.request_threads=2")
+        variants[name] = settings.split(";")
 
     from kgrec.config import load_config
     from kgrec.ingest.synthetic import write_sample_shop
@@ -144,6 +159,7 @@ def main() -> None:
     os.environ.update(NEO4J_URI=state.uri, NEO4J_USER=user, NEO4J_PASSWORD=password)
     figures: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"}
     server = None
+    variant_servers: list[subprocess.Popen] = []
     try:
         config = load_config(None, args.overrides)
         shop = write_sample_shop(work / "shop", args.products, args.users, seed=0, events_per_user=args.events_per_user)
@@ -156,6 +172,10 @@ def main() -> None:
         figures["train_s"] = round(time.perf_counter() - t0, 1)
 
         server, url = serve(run.model_dir, args.overrides, env)
+        variant_urls = {}
+        for name, settings in variants.items():
+            variant, variant_urls[f"recommend@{name}"] = serve(run.model_dir, args.overrides + settings, env)
+            variant_servers.append(variant)
         rng = random.Random(0)
         user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
         # Search queries as shoppers type them: a product's brand and the last word of its category.
@@ -173,6 +193,9 @@ def main() -> None:
         for name, requests in runs.items():
             if len(requests) <= 20 or (name == "search" and args.search_before):
                 continue
+            if name == "recommend" and variant_urls:
+                figures.update(compare_servers({"recommend": url, **variant_urls}, requests, work, env))
+                continue
             requests_file = work / f"{name}.json"
             requests_file.write_text(json.dumps(requests))
             out = subprocess.run(
@@ -187,7 +210,7 @@ def main() -> None:
             source = export_revision(args.search_before, work / "before-src")
             before, before_url = serve(run.model_dir, args.overrides, {**env, "PYTHONPATH": str(source)})
             try:
-                figures.update(compare_search(
+                figures.update(compare_servers(
                     {f"search_before@{args.search_before}": before_url, "search": url}, runs["search"], work, env
                 ))
             finally:
@@ -212,9 +235,10 @@ def main() -> None:
             figures["all_users"]["naive_ms_per_user"] = round(naive_s / len(naive_users) * 1000, 2)
             figures["all_users"]["speedup"] = round((naive_s / len(naive_users)) / (batch_s / n_all), 1)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+        for process in [server, *variant_servers]:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
         stop_server(port)
         shutil.rmtree(state.server_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
