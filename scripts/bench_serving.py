@@ -159,7 +159,7 @@ def main() -> None:
     os.environ.update(NEO4J_URI=state.uri, NEO4J_USER=user, NEO4J_PASSWORD=password)
     figures: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"}
     server = None
-    variant_servers: list[subprocess.Popen] = []
+    other_servers: list[subprocess.Popen] = []  # variants and --search-before, idle when not compared
     try:
         config = load_config(None, args.overrides)
         shop = write_sample_shop(work / "shop", args.products, args.users, seed=0, events_per_user=args.events_per_user)
@@ -175,7 +175,7 @@ def main() -> None:
         variant_urls = {}
         for name, settings in variants.items():
             variant, variant_urls[f"recommend@{name}"] = serve(run.model_dir, args.overrides + settings, env)
-            variant_servers.append(variant)
+            other_servers.append(variant)
         rng = random.Random(0)
         user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
         # Search queries as shoppers type them: a product's brand and the last word of its category.
@@ -209,13 +209,10 @@ def main() -> None:
 
             source = export_revision(args.search_before, work / "before-src")
             before, before_url = serve(run.model_dir, args.overrides, {**env, "PYTHONPATH": str(source)})
-            try:
-                figures.update(compare_servers(
-                    {f"search_before@{args.search_before}": before_url, "search": url}, runs["search"], work, env
-                ))
-            finally:
-                before.terminate()
-                before.wait(timeout=30)
+            other_servers.append(before)
+            figures.update(compare_servers(
+                {f"search_before@{args.search_before}": before_url, "search": url}, runs["search"], work, env
+            ))
 
         loaded = pipeline.load_model(config, run.model_dir, None)
         t0 = time.perf_counter()
@@ -235,7 +232,7 @@ def main() -> None:
             figures["all_users"]["naive_ms_per_user"] = round(naive_s / len(naive_users) * 1000, 2)
             figures["all_users"]["speedup"] = round((naive_s / len(naive_users)) / (batch_s / n_all), 1)
     finally:
-        for process in [server, *variant_servers]:
+        for process in [server, *other_servers]:
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
