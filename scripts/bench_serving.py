@@ -16,7 +16,10 @@ shop, so no user data is touched:
    alternating halves: a before/after comparison under the same load. With
    ``--serve-variant NAME=SETTINGS`` the same model is also served with other serving
    settings (e.g. ``rank.request_threads=2``), and the /recommend requests go to every
-   server in alternating halves: the settings' effect as a ratio measured in one run;
+   server in alternating halves: the settings' effect as a ratio measured in one run; then
+   200 users' lists from each variant are compared with the first server's (``lists@NAME``:
+   top-10 recall and the share of identical lists), for settings that change what is
+   ranked, such as an approximate index;
 3. rank every user with ``--all-users`` (batched matrix scoring) and time a naive loop
    of single-user calls over ``--naive-users`` users; report the ratio per user.
 
@@ -114,6 +117,34 @@ def compare_servers(urls: dict[str, str], requests: list[list], work: Path, env:
     return {name: percentiles(values) for name, values in latencies.items()}
 
 
+def compare_lists(urls: dict[str, str], user_ids: list[str], k: int = 10) -> dict[str, dict]:
+    """Each variant's /recommend lists against the first server's for the same users: the
+    share of the first server's top ``k`` it also lists (top-k recall), and the share of
+    users given the very same list. Settings that change what is ranked (an approximate
+    index) show here; serving settings alone (threads) must give 1.0."""
+    import httpx
+
+    (reference_name, reference_url), *variants = urls.items()
+    with httpx.Client(timeout=30.0) as http:
+        def lists(url: str) -> list[list[str]]:
+            return [
+                [item["product_id"] for item in http.get(f"{url}/recommend", params={"user": user, "k": k}).json()["items"]]
+                for user in user_ids
+            ]
+
+        reference = lists(reference_url)
+        figures = {}
+        for name, url in variants:
+            found = lists(url)
+            shared = sum(len(set(a) & set(b)) for a, b in zip(reference, found))
+            figures[f"lists@{name.split('@', 1)[-1]}"] = {
+                "users": len(user_ids),
+                "top_k_recall": round(shared / max(1, sum(len(a) for a in reference)), 4),
+                "same_list": round(sum(a == b for a, b in zip(reference, found)) / max(1, len(user_ids)), 4),
+            }
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=20_000)
@@ -195,6 +226,7 @@ def main() -> None:
                 continue
             if name == "recommend" and variant_urls:
                 figures.update(compare_servers({"recommend": url, **variant_urls}, requests, work, env))
+                figures.update(compare_lists({"recommend": url, **variant_urls}, rng.sample(user_ids, min(len(user_ids), 200))))
                 continue
             requests_file = work / f"{name}.json"
             requests_file.write_text(json.dumps(requests))
