@@ -124,13 +124,15 @@ def compare_lists(urls: dict[str, str], user_ids: list[str], k: int = 10) -> dic
     index) show here; serving settings alone (threads) must give 1.0."""
     import httpx
 
-    (reference_name, reference_url), *variants = urls.items()
+    (_, reference_url), *variants = urls.items()
     with httpx.Client(timeout=30.0) as http:
+        def top(url: str, user: str) -> list[str]:
+            response = http.get(f"{url}/recommend", params={"user": user, "k": k})
+            response.raise_for_status()
+            return [item["product_id"] for item in response.json()["items"]]
+
         def lists(url: str) -> list[list[str]]:
-            return [
-                [item["product_id"] for item in http.get(f"{url}/recommend", params={"user": user, "k": k}).json()["items"]]
-                for user in user_ids
-            ]
+            return [top(url, user) for user in user_ids]
 
         reference = lists(reference_url)
         figures = {}
