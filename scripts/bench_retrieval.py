@@ -153,12 +153,12 @@ def main() -> None:
             "single_retrieval_ms": None if retrieve_s is None else round(retrieve_s / single.numel() * 1000, 2),
         }
         if retriever is not None:
-            row["recall_at_C"] = round(_recall(all_candidates(retriever), exact_candidates), 4)
+            row["recall_at_C"] = round(recall(all_candidates(retriever), exact_candidates), 4)
         if reference is None:
             reference = ranked.product_index
         else:
-            row["top_k_recall"] = round(_recall(ranked.product_index, reference), 4)
-            row["same_list"] = round(float((ranked.product_index == reference).all(dim=1).float().mean()), 4)
+            row["top_k_recall"] = round(recall(ranked.product_index, reference), 4)
+            row["same_list"] = round(same_list_share(ranked.product_index, reference), 4)
         results.append(row)
         print(json.dumps(row), flush=True)
 
@@ -185,9 +185,22 @@ def _with_probes(retriever: Retriever, probes: int) -> Retriever:
     return out
 
 
-def _recall(found, exact) -> float:
-    hits = sum(len(set(f.tolist()) & set(e.tolist()) - {-1}) for f, e in zip(found, exact))
-    return hits / max(1, int((exact >= 0).sum()))
+def recall(found, reference) -> float:
+    """The share of ``reference``'s entries that ``found`` also lists, row by row (lists of
+    rows or ``[b, k]`` tensors; ``-1`` is padding)."""
+    found, reference = _rows(found), _rows(reference)
+    hits = sum(len(set(f) & set(e) - {-1}) for f, e in zip(found, reference))
+    return hits / max(1, sum(sum(entry != -1 for entry in e) for e in reference))
+
+
+def same_list_share(found, reference) -> float:
+    """The share of rows where ``found`` lists exactly ``reference``, in its order."""
+    found, reference = _rows(found), _rows(reference)
+    return sum(f == e for f, e in zip(found, reference)) / max(1, len(reference))
+
+
+def _rows(lists) -> list[list]:
+    return lists.tolist() if isinstance(lists, torch.Tensor) else lists
 
 
 def markdown(figures: dict) -> str:

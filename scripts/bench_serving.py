@@ -123,28 +123,26 @@ def compare_lists(urls: dict[str, str], user_ids: list[str], k: int = 10) -> dic
     users given the very same list. Settings that change what is ranked (an approximate
     index) show here; serving settings alone (threads) must give 1.0."""
     import httpx
+    from bench_retrieval import recall, same_list_share
 
-    (_, reference_url), *variants = urls.items()
     with httpx.Client(timeout=30.0) as http:
-        def top(url: str, user: str) -> list[str]:
-            response = http.get(f"{url}/recommend", params={"user": user, "k": k})
-            response.raise_for_status()
-            return [item["product_id"] for item in response.json()["items"]]
+        lists = {name: [top_products(http, url, user, k) for user in user_ids] for name, url in urls.items()}
+    reference, *variants = urls
+    return {
+        f"lists@{name.split('@', 1)[-1]}": {
+            "users": len(user_ids),
+            "top_k_recall": round(recall(lists[name], lists[reference]), 4),
+            "same_list": round(same_list_share(lists[name], lists[reference]), 4),
+        }
+        for name in variants
+    }
 
-        def lists(url: str) -> list[list[str]]:
-            return [top(url, user) for user in user_ids]
 
-        reference = lists(reference_url)
-        figures = {}
-        for name, url in variants:
-            found = lists(url)
-            shared = sum(len(set(a) & set(b)) for a, b in zip(reference, found))
-            figures[f"lists@{name.split('@', 1)[-1]}"] = {
-                "users": len(user_ids),
-                "top_k_recall": round(shared / max(1, sum(len(a) for a in reference)), 4),
-                "same_list": round(sum(a == b for a, b in zip(reference, found)) / max(1, len(user_ids)), 4),
-            }
-    return figures
+def top_products(http, url: str, user: str, k: int) -> list[str]:
+    """The product ids of ``GET /recommend`` for ``user``, best first."""
+    response = http.get(f"{url}/recommend", params={"user": user, "k": k})
+    response.raise_for_status()
+    return [item["product_id"] for item in response.json()["items"]]
 
 
 def main() -> None:
