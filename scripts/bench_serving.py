@@ -19,7 +19,10 @@ shop, so no user data is touched:
    server in alternating halves: the settings' effect as a ratio measured in one run; then
    200 users' lists from each variant are compared with the first server's (``lists@NAME``:
    top-10 recall and the share of identical lists), for settings that change what is
-   ranked, such as an approximate index;
+   ranked, such as an approximate index. With ``--model-variant NAME=SETTINGS`` another model
+   is trained on the same graph with other training settings (e.g. ``configs/accurate.yaml``'s
+   ``model.dim=128;model.ensemble_size=2``) and served beside the first in the same way: two
+   models' latency as a ratio from one run, on the same machine at the same time;
 3. rank every user with ``--all-users`` (batched matrix scoring) and time a naive loop
    of single-user calls over ``--naive-users`` users; report the ratio per user.
 
@@ -30,6 +33,8 @@ Usage:
         --requests 200 --explain-requests 0 --naive-users 20 --search-before c18aecc   # /search against c18aecc
     python scripts/bench_serving.py --products 100000 --users 50000 --set train.epochs=1 \
         --serve-variant threads2=rank.request_threads=2   # one request on two torch threads against one
+    python scripts/bench_serving.py --products 100000 --users 50000 --set train.epochs=1 --explain-requests 0 \
+        --search-requests 0 --naive-users 0 --model-variant "accurate=model.dim=128;model.ensemble_size=2"
 """
 
 from __future__ import annotations
@@ -145,6 +150,17 @@ def top_products(http, url: str, user: str, k: int) -> list[str]:
     return [item["product_id"] for item in response.json()["items"]]
 
 
+def parse_variants(parser: argparse.ArgumentParser, option: str, specs: list[str]) -> dict[str, list[str]]:
+    """``NAME=KEY=VALUE[;KEY=VALUE...]`` options as ``{NAME: ["KEY=VALUE", ...]}``."""
+    variants = {}
+    for spec in specs:
+        name, _, settings = spec.partition("=")
+        if not name or "=" not in settings:
+            parser.error(f"{option} {spec!r}: expected NAME=KEY=VALUE[;KEY=VALUE...], e.g. threads2=rank.request_threads=2")
+        variants[name] = settings.split(";")
+    return variants
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--products", type=int, default=20_000)
@@ -163,18 +179,17 @@ def main() -> None:
         "also serve the same model with these ';'-separated serving settings (e.g. "
         "threads2=rank.request_threads=2) in a second kgrec serve; the /recommend requests go to every "
         "server in alternating halves, reported as recommend@NAME"))
+    parser.add_argument("--model-variant", action="append", default=[], metavar="NAME=SETTINGS", help=(
+        "train another model on the same graph with these training settings (KEY=VALUE[;KEY=VALUE...]) and "
+        "send the /recommend requests to it too, in alternating halves"))
     parser.add_argument("--client", nargs=2, metavar=("URL", "REQUESTS_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the separate client process
         url, requests_file = args.client
         print(json.dumps(client(url, json.loads(Path(requests_file).read_text()))))
         return
-    variants = {}
-    for spec in args.serve_variant:
-        name, _, settings = spec.partition("=")
-        if not name or "=" not in settings:
-            parser.error(f"--serve-variant {spec!r}: expected NAME=KEY=VALUE[;KEY=VALUE...], e.g. threads2=rank.request_threads=2")
-        variants[name] = settings.split(";")
+    variants, model_variants = (parse_variants(parser, option, specs) for option, specs in (
+        ("--serve-variant", args.serve_variant), ("--model-variant", args.model_variant)))
 
     from kgrec.config import load_config
     from kgrec.ingest.synthetic import write_sample_shop
@@ -207,6 +222,14 @@ def main() -> None:
         for name, settings in variants.items():
             variant, variant_urls[f"recommend@{name}"] = serve(run.model_dir, args.overrides + settings, env)
             other_servers.append(variant)
+        model_urls = {}
+        for name, settings in model_variants.items():
+            t0 = time.perf_counter()
+            other_run = train(load_config(None, args.overrides + settings), runs_dir=work / f"runs-{name}",
+                              write_embeddings=False, echo=lambda *_: None)
+            figures[f"train_s@{name}"] = round(time.perf_counter() - t0, 1)
+            variant, model_urls[f"recommend@{name}"] = serve(other_run.model_dir, args.overrides + settings, env)
+            other_servers.append(variant)
         rng = random.Random(0)
         user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
         # Search queries as shoppers type them: a product's brand and the last word of its category.
@@ -224,9 +247,10 @@ def main() -> None:
         for name, requests in runs.items():
             if len(requests) <= 20 or (name == "search" and args.search_before):
                 continue
-            if name == "recommend" and variant_urls:
-                figures.update(compare_servers({"recommend": url, **variant_urls}, requests, work, env))
-                figures.update(compare_lists({"recommend": url, **variant_urls}, rng.sample(user_ids, min(len(user_ids), 200))))
+            if name == "recommend" and (variant_urls or model_urls):
+                figures.update(compare_servers({"recommend": url, **variant_urls, **model_urls}, requests, work, env))
+                if variant_urls:  # other models rank differently by design: only serving settings are compared
+                    figures.update(compare_lists({"recommend": url, **variant_urls}, rng.sample(user_ids, min(len(user_ids), 200))))
                 continue
             requests_file = work / f"{name}.json"
             requests_file.write_text(json.dumps(requests))
