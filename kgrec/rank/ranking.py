@@ -52,7 +52,9 @@ class Catalog:
         # Sorted once, not per request: each user's min and max over their candidates come from it.
         object.__setattr__(self, "sorted_popularity", SortedValues(popularity))
         if self.product_embedding is not None:
-            object.__setattr__(self, "product_embedding", torch.nn.functional.normalize(self.product_embedding.float(), dim=-1))
+            # The model's own table, not a normalised copy: the ranking normalises only its pool's
+            # rows, and a copy would hold another [P, dim] (102 MB for two 128-d members at 100k products).
+            object.__setattr__(self, "product_embedding", self.product_embedding.float())
 
     @property
     def num_products(self) -> int:

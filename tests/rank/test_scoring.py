@@ -435,3 +435,21 @@ def test_rank_products_treats_a_nan_exploration_bonus_as_none() -> None:
     with_zero = rank_products(rel, pop, torch.tensor([0.2, 0.0, 0.1, 0.3]), (0.7, 0.0, 0.3), 3, product_embeddings=embeddings)
     assert with_nan.product_index.tolist() == with_zero.product_index.tolist()
     assert (with_nan.product_index >= 0).all() and len(with_nan) == 3
+
+
+def test_catalog_keeps_the_model_table_and_novelty_ignores_vector_length() -> None:
+    # The catalog holds the model's own table (no [P, dim] copy); the MMR novelty is a cosine,
+    # so rows scaled by any positive length give the same list as unit rows.
+    torch.manual_seed(3)
+    num_products = 40
+    embedding = torch.randn(num_products, 8)
+    rel, pop = torch.rand(1, num_products), torch.rand(num_products)
+    assert Catalog(pop, None, embedding).product_embedding is embedding
+    lengths = torch.rand(num_products, 1) * 5 + 0.1
+    unit = rank_batch(rel, pop, None, (0.5, 0.1, 0.4), 10, product_embeddings=F.normalize(embedding, dim=-1),
+                      exploration_share=0.0)
+    scaled = rank_batch(rel, pop, None, (0.5, 0.1, 0.4), 10, product_embeddings=embedding * lengths,
+                        exploration_share=0.0)
+    assert torch.equal(unit.product_index, scaled.product_index)
+    assert torch.allclose(unit.diversity, scaled.diversity, atol=1e-6)
+    assert float(unit.diversity[0, 1:].abs().sum()) > 0  # the novelty term took part
