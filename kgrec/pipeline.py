@@ -8,6 +8,7 @@ bars are drawn when ``progress=True``.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -183,7 +184,6 @@ def train(
     ``product_embedding`` vector index) when ``write_embeddings`` is True, or by default
     when the graph came from Neo4j.
     """
-    import time
 
     from kgrec.snapshot.snapshot import load_snapshot
     from kgrec.train.artifacts import KgrecRecommender, check_model_out, save_model_dir
@@ -372,7 +372,9 @@ def load_model(config: KgrecConfig, model_dir: str | Path = DEFAULT_RUNS_DIR / "
     return LoadedModel(config, model_dir, store)
 
 
-def rank_users(loaded, user_ids: list[str] | None, params, query: str | None = None, progress: bool = False):
+def rank_users(
+    loaded, user_ids: list[str] | None, params, query: str | None = None, progress: bool = False, observe_stage=None
+):
     """The one ranking path: ``(user_ids, RankedList [b, k], histories)`` for the users' current events.
 
     ``user_ids`` None ranks every user with events. Users are scored and ranked
@@ -380,14 +382,22 @@ def rank_users(loaded, user_ids: list[str] | None, params, query: str | None = N
     list whichever way they are asked for. On a catalog above ``rank.exact_max_products``
     only each user's retrieved candidates are ranked (``loaded.retriever``; not with a
     query or ``rank`` normalisation, which need every product's score).
+
+    ``observe_stage(stage, seconds)``, when given, is called once per stage at the end: ``events``
+    (reading the users' events), ``model`` (the query's text, the user vectors and every
+    product's or candidate's relevance) and ``ranking`` (normalisation, MMR, exploration).
     """
     import torch
 
     from kgrec.rank.engine import RankedList, torch_threads
     from kgrec.rank.ranking import rank
 
+    started = time.perf_counter()
     user_ids, histories = loaded.histories(user_ids)
+    seconds = {"events": time.perf_counter() - started, "model": 0.0, "ranking": 0.0}
+    started = time.perf_counter()
     query_scores = loaded.query_scores(query) if query is not None else None
+    seconds["model"] += time.perf_counter() - started
     rank_cfg = loaded.config.rank
     # One thread for one request: many small steps, where a second thread's start-up costs
     # more than it saves; a batch uses rank.num_threads.
@@ -398,13 +408,20 @@ def rank_users(loaded, user_ids: list[str] | None, params, query: str | None = N
         for start in range(0, len(user_ids), rank_cfg.batch_size):
             rows = torch.arange(start, min(start + rank_cfg.batch_size, len(user_ids)))
             batch = histories.select(rows) if len(user_ids) > rank_cfg.batch_size else histories
+            started = time.perf_counter()
             if retriever is not None:
                 relevance = retriever.candidates(loaded.recommender.user_vectors(batch), batch, params.weights)
             else:
                 relevance = loaded.recommender.score(batch)
+            scored = time.perf_counter()
             parts.append(rank(relevance, loaded.catalog, params, batch, query_scores))
+            seconds["model"] += scored - started
+            seconds["ranking"] += time.perf_counter() - scored
             if advance is not None:
                 advance("", len(rows))
+    if observe_stage is not None:
+        for stage, spent in seconds.items():
+            observe_stage(stage, spent)
     if not parts:
         empty = torch.zeros(0, params.k)
         return user_ids, RankedList(empty.long(), empty, empty, empty, empty), histories
@@ -441,13 +458,15 @@ def recommend_users(
     weights=None,
     query: str | None = None,
     include_seen: bool = False,
+    observe_stage=None,
 ) -> list[Recommendations]:
     """:func:`recommend` for several users at once (one read of their events, one pass through
-    the model): the same lists as one by one, at a fraction of the CPU time per user."""
+    the model): the same lists as one by one, at a fraction of the CPU time per user.
+    ``observe_stage``: as :func:`rank_users` (the server's per-stage metrics)."""
     from kgrec.service import items
 
     params = _rank_params(config, loaded, k, weights, include_seen)
-    _, ranked, histories = rank_users(loaded, user_ids, params, query)
+    _, ranked, histories = rank_users(loaded, user_ids, params, query, observe_stage=observe_stage)
     return [
         Recommendations(
             user_id=user_id,
@@ -590,8 +609,6 @@ def add_event(
     if store is None:
         with GraphStore.connect(config.store) as own:
             return add_event(config, user_id, product_id, event, timestamp, value, store=own)
-
-    import time
 
     import polars as pl
 

@@ -109,7 +109,10 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
         )
 
     batcher = RecommendBatcher(
-        lambda options, user_ids: pipeline.recommend_users(config, loaded, user_ids, *options), MAX_BATCH_USERS
+        lambda options, user_ids: pipeline.recommend_users(
+            config, loaded, user_ids, *options, observe_stage=metrics.observe_stage
+        ),
+        MAX_BATCH_USERS,
     )
 
     # async: the request waits for its batch on the event loop; the batch is ranked on a thread.

@@ -5,6 +5,9 @@
   ``endpoint`` is the route's path template (``/recommend``), ``other`` for unknown paths;
 - ``kgrec_http_errors_total{endpoint, method, kind}``: ``client`` (4xx), ``server`` (5xx)
   and ``exception`` (a bug that escaped the handlers);
+- ``kgrec_rank_stage_seconds{stage}`` (a histogram): each ranked batch's time per stage,
+  ``events`` (the users' events read from Neo4j), ``model`` (user vectors and relevance) and
+  ``ranking`` (:func:`kgrec.pipeline.rank_users`), so a slow request shows where it was slow;
 - ``kgrec_model_info{model}``, ``kgrec_model_age_seconds`` (since the model was written),
   ``kgrec_events_since_training`` (events in Neo4j now minus those the model was trained on;
   read from the count store at each scrape).
@@ -35,6 +38,11 @@ class ServeMetrics:
     requests: Counter
     latency: Histogram
     errors: Counter
+    stages: Histogram
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        """One ranking stage's time (``observe_stage`` of :func:`kgrec.pipeline.rank_users`)."""
+        self.stages.labels(stage).observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The registry in the Prometheus text format, and its content type."""
@@ -96,6 +104,10 @@ def add_metrics(app: Any, loaded: Any) -> ServeMetrics:
             buckets=LATENCY_BUCKETS, registry=registry,
         ),
         errors=Counter("kgrec_http_errors", "Requests that ended in an error.", ["endpoint", "method", "kind"], registry=registry),
+        stages=Histogram(
+            "kgrec_rank_stage_seconds", "Time per stage of ranking a batch of users: events, model, ranking.", ["stage"],
+            buckets=LATENCY_BUCKETS, registry=registry,
+        ),
     )
     Info("kgrec_model", "The model being served.", registry=registry).info({"model": loaded.model_id})
     trained_at = _written_at(loaded)

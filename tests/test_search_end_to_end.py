@@ -232,12 +232,18 @@ def test_http_search_and_metrics(shop):
     assert sample("kgrec_http_requests_total", endpoint="/search", method="GET", status="404") == 1
     assert sample("kgrec_http_errors_total", endpoint="/search", method="GET", kind="client") == 2
     assert sample("kgrec_http_request_duration_seconds_count", endpoint="/recommend", method="GET") == 1
+    # The one GET /recommend was one ranked batch: each stage observed once, within the request's time.
+    stages = {stage: sample("kgrec_rank_stage_seconds_sum", stage=stage) for stage in ("events", "model", "ranking")}
+    assert all(sample("kgrec_rank_stage_seconds_count", stage=stage) == 1 for stage in stages)
+    assert all(spent > 0 for spent in stages.values())
+    assert sum(stages.values()) <= sample("kgrec_http_request_duration_seconds_sum", endpoint="/recommend", method="GET")
     assert sample("kgrec_model_info", model=loaded.model_id) == 1
     assert 0 <= sample("kgrec_model_age_seconds") < 3600
     assert sample("kgrec_events_since_training") == 0
     add_event(config, user_id, "P001", "view")
     assert "kgrec_events_since_training 1.0" in client.get("/metrics").text
-    assert 'endpoint="/search"' not in other.get("/metrics").text  # the other app saw no search
+    other_text = other.get("/metrics").text
+    assert 'endpoint="/search"' not in other_text and 'stage="events"' not in other_text  # the other app ranked nothing
 
 
 def test_search_on_a_graph_without_the_indexes_says_how_to_fix_it(shop):
