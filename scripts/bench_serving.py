@@ -19,10 +19,12 @@ shop, so no user data is touched:
    server in alternating halves: the settings' effect as a ratio measured in one run; then
    200 users' lists from each variant are compared with the first server's (``lists@NAME``:
    top-10 recall and the share of identical lists), for settings that change what is
-   ranked, such as an approximate index. With ``--model-variant NAME=SETTINGS`` another model
-   is trained on the same graph with other training settings (e.g. ``configs/accurate.yaml``'s
-   ``model.dim=128;model.ensemble_size=2``) and served beside the first in the same way: two
-   models' latency as a ratio from one run, on the same machine at the same time;
+   ranked, such as an approximate index. Each server's mean time per ranking stage (events,
+   model, ranking; its ``GET /metrics``) is reported as ``stages_ms@NAME``. With
+   ``--model-variant NAME=SETTINGS`` another model is trained on the same graph with other
+   training settings (e.g. ``configs/accurate.yaml``'s ``model.dim=128;model.ensemble_size=2``)
+   and served beside the first in the same way: two models' latency as a ratio from one run,
+   on the same machine at the same time;
 3. rank every user with ``--all-users`` (batched matrix scoring) and time a naive loop
    of single-user calls over ``--naive-users`` users; report the ratio per user.
 
@@ -143,6 +145,21 @@ def compare_lists(urls: dict[str, str], user_ids: list[str], k: int = 10) -> dic
     }
 
 
+def stage_means(url: str) -> dict[str, float]:
+    """The server's mean time per ranking stage so far (``kgrec_rank_stage_seconds`` of
+    ``GET /metrics``), in ms: where its requests spent their time, without the client's view."""
+    import re
+
+    import httpx
+
+    totals: dict[str, dict[str, float]] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30.0).text.splitlines():
+        found = re.fullmatch(r'kgrec_rank_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)', line)
+        if found:
+            totals.setdefault(found.group(2), {})[found.group(1)] = float(found.group(3))
+    return {stage: round(t["sum"] / t["count"] * 1000, 2) for stage, t in totals.items() if t.get("count")}
+
+
 def top_products(http, url: str, user: str, k: int) -> list[str]:
     """The product ids of ``GET /recommend`` for ``user``, best first."""
     response = http.get(f"{url}/recommend", params={"user": user, "k": k})
@@ -248,7 +265,9 @@ def main() -> None:
             if len(requests) <= 20 or (name == "search" and args.search_before):
                 continue
             if name == "recommend" and (variant_urls or model_urls):
-                figures.update(compare_servers({"recommend": url, **variant_urls, **model_urls}, requests, work, env))
+                servers = {"recommend": url, **variant_urls, **model_urls}
+                figures.update(compare_servers(servers, requests, work, env))
+                figures.update({f"stages_ms@{server.split('@', 1)[-1]}": stage_means(server_url) for server, server_url in servers.items()})
                 if variant_urls:  # other models rank differently by design: only serving settings are compared
                     figures.update(compare_lists({"recommend": url, **variant_urls}, rng.sample(user_ids, min(len(user_ids), 200))))
                 continue
