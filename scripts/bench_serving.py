@@ -267,7 +267,8 @@ def main() -> None:
             if name == "recommend" and (variant_urls or model_urls):
                 servers = {"recommend": url, **variant_urls, **model_urls}
                 figures.update(compare_servers(servers, requests, work, env))
-                figures.update({f"stages_ms@{server.split('@', 1)[-1]}": stage_means(server_url) for server, server_url in servers.items()})
+                for server, server_url in servers.items():
+                    figures[f"stages_ms@{server.split('@', 1)[-1]}"] = stage_means(server_url)
                 if variant_urls:  # other models rank differently by design: only serving settings are compared
                     figures.update(compare_lists({"recommend": url, **variant_urls}, rng.sample(user_ids, min(len(user_ids), 200))))
                 continue
