@@ -27,11 +27,14 @@ import json
 import os
 import platform
 import random
-import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serving import report, throwaway_neo4j  # noqa: E402 - the serving benchmark's throwaway Neo4j and report
 
 STEPS = ("events", "user_vector", "scoring", "ranking", "rows")
 WARMUP = 50
@@ -101,15 +104,10 @@ def main() -> None:
     from kgrec.ingest.synthetic import write_sample_shop
     from kgrec.pipeline import build_graph, train
     from kgrec.store.connection import GraphStore
-    from kgrec.store.server import free_port, start_server, stop_server
 
     work = Path(tempfile.mkdtemp(prefix="kgrec-bench-steps-"))
-    port = free_port()
-    state = start_server(port=port, heap_mb=2048, pagecache_mb=1024)
-    user, password = state.auth
-    os.environ.update(NEO4J_URI=state.uri, NEO4J_USER=user, NEO4J_PASSWORD=password)
     figures: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"}
-    try:
+    with throwaway_neo4j(work):
         shop = write_sample_shop(work / "shop", args.products, args.users, seed=0, events_per_user=args.events_per_user)
         build_graph(load_config(None, args.overrides), shop["products"], shop["interactions"], shop["relations"], shop["users"])
         user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
@@ -123,14 +121,7 @@ def main() -> None:
             with GraphStore.connect(config.store) as store:
                 figures[name] = time_steps(config, run.model_dir, store, sample)
             print(name, json.dumps(figures[name]), flush=True)
-    finally:
-        stop_server(port)
-        shutil.rmtree(state.server_dir, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
-
+    report(figures, args.json)
 
 if __name__ == "__main__":
     main()

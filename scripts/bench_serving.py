@@ -51,6 +51,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -167,6 +169,32 @@ def top_products(http, url: str, user: str, k: int) -> list[str]:
     return [item["product_id"] for item in response.json()["items"]]
 
 
+@contextmanager
+def throwaway_neo4j(work: Path, heap_mb: int = 2048, pagecache_mb: int = 1024) -> Iterator[None]:
+    """A managed Neo4j on a free port in a temporary folder, for one benchmark: its address and
+    password in ``NEO4J_URI``/``NEO4J_USER``/``NEO4J_PASSWORD`` (kgrec and child processes use
+    it); afterwards the server is stopped and its folder and ``work`` deleted."""
+    from kgrec.store.server import free_port, start_server, stop_server
+
+    port = free_port()
+    state = start_server(port=port, heap_mb=heap_mb, pagecache_mb=pagecache_mb)
+    user, password = state.auth
+    os.environ.update(NEO4J_URI=state.uri, NEO4J_USER=user, NEO4J_PASSWORD=password)
+    try:
+        yield
+    finally:
+        stop_server(port)
+        shutil.rmtree(state.server_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(figures: dict, json_path: Path | None) -> None:
+    """Print the figures as JSON, and write them to ``json_path`` when given."""
+    print(json.dumps(figures, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2))
+
+
 def parse_variants(parser: argparse.ArgumentParser, option: str, specs: list[str]) -> dict[str, list[str]]:
     """``NAME=KEY=VALUE[;KEY=VALUE...]`` options as ``{NAME: ["KEY=VALUE", ...]}``."""
     variants = {}
@@ -212,112 +240,103 @@ def main() -> None:
     from kgrec.ingest.synthetic import write_sample_shop
     from kgrec.pipeline import build_graph, train
     from kgrec import pipeline
-    from kgrec.store.server import free_port, start_server, stop_server
 
     work = Path(tempfile.mkdtemp(prefix="kgrec-bench-serving-"))
-    port = free_port()
-    state = start_server(port=port, heap_mb=2048, pagecache_mb=1024)
-    user, password = state.auth
-    env = {**os.environ, "NEO4J_URI": state.uri, "NEO4J_USER": user, "NEO4J_PASSWORD": password, "OMP_WAIT_POLICY": "PASSIVE"}
-    os.environ.update(NEO4J_URI=state.uri, NEO4J_USER=user, NEO4J_PASSWORD=password)
     figures: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"}
     server = None
     other_servers: list[subprocess.Popen] = []  # variants and --search-before, idle when not compared
-    try:
-        config = load_config(None, args.overrides)
-        shop = write_sample_shop(work / "shop", args.products, args.users, seed=0, events_per_user=args.events_per_user)
-        t0 = time.perf_counter()
-        built = build_graph(config, shop["products"], shop["interactions"], shop["relations"], shop["users"])
-        figures["build_graph_s"] = round(time.perf_counter() - t0, 1)
-        figures["interactions"] = built.summary.totals.get("INTERACTED")
-        t0 = time.perf_counter()
-        run = train(config, runs_dir=work / "runs", write_embeddings=False, echo=lambda *_: None)
-        figures["train_s"] = round(time.perf_counter() - t0, 1)
-
-        server, url = serve(run.model_dir, args.overrides, env)
-        variant_urls = {}
-        for name, settings in variants.items():
-            variant, variant_urls[f"recommend@{name}"] = serve(run.model_dir, args.overrides + settings, env)
-            other_servers.append(variant)
-        model_urls = {}
-        for name, settings in model_variants.items():
+    with throwaway_neo4j(work):
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # with the NEO4J_* of the throwaway server
+        try:
+            config = load_config(None, args.overrides)
+            shop = write_sample_shop(work / "shop", args.products, args.users, seed=0, events_per_user=args.events_per_user)
             t0 = time.perf_counter()
-            other_run = train(load_config(None, args.overrides + settings), runs_dir=work / f"runs-{name}",
-                              write_embeddings=False, echo=lambda *_: None)
-            figures[f"train_s@{name}"] = round(time.perf_counter() - t0, 1)
-            variant, model_urls[f"recommend@{name}"] = serve(other_run.model_dir, args.overrides + settings, env)
-            other_servers.append(variant)
-        rng = random.Random(0)
-        user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
-        # Search queries as shoppers type them: a product's brand and the last word of its category.
-        import polars as pl
+            built = build_graph(config, shop["products"], shop["interactions"], shop["relations"], shop["users"])
+            figures["build_graph_s"] = round(time.perf_counter() - t0, 1)
+            figures["interactions"] = built.summary.totals.get("INTERACTED")
+            t0 = time.perf_counter()
+            run = train(config, runs_dir=work / "runs", write_embeddings=False, echo=lambda *_: None)
+            figures["train_s"] = round(time.perf_counter() - t0, 1)
 
-        catalog = pl.read_csv(shop["products"], infer_schema_length=0).select("brand", "category").drop_nulls()
-        queries = [f"{brand} {category.split('>')[-1].strip()}" for brand, category in catalog.sample(
-            min(catalog.height, args.search_requests + 20), seed=0, with_replacement=True).rows()]
-        runs = {
-            "recommend": [["/recommend", {"user": rng.choice(user_ids), "k": 10}] for _ in range(args.requests + 20)],
-            "recommend_explain": [["/recommend", {"user": rng.choice(user_ids), "k": 10, "explain": "true"}]
-                                  for _ in range(args.explain_requests + 20)],
-            "search": [["/search", {"query": q, "user": rng.choice(user_ids), "k": 10}] for q in queries],
-        }
-        for name, requests in runs.items():
-            if len(requests) <= 20 or (name == "search" and args.search_before):
-                continue
-            if name == "recommend" and (variant_urls or model_urls):
-                servers = {"recommend": url, **variant_urls, **model_urls}
-                figures.update(compare_servers(servers, requests, work, env))
-                for server, server_url in servers.items():
-                    figures[f"stages_ms@{server.split('@', 1)[-1]}"] = stage_means(server_url)
-                if variant_urls:  # other models rank differently by design: only serving settings are compared
-                    figures.update(compare_lists({"recommend": url, **variant_urls}, rng.sample(user_ids, min(len(user_ids), 200))))
-                continue
-            requests_file = work / f"{name}.json"
-            requests_file.write_text(json.dumps(requests))
-            out = subprocess.run(
-                [sys.executable, __file__, "--client", url, str(requests_file)],
-                capture_output=True, text=True, check=True, env=env,
-            )
-            figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[20:])  # first 20 warm up
+            server, url = serve(run.model_dir, args.overrides, env)
+            variant_urls = {}
+            for name, settings in variants.items():
+                variant, variant_urls[f"recommend@{name}"] = serve(run.model_dir, args.overrides + settings, env)
+                other_servers.append(variant)
+            model_urls = {}
+            for name, settings in model_variants.items():
+                t0 = time.perf_counter()
+                other_run = train(load_config(None, args.overrides + settings), runs_dir=work / f"runs-{name}",
+                                  write_embeddings=False, echo=lambda *_: None)
+                figures[f"train_s@{name}"] = round(time.perf_counter() - t0, 1)
+                variant, model_urls[f"recommend@{name}"] = serve(other_run.model_dir, args.overrides + settings, env)
+                other_servers.append(variant)
+            rng = random.Random(0)
+            user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
+            # Search queries as shoppers type them: a product's brand and the last word of its category.
+            import polars as pl
 
-        if args.search_before:
-            from bench_load import export_revision
+            catalog = pl.read_csv(shop["products"], infer_schema_length=0).select("brand", "category").drop_nulls()
+            queries = [f"{brand} {category.split('>')[-1].strip()}" for brand, category in catalog.sample(
+                min(catalog.height, args.search_requests + 20), seed=0, with_replacement=True).rows()]
+            runs = {
+                "recommend": [["/recommend", {"user": rng.choice(user_ids), "k": 10}] for _ in range(args.requests + 20)],
+                "recommend_explain": [["/recommend", {"user": rng.choice(user_ids), "k": 10, "explain": "true"}]
+                                      for _ in range(args.explain_requests + 20)],
+                "search": [["/search", {"query": q, "user": rng.choice(user_ids), "k": 10}] for q in queries],
+            }
+            for name, requests in runs.items():
+                if len(requests) <= 20 or (name == "search" and args.search_before):
+                    continue
+                if name == "recommend" and (variant_urls or model_urls):
+                    servers = {"recommend": url, **variant_urls, **model_urls}
+                    figures.update(compare_servers(servers, requests, work, env))
+                    for server_name, server_url in servers.items():
+                        figures[f"stages_ms@{server_name.split('@', 1)[-1]}"] = stage_means(server_url)
+                    if variant_urls:  # other models rank differently by design: only serving settings are compared
+                        figures.update(compare_lists({"recommend": url, **variant_urls}, rng.sample(user_ids, min(len(user_ids), 200))))
+                    continue
+                requests_file = work / f"{name}.json"
+                requests_file.write_text(json.dumps(requests))
+                out = subprocess.run(
+                    [sys.executable, __file__, "--client", url, str(requests_file)],
+                    capture_output=True, text=True, check=True, env=env,
+                )
+                figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[20:])  # first 20 warm up
 
-            source = export_revision(args.search_before, work / "before-src")
-            before, before_url = serve(run.model_dir, args.overrides, {**env, "PYTHONPATH": str(source)})
-            other_servers.append(before)
-            figures.update(compare_servers(
-                {f"search_before@{args.search_before}": before_url, "search": url}, runs["search"], work, env
-            ))
+            if args.search_before:
+                from bench_load import export_revision
 
-        loaded = pipeline.load_model(config, run.model_dir, None)
-        t0 = time.perf_counter()
-        n_all = pipeline.recommend_all(config, loaded, work / "recs.jsonl", k=10)
-        batch_s = time.perf_counter() - t0
-        naive_users = user_ids[: args.naive_users]
-        t0 = time.perf_counter()
-        for user in naive_users:
-            pipeline.recommend(config, loaded, user, k=10)
-        naive_s = time.perf_counter() - t0
-        figures["all_users"] = {
-            "users": n_all,
-            "batched_s": round(batch_s, 2),
-            "batched_ms_per_user": round(batch_s / n_all * 1000, 3),
-        }
-        if naive_users:  # --naive-users 0 skips the per-user loop
-            figures["all_users"]["naive_ms_per_user"] = round(naive_s / len(naive_users) * 1000, 2)
-            figures["all_users"]["speedup"] = round((naive_s / len(naive_users)) / (batch_s / n_all), 1)
-    finally:
-        for process in [server, *other_servers]:
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=30)
-        stop_server(port)
-        shutil.rmtree(state.server_dir, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+                source = export_revision(args.search_before, work / "before-src")
+                before, before_url = serve(run.model_dir, args.overrides, {**env, "PYTHONPATH": str(source)})
+                other_servers.append(before)
+                figures.update(compare_servers(
+                    {f"search_before@{args.search_before}": before_url, "search": url}, runs["search"], work, env
+                ))
+
+            loaded = pipeline.load_model(config, run.model_dir, None)
+            t0 = time.perf_counter()
+            n_all = pipeline.recommend_all(config, loaded, work / "recs.jsonl", k=10)
+            batch_s = time.perf_counter() - t0
+            naive_users = user_ids[: args.naive_users]
+            t0 = time.perf_counter()
+            for user in naive_users:
+                pipeline.recommend(config, loaded, user, k=10)
+            naive_s = time.perf_counter() - t0
+            figures["all_users"] = {
+                "users": n_all,
+                "batched_s": round(batch_s, 2),
+                "batched_ms_per_user": round(batch_s / n_all * 1000, 3),
+            }
+            if naive_users:  # --naive-users 0 skips the per-user loop
+                figures["all_users"]["naive_ms_per_user"] = round(naive_s / len(naive_users) * 1000, 2)
+                figures["all_users"]["speedup"] = round((naive_s / len(naive_users)) / (batch_s / n_all), 1)
+        finally:
+            for process in [server, *other_servers]:
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=30)
+    report(figures, args.json)
 
 
 if __name__ == "__main__":
