@@ -523,7 +523,7 @@ def test_build_graph_without_a_local_server_says_kgrec_db_start(monkeypatch: pyt
 
     result = build("--products", products, "--interactions", events, "--set", f"store.port={port}")
 
-    assert_user_error(result, "not reachable", f"127.0.0.1:{port}", "kgrec db start")
+    assert_user_error(result, "not reachable", f"127.0.0.1:{port}", f"kgrec db start --set store.port={port}")
 
 
 # ---------------------------------------------------------- the installed command, once

@@ -296,7 +296,10 @@ def split_statements(text: str) -> Iterator[str]:
 
 def _unreachable_message(uri: str, managed: bool) -> str:
     if managed:
-        return f"Neo4j is not reachable at {uri}. Start the local one with `kgrec db start`, or set NEO4J_URI."
+        # The local server starts on the port the failing command was given, so name it.
+        port = urlsplit(uri).port
+        start = "kgrec db start" if port in (None, StoreConfig().port) else f"kgrec db start --set store.port={port}"
+        return f"Neo4j is not reachable at {uri}. Start the local one with `{start}`, or set NEO4J_URI."
     return (
         f"Neo4j is not reachable at {uri} (from NEO4J_URI). Check that the server is up and the URI is right, "
         "or unset NEO4J_URI to use the local one (`kgrec db start`)."
