@@ -187,7 +187,7 @@ class LoadedModel:
         started = time.perf_counter()
         retriever = Retriever(
             self.recommender.product_embedding, self.catalog.sorted_popularity, rank_config.retrieval_candidates,
-            rank_config.retrieval, rank_config.retrieval_probes,
+            rank_config.retrieval, rank_config.retrieval_probes, rank_config.pca_components,
         )
         log.info(
             "Ranking %d products from retrieved candidates (%s index, built in %.1f s).",

@@ -166,18 +166,23 @@ def test_products_added_after_training_are_ranked_through_their_graph_neighbours
     assert "NEW-1" not in offline.product_ids
 
 
+@pytest.mark.parametrize("retrieval", ["exact", "pca"])
 def test_retrieved_candidates_rank_like_the_full_pass_and_include_new_products(
-    trained, graph_store: GraphStore, tmp_path: Path
+    trained, graph_store: GraphStore, tmp_path: Path, retrieval: str
 ):
-    """Forced onto the candidate stage (rank.exact_max_products=0) with the exact index, 30
-    candidates of 121 products give the full pass's lists; a product added after training is retrieved."""
+    """Forced onto the candidate stage (rank.exact_max_products=0) with the exact index, or a
+    principal-directions scan that keeps every direction, 30 candidates of 121 products give the
+    full pass's lists; a product added after training is retrieved."""
     config, run, _ = trained
     add_twin_product(config, tmp_path)
     small_pool = {"num_candidates": 30, "retrieval_candidates": 30}
     config = config.model_copy(update={"rank": config.rank.model_copy(update=small_pool)})
     full = load_model(config, run.model_dir, graph_store)
     assert full.retriever is None
-    forced = config.model_copy(update={"rank": config.rank.model_copy(update={"exact_max_products": 0, "retrieval": "exact"})})
+    width = full.recommender.product_embedding.shape[1]
+    forced = config.model_copy(
+        update={"rank": config.rank.model_copy(update={"exact_max_products": 0, "retrieval": retrieval, "pca_components": width})}
+    )
     retrieving = load_model(forced, run.model_dir, graph_store)
     assert retrieving.retriever is not None and "NEW-1" in retrieving.product_ids
     assert batch_lists(config, full, tmp_path / "full.jsonl", k=10) == batch_lists(forced, retrieving, tmp_path / "r.jsonl", k=10)

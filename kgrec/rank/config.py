@@ -118,11 +118,13 @@ class RankConfig(BaseModel):
             "retrieved candidates only (retrieval_candidates per user plus as many popular products)."
         ),
     )
-    retrieval: Literal["exact", "ivf"] = Field(
+    retrieval: Literal["exact", "ivf", "pca"] = Field(
         "ivf",
         description=(
             "How a large catalog's candidates are found: 'exact' (every product scored in blocks, a running "
-            "top-k) or 'ivf' (faiss inverted-file index, approximate, much faster; needs faiss-cpu)."
+            "top-k), 'ivf' (faiss inverted-file index, approximate, much faster; needs faiss-cpu) or 'pca' "
+            "(every product scored in the product vectors' top pca_components principal directions, the "
+            "candidates then scored exactly: for wide vectors, e.g. two 128-d members, at 100k-200k products)."
         ),
     )
     retrieval_candidates: int = Field(
@@ -130,6 +132,9 @@ class RankConfig(BaseModel):
     )
     retrieval_probes: int = Field(
         64, ge=1, description="With retrieval 'ivf': the index's lists (about sqrt(products) in all) a user's search scans."
+    )
+    pca_components: int = Field(
+        64, ge=1, description="With retrieval 'pca': the principal directions of the product vectors each product is scored in."
     )
     reasons_per_product: int = Field(3, ge=0, description="Knowledge-graph reasons kept per recommended product (--explain).")
     explain_history_limit: int = Field(

@@ -12,7 +12,7 @@ from kgrec.models.history import Histories
 from kgrec.rank.exploration import ExplorationGraph
 from kgrec.rank.params import RankParams, Weights
 from kgrec.rank.ranking import Catalog, rank
-from kgrec.rank.retrieval import ProductIndex, Retriever, blocked_topk
+from kgrec.rank.retrieval import PrincipalScan, ProductIndex, Retriever, blocked_topk
 
 
 def clustered(num_clusters: int, per_cluster: int, dim: int, spread: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -156,3 +156,91 @@ def test_ranking_candidates_rejects_a_query():
     candidates = Retriever(products, catalog.sorted_popularity, 20).candidates(users, histories, weights)
     with pytest.raises(ValueError, match="no query"):
         rank(candidates, catalog, RankParams(weights), histories, query=torch.rand(products.shape[0]))
+
+
+def low_rank_catalog(
+    rank_: int, dim: int = 24, num_products: int = 400, num_users: int = 10, seed: int = 3, decay: float = 1.0
+):
+    """Products and users in a ``rank_``-dimensional subspace of ``dim`` (direction ``i`` scaled by
+    ``decay**i``, as a trained table's energy falls off), each user's seen products among their best."""
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(dim, rank_, generator=generator))[0] * decay ** torch.arange(rank_)  # [dim, rank_]
+    products = F.normalize(torch.randn(num_products, rank_, generator=generator) @ basis.T, dim=-1)
+    users = F.normalize(torch.randn(num_users, rank_, generator=generator) @ basis.T, dim=-1)
+    best = (users @ products.T).topk(6).indices
+    histories = histories_of([best[row, : row % 4].tolist() for row in range(num_users)])
+    popularity = torch.rand(num_products, generator=generator) ** 4 * 50
+    return products, users, histories, Catalog(popularity, None, products)
+
+
+def test_principal_scan_is_exact_when_the_products_span_no_more_directions_than_it_keeps():
+    products, users, _, _ = low_rank_catalog(rank_=6)
+    exact = users @ products.T
+    assert torch.allclose(PrincipalScan(products, 6).scores(users), exact, atol=1e-5)
+    # Fewer directions than the products span: an approximation, and a worse one with fewer.
+    errors = [float((PrincipalScan(products, c).scores(users) - exact).abs().mean()) for c in (4, 2)]
+    assert 1e-3 < errors[0] < errors[1]
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_pca_candidates_give_the_full_pass_lists_and_scores_when_the_scan_is_exact(weights):
+    """6 directions hold a rank-6 table exactly: 30 candidates of 400 rank like the full pass,
+    and each user's scale is the exact lowest and highest score over their unseen products."""
+    products, users, histories, catalog = low_rank_catalog(rank_=6)
+    params = RankParams(Weights.of(weights), k=10, num_candidates=30)
+    full = rank(users @ products.T, catalog, params, histories)
+    candidates = Retriever(products, catalog.sorted_popularity, 30, method="pca", components=6).candidates(
+        users, histories, params.weights
+    )
+    assert candidates.product_index.shape[1] < products.shape[0]
+    unseen = users @ products.T
+    unseen[histories.row_of_entry, histories.product_index] = torch.nan
+    assert torch.allclose(candidates.lowest, unseen.nan_to_num(torch.inf).amin(dim=1), atol=1e-5)
+    assert torch.allclose(candidates.highest, unseen.nan_to_num(-torch.inf).amax(dim=1), atol=1e-5)
+    retrieved = rank(candidates, catalog, params, histories)
+    assert torch.equal(retrieved.product_index, full.product_index)
+    assert torch.allclose(retrieved.score, full.score, atol=1e-5)
+
+
+def test_pca_candidates_recall_the_full_pass_top_k_with_fewer_directions_than_the_products_span():
+    products, users, histories, catalog = low_rank_catalog(rank_=16, num_products=2000, num_users=30, decay=0.9)
+    params = RankParams(Weights.of((0.7, 0.1, 0.2)), k=10, num_candidates=50)
+    full = rank(users @ products.T, catalog, params, histories)
+    retriever = Retriever(products, catalog.sorted_popularity, 100, method="pca", components=12)
+    candidates = retriever.candidates(users, histories, params.weights)
+    # The scale's ends are exact scores of the products nearest the approximate ends, and ranking
+    # widens it to the candidates' own: the exact highest and, for nearly every user, the exact lowest.
+    unseen = users @ products.T
+    unseen[histories.row_of_entry, histories.product_index] = torch.nan
+    lowest, highest = unseen.nan_to_num(torch.inf).amin(dim=1), unseen.nan_to_num(-torch.inf).amax(dim=1)
+    best_candidate = unseen.nan_to_num(-torch.inf).gather(1, candidates.product_index.clamp(min=0)).amax(dim=1)
+    assert torch.allclose(torch.maximum(candidates.highest, best_candidate), highest, atol=1e-5)
+    assert bool((candidates.lowest >= lowest - 1e-5).all())
+    assert float(((candidates.lowest - lowest).abs() < 1e-5).float().mean()) >= 0.9
+    retrieved = rank(candidates, catalog, params, histories)
+    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(retrieved.product_index, full.product_index))
+    assert hits / full.product_index.numel() >= 0.9
+
+
+def test_pca_scan_in_several_passes_equals_one_pass_and_skips_a_user_who_saw_everything(monkeypatch):
+    import kgrec.rank.retrieval as retrieval
+
+    products, users, histories, catalog = low_rank_catalog(rank_=8, num_products=100, num_users=5)
+    rows = [histories.product_index[histories.indptr[r] : histories.indptr[r + 1]].tolist() for r in range(5)]
+    histories = histories_of(rows + [list(range(100))])  # a sixth user has seen every product
+    users = torch.cat([users, users[:1]])
+    retriever = Retriever(products, catalog.sorted_popularity, 20, method="pca", components=5)
+    weights = Weights.of((0.6, 0.4, 0.0))
+    one_pass = retriever.candidates(users, histories, weights)
+    monkeypatch.setattr(retrieval, "SCAN_SCORES", 250)  # two users a pass
+    passes = retriever.candidates(users, histories, weights)
+    assert torch.equal(passes.product_index, one_pass.product_index)
+    assert torch.equal(passes.lowest, one_pass.lowest) and torch.equal(passes.highest, one_pass.highest)
+    assert passes.lowest[5] == torch.inf and passes.highest[5] == -torch.inf
+    ranked = rank(passes, catalog, RankParams(weights, k=10, num_candidates=20), histories)
+    assert ranked.user(5).product_index.numel() == 0 and ranked.user(0).product_index.numel() == 10
+
+
+def test_pca_with_no_directions_is_a_config_error():
+    with pytest.raises(ConfigError, match="pca_components"):
+        Retriever(torch.randn(5, 4), Catalog(torch.rand(5)).sorted_popularity, 3, method="pca", components=0)
