@@ -28,7 +28,10 @@ Ablations run in the same run, on the same graph and held-out events: each ``--v
 NAME=KEY=VALUE[;KEY=VALUE]`` trains another model with those ``kgrec train --set`` settings
 (on top of ``--set``), recommends with it the same way, and is scored as row ``kgrec NAME``,
 e.g. ``--variant no-kg=model.use_kg=false --variant no-text=model.use_text=false
---variant mean=model.user_encoder=mean``. A baseline with other settings is a
+--variant mean=model.user_encoder=mean``. A ``--recommend-variant NAME=KEY=VALUE[;KEY=VALUE]``
+lists the first model's recommendations again with those ``kgrec recommend --set`` settings (no
+training), e.g. ``--recommend-variant "pca=rank.exact_max_products=0;rank.retrieval=pca"``, scored as row
+``kgrec NAME``. A baseline with other settings is a
 ``--baseline-variant NAME=BASELINE:KEY=VALUE[;KEY=VALUE]``, e.g. ``sasrec-128=sasrec:embedding_dim=128``,
 fitted and scored like the baselines, as row ``NAME``.
 
@@ -71,6 +74,9 @@ def main() -> None:
     parser.add_argument("--baselines", default="itemknn,lightgcn", help="comma-separated: itemknn, lightgcn, sasrec (empty: none)")
     parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
                         help="an ablation trained and scored in the same run, e.g. no-kg=model.use_kg=false")
+    parser.add_argument("--recommend-variant", dest="recommend_variants", action="append", default=[],
+                        metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+                        help="the first model's lists again with these kgrec recommend settings, e.g. pca=rank.retrieval=pca")
     parser.add_argument("--baseline-variant", dest="baseline_variants", action="append", default=[],
                         metavar="NAME=BASELINE:KEY=VALUE[;KEY=VALUE]",
                         help="a baseline with other settings, e.g. sasrec-128=sasrec:embedding_dim=128")
@@ -90,6 +96,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     variants = [parse_variant(text) for text in args.variants]
+    recommend_variants = [parse_variant(text) for text in args.recommend_variants]
+    if len({name for name, _ in variants + recommend_variants}) < len(variants + recommend_variants):
+        parser.error("every --variant and --recommend-variant needs its own NAME")
     baseline_variants = [parse_baseline_variant(text) for text in args.baseline_variants]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -127,6 +136,12 @@ def main() -> None:
             run(f"train{suffix}", kgrec + ["train", "--out", str(runs / "models" / "model")] + port + overrides)
             run(f"recommend --all-users{suffix}", kgrec + ["recommend", "--all-users", "-k", "20", "--weights", "relevance=1",
                                                            "--model", str(runs / "models"), "--out", str(runs / "recs.jsonl")] + port)
+        for name, settings in recommend_variants:
+            lists = work / variant_folder(name)
+            lists.mkdir(exist_ok=True)
+            run(f"recommend --all-users {name}", kgrec + ["recommend", "--all-users", "-k", "20", "--weights", "relevance=1",
+                                                          "--model", str(work / "runs" / "models"), "--out", str(lists / "recs.jsonl")]
+                + port + [part for setting in settings for part in ("--set", setting)])
     finally:
         subprocess.run(kgrec + ["db", "stop"] + port, env=env, cwd=work)
 
@@ -135,14 +150,15 @@ def main() -> None:
     from kgrec.train.evaluate import paired_ratio
 
     per_user: dict[str, torch.Tensor] = {}
-    rows = score(work, heldout, baselines, timings, cold, [name for name, _ in variants], per_user)
+    kgrec_rows = [name for name, _ in variants + recommend_variants]
+    rows = score(work, heldout, baselines, timings, cold, kgrec_rows, per_user)
     baselines = [name for name, _, _ in baselines]
     # Every row is scored on the same held-out users, so each kgrec / baseline ratio gets the
     # standard error of a paired comparison: what separates the two models, beyond the luck
     # of which users were held out.
     paired = {
         f"{model} / {baseline}": paired_ratio(per_user[model], per_user[baseline])
-        for model in ["kgrec"] + [f"kgrec {name}" for name, _ in variants]
+        for model in ["kgrec"] + [f"kgrec {name}" for name in kgrec_rows]
         for baseline in baselines
         if baseline in per_user
     }
@@ -153,6 +169,7 @@ def main() -> None:
         "train_config": None if args.config is None else str(args.config),
         "train_overrides": args.overrides,
         "variants": {name: settings for name, settings in variants},
+        "recommend_variants": {name: settings for name, settings in recommend_variants},
         "baseline_variants": {name: [baseline, settings] for name, baseline, settings in baseline_variants},
         "rows": rows,
         "kgrec_over_best_baseline": rows["kgrec"]["ndcg@10"] / best if best == best else None,
