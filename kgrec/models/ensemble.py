@@ -43,7 +43,8 @@ class EncoderEnsemble(nn.Module):
     def __init__(self, members: list[nn.Module]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
-        self._stacked: tuple[tuple[int, ...], StackedEncoders] | None = None
+        self._tensors: list[Tensor] | None = None
+        self._stacked: tuple[tuple[int, ...], StackedEncoders | None] | None = None
 
     @property
     def max_length(self) -> int:
@@ -67,10 +68,19 @@ class EncoderEnsemble(nn.Module):
     def stacked(self) -> StackedEncoders | None:
         """The members stacked for inference, rebuilt when a weight changes; None when they cannot
         be (a ``gated`` block, or members that differ in shape or in their event weights)."""
-        version = tuple(t._version for t in (*self.parameters(), *self.buffers()))
+        # The tensors are listed once per mode switch: walking the modules costs more than the encoders.
+        if self._tensors is None:
+            self._tensors = [*self.parameters(), *self.buffers()]
+        version = tuple(t._version for t in self._tensors)
         if self._stacked is None or self._stacked[0] != version:
             self._stacked = (version, StackedEncoders.of(list(self.members)))
         return self._stacked[1]
+
+    def train(self, mode: bool = True) -> EncoderEnsemble:
+        """As :meth:`nn.Module.train`; also forgets the stacked weights (they are taken again, from
+        the members' tensors as they are then, at the next inference)."""
+        self._tensors = self._stacked = None
+        return super().train(mode)
 
 
 class StackedEncoders:
