@@ -24,10 +24,11 @@ def test_every_shipped_config_loads(path: Path):
     assert isinstance(load_config(path), KgrecConfig)
 
 
-def test_accurate_yaml_changes_only_width_and_members():
-    # Its header and docs/BENCHMARKS.md describe exactly these two changes to the defaults.
+def test_accurate_yaml_changes_only_width_members_and_the_large_catalog_scan():
+    # Its header and docs/BENCHMARKS.md describe exactly these changes to the defaults.
     accurate = load_config(REPO / "configs" / "accurate.yaml")
-    assert accurate == load_config(None, ["model.dim=128", "model.ensemble_size=2"])
+    settings = ["model.dim=128", "model.ensemble_size=2", "rank.exact_max_products=50000", "rank.retrieval=pca"]
+    assert accurate == load_config(None, settings)
     assert accurate != KgrecConfig()
 
 
