@@ -102,10 +102,10 @@ class StackedEncoders:
             tensors = [getattr(m, name).detach() for m in modules]
             return torch.stack([t.T if transpose else t for t in tensors])
 
-        self.event = torch.stack([m.event.weight.detach() for m in members])  # [n, E + 1, dim]
-        self.gap = torch.stack([m.gap.weight.detach() for m in members]) if first.gap is not None else None
+        self.event = stack([m.event for m in members], "weight")  # [n, E + 1, dim]
+        self.gap = stack([m.gap for m in members], "weight") if first.gap is not None else None
         encoders = [m.encoder for m in members]
-        self.position = torch.stack([e.position.weight.detach() for e in encoders])  # [n, L, dim]
+        self.position = stack([e.position for e in encoders], "weight")  # [n, L, dim]
         # Per block: (weight [n, in, out], bias [n, out]) of each linear map, and each norm's (weight, bias).
         self.blocks = []
         for i in range(len(first.encoder.blocks)):

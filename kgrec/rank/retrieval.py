@@ -96,19 +96,30 @@ def blocked_topk(
     return values, index, low_values, low_index
 
 
+def best_blocks(values: Tensor, count: int, block: int = 16, largest: bool = True) -> tuple[Tensor, Tensor]:
+    """The ``count`` blocks of ``block`` consecutive values per row with the highest (lowest)
+    maximum (minimum): ``(padded [rows, n'], members [rows, count · block])``, the row padded
+    with ``∓inf`` to whole blocks and the positions of every member of those blocks in it.
+
+    They hold the ``count`` highest (lowest) values of the row: a block holding one of them has
+    an end no worse than the ``count``-th value, and at most ``count - 1`` blocks beat it."""
+    rows, n = values.shape
+    fill = -torch.inf if largest else torch.inf
+    padded = F.pad(values, (0, -n % block), value=fill).view(rows, -1, block)
+    ends = padded.amax(dim=2) if largest else padded.amin(dim=2)
+    blocks = ends.topk(min(count, ends.shape[1]), dim=1, largest=largest).indices
+    return padded.view(rows, -1), (blocks.unsqueeze(2) * block + torch.arange(block)).reshape(rows, -1)
+
+
 def blockwise_topk(values: Tensor, k: int, block: int = 16) -> tuple[Tensor, Tensor]:
     """``values.topk(k, dim=1)`` of ``[rows, n]`` values (ties aside), in about a third of the time
-    on a wide row: the ``k`` blocks of ``block`` consecutive values with the highest maximum hold
-    the top ``k`` values (each block holding one of them has a maximum no lower than the k-th),
-    so the top ``k`` are sought among ``k · block`` values only."""
-    rows, n = values.shape
-    padded = F.pad(values, (0, -n % block), value=-torch.inf).view(rows, -1, block)
-    if k >= padded.shape[1]:
+    on a wide row: the top ``k`` are sought among the ``k · block`` values of :func:`best_blocks`."""
+    n = values.shape[1]
+    if k * block >= n:
         top = values.topk(min(k, n), dim=1)
         return top.values, top.indices
-    blocks = padded.amax(dim=2).topk(k, dim=1).indices
-    members = (blocks.unsqueeze(2) * block + torch.arange(block)).reshape(rows, -1)
-    top = padded.view(rows, -1).gather(1, members).topk(k, dim=1)
+    padded, members = best_blocks(values, k, block)
+    top = padded.gather(1, members).topk(k, dim=1)
     # A padding slot can be picked only with -inf, and then it is not a product.
     return top.values, members.gather(1, top.indices).clamp(max=n - 1)
 
@@ -280,16 +291,17 @@ class Retriever:
         self.embedding = product_embedding.float()
         self.popularity = popularity
         self.num_candidates = num_candidates
-        # Popularity as one more key column, scaled to [0, 1] so that it does not swamp the clustering.
         finite = torch.nan_to_num(popularity.values.float(), nan=0.0, posinf=0.0, neginf=0.0)
-        self.popularity_unit = float(finite.abs().max()) if finite.numel() and float(finite.abs().max()) > 0 else 1.0
         self.finite_popularity = finite
         self.scan = self.index = None
         if method == "pca":
             self.scan = PrincipalScan(self.embedding, components)
-        else:
-            keys = torch.cat([self.embedding, (finite / self.popularity_unit).unsqueeze(1)], dim=1)
-            self.index = ProductIndex(keys, method, probes)
+            return
+        # Popularity as one more key column, scaled to [0, 1] so that it does not swamp the clustering.
+        self.popularity_unit = float(finite.abs().max()) if finite.numel() and float(finite.abs().max()) > 0 else 1.0
+        keys = torch.cat([self.embedding, (finite / self.popularity_unit).unsqueeze(1)], dim=1)
+        self.index = ProductIndex(keys, method, probes)
+        # An index scans the lists near the user; the most popular products are added for everyone.
         self.popular = finite.topk(min(num_candidates, finite.numel())).indices
 
     @property
@@ -397,16 +409,12 @@ class Retriever:
     def _exact_lowest(self, users: Tensor, scores: Tensor) -> Tensor:
         """``[rows]`` the exact lowest score over the products whose approximate ``scores [rows, P]``
         are finite (``inf`` for a row without any): over every product of the ``LOWEST_BLOCKS``
-        blocks of ``LOWEST_BLOCK`` consecutive products with the lowest approximate minimum. These
-        hold at least the ``LOWEST_BLOCKS`` approximately lowest products, for two cheap passes
-        instead of a top-k over the catalog."""
-        rows, num_products = scores.shape
-        padded = F.pad(scores, (0, -num_products % LOWEST_BLOCK), value=torch.inf).view(rows, -1, LOWEST_BLOCK)
-        blocks = padded.amin(dim=2).topk(min(LOWEST_BLOCKS, padded.shape[1]), dim=1, largest=False).indices
-        product = (blocks.unsqueeze(2) * LOWEST_BLOCK + torch.arange(LOWEST_BLOCK)).reshape(rows, -1)
-        known = product < num_products
+        blocks of ``LOWEST_BLOCK`` products with the lowest approximate minimum
+        (:func:`best_blocks`), which hold the ``LOWEST_BLOCKS`` approximately lowest products."""
+        num_products = scores.shape[1]
+        padded, product = best_blocks(scores, LOWEST_BLOCKS, LOWEST_BLOCK, largest=False)
+        known = torch.isfinite(padded.gather(1, product))  # seen products and padding are inf
         product = product.clamp(max=num_products - 1)
-        known &= torch.isfinite(scores.gather(1, product))  # seen products are inf here
         exact = torch.bmm(self.embedding[product], users.unsqueeze(2)).squeeze(2)
         return exact.masked_fill(~known, torch.inf).amin(dim=1)
 
