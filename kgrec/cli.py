@@ -56,7 +56,10 @@ def config_options(command):
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help="Run config (YAML), e.g. configs/default.yaml. Default: the built-in defaults.",
+        help=(
+            "Run config (YAML), e.g. configs/default.yaml. Keys it leaves out take the built-in defaults; when "
+            "ranking, a rank key takes the model's own setting (the config it was trained with) first."
+        ),
     )
     @click.option(
         "--set",
@@ -463,7 +466,7 @@ def recommend_cmd(user_id, all_users, k, query_text, weights, include_seen, outp
         started = time.perf_counter()
         with _loaded(config, model_dir, offline) as loaded:
             n = pipeline.recommend_all(
-                config, loaded, out_path, k=k, weights=parsed, query=query_text, include_seen=include_seen, progress=True
+                loaded, out_path, k=k, weights=parsed, query=query_text, include_seen=include_seen, progress=True
             )
         console.print(f"Wrote recommendations for {n:,} users to {out_path} in {time.perf_counter() - started:.1f} s.")
         return
@@ -472,9 +475,9 @@ def recommend_cmd(user_id, all_users, k, query_text, weights, include_seen, outp
     if out_path is not None:
         raise click.UsageError("--out is for --all-users; with --user the list is printed (--format json for JSON).")
     with _loaded(config, model_dir, offline) as loaded:
-        result = pipeline.recommend(config, loaded, user_id, k=k, weights=parsed, query=query_text, include_seen=include_seen)
+        result = pipeline.recommend(loaded, user_id, k=k, weights=parsed, query=query_text, include_seen=include_seen)
         if explain:
-            pipeline.store_reasons(config, loaded, result)
+            pipeline.store_reasons(loaded, result)
     if output_format == "json":
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -499,7 +502,7 @@ def explain_cmd(user_id: str, product_id: str, model_dir: Path, config) -> None:
 
     with _loaded(config, model_dir, offline=False) as loaded:
         loaded.histories([user_id])  # a clear error for an unknown user
-        reasons = pipeline.explain(config, loaded, user_id, [product_id]).get(product_id, [])
+        reasons = pipeline.explain(loaded, user_id, [product_id]).get(product_id, [])
     if not reasons:
         console.print(f"No knowledge-graph path links {escape(user_id)} to {escape(product_id)} within two hops of their history.")
         return
@@ -603,7 +606,7 @@ def search_cmd(query_text, user_id, k, weights, include_seen, output_format, mod
 
     parsed = Weights.parse(weights) if weights is not None else None
     with _loaded(config, model_dir, offline=False) as loaded:
-        result = pipeline.search(config, loaded, query_text, user_id=user_id, k=k, weights=parsed, include_seen=include_seen)
+        result = pipeline.search(loaded, query_text, user_id=user_id, k=k, weights=parsed, include_seen=include_seen)
     if output_format == "json":
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return

@@ -102,6 +102,36 @@ def _describe_validation_error(error: ValidationError, source: Path) -> str:
     return "\n".join(lines)
 
 
+def with_model_rank(config: KgrecConfig, trained: dict[str, Any]) -> KgrecConfig:
+    """``config`` with a model's own rank settings wherever ``config`` sets none.
+
+    ``trained`` is the config the model was trained with (its directory's ``config.yaml``).
+    A model trained with ``--config configs/accurate.yaml`` is ranked with that file's
+    ``rank`` section (retrieval chosen for its 256-wide vectors) even when ``kgrec recommend``
+    or ``kgrec serve`` gets no config: a key the command's file or ``--set`` names wins, key
+    by key; the built-in defaults fill only what neither sets. A saved setting this version
+    does not know is ignored, and one it rejects leaves the command's rank section as it is.
+    """
+    saved = trained.get("rank")
+    if not isinstance(saved, dict):
+        return config
+    known = {key: value for key, value in saved.items() if key in RankConfig.model_fields}
+    try:
+        rank = RankConfig.model_validate(_merged(known, config.rank.model_dump(exclude_unset=True)))
+    except ValidationError:
+        return config
+    return config.model_copy(update={"rank": rank})
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top``'s values over it, nested sections merged key by key."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        merged[key] = _merged(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
 def save_config(config: KgrecConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (kept beside every model artifact)."""
     Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

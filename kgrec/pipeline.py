@@ -430,7 +430,6 @@ def rank_users(
 
 
 def recommend(
-    config: KgrecConfig,
     loaded,
     user_id: str,
     k: int | None = None,
@@ -444,14 +443,13 @@ def recommend(
     ``explain=True`` adds the knowledge-graph reasons (read from Neo4j, nothing written);
     :func:`store_reasons` stores them.
     """
-    result = recommend_users(config, loaded, [user_id], k, weights, query, include_seen)[0]
+    result = recommend_users(loaded, [user_id], k, weights, query, include_seen)[0]
     if explain:
-        add_reasons(config, loaded, result)
+        add_reasons(loaded, result)
     return result
 
 
 def recommend_users(
-    config: KgrecConfig,
     loaded,
     user_ids: list[str],
     k: int | None = None,
@@ -465,7 +463,7 @@ def recommend_users(
     ``observe_stage``: as :func:`rank_users` (the server's per-stage metrics)."""
     from kgrec.service import items
 
-    params = _rank_params(config, loaded, k, weights, include_seen)
+    params = _rank_params(loaded, k, weights, include_seen)
     _, ranked, histories = rank_users(loaded, user_ids, params, query, observe_stage=observe_stage)
     return [
         Recommendations(
@@ -480,17 +478,16 @@ def recommend_users(
     ]
 
 
-def _rank_params(config: KgrecConfig, loaded, k, weights, include_seen):
+def _rank_params(loaded, k, weights, include_seen):
     from kgrec.rank.params import MAX_K, RankParams
 
-    params = RankParams.from_config(config.rank, weights, k, include_seen)
+    params = RankParams.from_config(loaded.config.rank, weights, k, include_seen)
     if params.k > loaded.num_products:
         raise ConfigError(f"k must be between 1 and {min(MAX_K, loaded.num_products)} (the catalog size caps it), found {params.k}.")
     return params
 
 
 def recommend_all(
-    config: KgrecConfig,
     loaded,
     out_path: str | Path,
     k: int | None = None,
@@ -508,7 +505,7 @@ def recommend_all(
     import polars as pl
     import torch
 
-    params = _rank_params(config, loaded, k, weights, include_seen)
+    params = _rank_params(loaded, k, weights, include_seen)
     user_ids, ranked, _ = rank_users(loaded, None, params, query, progress)
     num_users, width = ranked.product_index.shape if ranked.product_index.dim() == 2 else (0, params.k)
     # One long frame of (user row, product index, score), grouped back into lists: no
@@ -542,7 +539,7 @@ def recommend_all(
     return out_frame.height
 
 
-def explain(config: KgrecConfig, loaded, user_id: str, product_ids: list[str]) -> dict[str, list]:
+def explain(loaded, user_id: str, product_ids: list[str]) -> dict[str, list]:
     """The knowledge-graph reasons linking ``user_id`` to each product (read only), with the
     configured limits (``rank.reasons_per_product``, ``explain_history_limit``, ...)."""
     from kgrec.errors import GraphStoreUnavailable
@@ -552,7 +549,7 @@ def explain(config: KgrecConfig, loaded, user_id: str, product_ids: list[str]) -
         raise GraphStoreUnavailable("Explanations are read from Neo4j, but no database is connected (drop --offline).")
     for product_id in product_ids:
         loaded.product_index(product_id)  # a clear error for an unknown product
-    rank_cfg = config.rank
+    rank_cfg = loaded.config.rank
     return explain_paths(
         loaded.store,
         user_id,
@@ -564,9 +561,9 @@ def explain(config: KgrecConfig, loaded, user_id: str, product_ids: list[str]) -
     )
 
 
-def add_reasons(config: KgrecConfig, loaded, result: Recommendations) -> Recommendations:
+def add_reasons(loaded, result: Recommendations) -> Recommendations:
     """Attach each item's knowledge-graph reasons (read only)."""
-    reasons = explain(config, loaded, result.user_id, [item["product_id"] for item in result.items])
+    reasons = explain(loaded, result.user_id, [item["product_id"] for item in result.items])
     for item in result.items:
         item["reasons"] = [
             {"kind": r.kind, "text": r.text, "via_product_id": r.via_product_id, "via": r.via, "strength": round(r.strength, 4)}
@@ -576,12 +573,12 @@ def add_reasons(config: KgrecConfig, loaded, result: Recommendations) -> Recomme
     return result
 
 
-def store_reasons(config: KgrecConfig, loaded, result: Recommendations) -> Recommendations:
+def store_reasons(loaded, result: Recommendations) -> Recommendations:
     """Explain ``result`` (if not yet) and store it as ``RECOMMENDED`` relationships for analysts."""
     from kgrec.explain.paths import write_recommendations
 
     if not result.explained:
-        add_reasons(config, loaded, result)
+        add_reasons(loaded, result)
     write_recommendations(loaded.store, result.user_id, result.model, result.items)
     result.stored = True
     return result
@@ -769,7 +766,6 @@ def match_query(loaded, query: str, search_config=None) -> QueryMatch:
 
 
 def search(
-    config: KgrecConfig,
     loaded,
     query: str,
     user_id: str | None = None,
@@ -778,6 +774,7 @@ def search(
     include_seen: bool | None = None,
     match: QueryMatch | None = None,
     personal: bool = True,
+    search_config=None,
 ) -> SearchResults:
     """Search the catalog for ``query``, personalised for ``user_id`` when given.
 
@@ -789,6 +786,7 @@ def search(
     recommendation, over the candidates alone. Without a user it is a plain search;
     ``personal=False`` uses the user's events only to leave out their products (unless
     ``include_seen``). ``match`` reuses a :func:`match_query` result (the same query for many users).
+    ``search_config``: the ``search`` settings (default: those of ``loaded.config``).
     """
     import torch
 
@@ -797,12 +795,12 @@ def search(
     from kgrec.rank.search import active_mix, describe_entities, hybrid_relevance, normalise_parts, rank_candidates
     from kgrec.service import items as ranked_items
 
-    cfg = config.search
+    cfg = search_config if search_config is not None else loaded.config.search
     match = match if match is not None else match_query(loaded, query, cfg)
     candidates = match.candidates
     histories = None
     raw = dict(match.parts)
-    with torch_threads(config.rank.request_threads):
+    with torch_threads(loaded.config.rank.request_threads):
         if user_id is not None:
             _, histories = loaded.histories([user_id])
             if personal:
@@ -811,7 +809,7 @@ def search(
         parts = normalise_parts(raw)
         relevance = hybrid_relevance(parts, mix)
         seen = cfg.include_seen if include_seen is None else include_seen
-        params = RankParams.from_config(config.rank, weights if weights is not None else Weights.of(cfg.weights), k, seen)
+        params = RankParams.from_config(loaded.config.rank, weights if weights is not None else Weights.of(cfg.weights), k, seen)
         if params.k > loaded.num_products:
             raise ConfigError(f"k must be between 1 and {loaded.num_products} (the catalog size caps it), found {params.k}.")
         ranked = rank_candidates(relevance, candidates, loaded.catalog, params, histories).user(0)

@@ -71,7 +71,7 @@ def status_code(error: KgrecError) -> int:
     return 400
 
 
-def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = None) -> FastAPI:
+def create_app(loaded: LoadedModel, api_key: str | None = None) -> FastAPI:
     """The FastAPI app around a loaded model; ``api_key`` guards every endpoint but ``/health`` and ``/metrics``."""
     app = FastAPI(
         title="kgrec",
@@ -103,14 +103,14 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
 
     def ranked(user: str, k: int, query: str | None, weights: str | None, include_seen: bool) -> pipeline.Recommendations:
         return pipeline.recommend(
-            config, loaded, user, k=k, query=query,
+            loaded, user, k=k, query=query,
             weights=Weights.parse(weights) if weights is not None else None,
             include_seen=include_seen,
         )
 
     batcher = RecommendBatcher(
         lambda options, user_ids: pipeline.recommend_users(
-            config, loaded, user_ids, *options, observe_stage=metrics.observe_stage
+            loaded, user_ids, *options, observe_stage=metrics.observe_stage
         ),
         MAX_BATCH_USERS,
     )
@@ -128,7 +128,7 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
         options = (k, Weights.parse(weights) if weights is not None else None, query, include_seen)
         result = await batcher.rank(options, user)
         if explain:
-            await run_in_threadpool(pipeline.add_reasons, config, loaded, result)
+            await run_in_threadpool(pipeline.add_reasons, loaded, result)
         # Plain JSON values already: a JSONResponse skips FastAPI's recursive encoder (~1 ms a request).
         return JSONResponse(result.to_dict())
 
@@ -140,12 +140,12 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
         weights: str | None = Query(None),
         include_seen: bool = Query(False),
     ) -> JSONResponse:
-        result = pipeline.store_reasons(config, loaded, ranked(user, k, query, weights, include_seen))
+        result = pipeline.store_reasons(loaded, ranked(user, k, query, weights, include_seen))
         return JSONResponse(result.to_dict())
 
     @app.get("/explain", dependencies=guarded)
     def explain(user: str = Query(...), product: str = Query(...)) -> dict[str, Any]:
-        reasons = pipeline.explain(config, loaded, user, [product])
+        reasons = pipeline.explain(loaded, user, [product])
         return {"user_id": user, "product_id": product, "reasons": [r.__dict__ for r in reasons.get(product, [])]}
 
     @app.get("/search", dependencies=guarded)
@@ -157,7 +157,7 @@ def create_app(config: KgrecConfig, loaded: LoadedModel, api_key: str | None = N
         include_seen: bool | None = Query(None, description="With a user: also rank products they already interacted with."),
     ) -> JSONResponse:
         result = pipeline.search(
-            config, loaded, query, user_id=user, k=k,
+            loaded, query, user_id=user, k=k,
             weights=Weights.parse(weights) if weights is not None else None,
             include_seen=include_seen,
         )
@@ -304,8 +304,10 @@ def run_server(
     resolved = str(loaded.recommender.path.resolve())
     app.close()
     del app, loaded
+    # Only the keys the command set: a worker then fills the rest as the parent did, from the
+    # model's own rank settings and the defaults (kgrec.config.with_model_rank).
     os.environ[SETTINGS_ENV] = json.dumps(
-        {"config": config.model_dump(mode="json"), "model_dir": resolved, "settings": asdict(settings)}
+        {"config": config.model_dump(mode="json", exclude_unset=True), "model_dir": resolved, "settings": asdict(settings)}
     )
     uvicorn.run("kgrec.serve:worker_app", factory=True, workers=settings.workers, **options)
 
@@ -341,7 +343,7 @@ def load_worker_app(config: KgrecConfig, model_dir: str | Path, settings: ServeS
     except BaseException:
         store.close()
         raise
-    app = ServingApp(create_app(config, loaded, api_key), close=store.close,
+    app = ServingApp(create_app(loaded, api_key), close=store.close,
                      threads=settings.threads, max_in_flight=settings.max_in_flight)
     # The model, the catalog and the imported libraries live as long as the worker: out of
     # the collector's sight, a full collection no longer walks them in the middle of a request.

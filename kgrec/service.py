@@ -23,7 +23,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from kgrec.config import KgrecConfig
+from kgrec.config import KgrecConfig, with_model_rank
 from kgrec.errors import ConfigError, UnknownProductError, UnknownUserError
 from kgrec.models.history import Histories
 from kgrec.rank.exploration import ExplorationGraph
@@ -46,22 +46,24 @@ class LoadedModel:
     """A model directory loaded for ranking, with the graph store it reads events from.
 
     Args:
-        config: the run config; its ``rank`` section is used by the jobs.
+        config: the run config of the command that ranks. Its ``rank`` section, over the
+            model's own rank settings (:func:`~kgrec.config.with_model_rank`), becomes
+            :attr:`config`, which the jobs use.
         model_dir: a model directory, its parent (``latest`` is used) or the pointer.
         store: the live graph; None ranks from the model's snapshot alone (no
             real-time events, no explanations).
     """
 
     def __init__(self, config: KgrecConfig, model_dir: str | Path, store: GraphStore | None = None):
-        self.config = config
         self.recommender: KgrecRecommender = load_model_dir(model_dir)
+        self.config = with_model_rank(config, self.recommender.config)
         assert self.recommender.path is not None
         self.model_id = self.recommender.path.name
         self.snapshot: Snapshot = load_snapshot(self.recommender.path / MODEL_SNAPSHOT_DIR)
         self.store = store
         self.loaded_at = time.time()
         self._text_encoder = None
-        new_products = self._place_new_products() if store is not None and config.rank.new_products else None
+        new_products = self._place_new_products() if store is not None and self.config.rank.new_products else None
         products = self.snapshot.tables.products.select("product_id", "title", "brand", "categories")
         if new_products is not None:
             products = pl.concat([products, new_products.select(products.columns)], how="vertical_relaxed")
@@ -74,12 +76,12 @@ class LoadedModel:
             torch.from_numpy(interactions.get_column("weight").to_numpy().astype("float32")),
             len(self.product_ids),  # new products have no training-time popularity
             now=popularity_anchor(timestamp),
-            half_life_days=config.rank.popularity_half_life_days,
+            half_life_days=self.config.rank.popularity_half_life_days,
         )
         self.catalog = Catalog(
             popularity=popularity,
             exploration=ExplorationGraph.from_snapshot(
-                self.snapshot, levels=config.rank.exploration, extra_products=new_products
+                self.snapshot, levels=self.config.rank.exploration, extra_products=new_products
             ),
             product_embedding=self.recommender.product_embedding,
         )

@@ -50,13 +50,13 @@ def main() -> None:
         runs = []
         for _ in range(args.repeats):
             started = time.perf_counter()
-            n = pipeline.recommend_all(config, loaded, Path(tmp) / "recs.jsonl", k=args.k)
+            n = pipeline.recommend_all(loaded, Path(tmp) / "recs.jsonl", k=args.k)
             runs.append(time.perf_counter() - started)
     batch_s = min(runs)
     sample = random.Random(0).sample(users, min(args.naive_users, len(users)))
     started = time.perf_counter()
     for user in sample:
-        pipeline.recommend(config, loaded, user, k=args.k)
+        pipeline.recommend(loaded, user, k=args.k)
     naive_s = time.perf_counter() - started
     figures = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",

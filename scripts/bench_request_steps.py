@@ -50,7 +50,7 @@ def time_steps(config, model_dir: Path, store, user_ids: list[str]) -> dict[str,
     from kgrec.service import items
 
     loaded = load_model(config, model_dir, store)
-    params = _rank_params(config, loaded, None, None, False)
+    params = _rank_params(loaded, None, None, False)
     recommender = loaded.recommender
     times: dict[str, list[float]] = {step: [] for step in (*STEPS, "total")}
     with torch_threads(config.rank.request_threads), torch.no_grad():

@@ -316,12 +316,12 @@ def main() -> None:
 
             loaded = pipeline.load_model(config, run.model_dir, None)
             t0 = time.perf_counter()
-            n_all = pipeline.recommend_all(config, loaded, work / "recs.jsonl", k=10)
+            n_all = pipeline.recommend_all(loaded, work / "recs.jsonl", k=10)
             batch_s = time.perf_counter() - t0
             naive_users = user_ids[: args.naive_users]
             t0 = time.perf_counter()
             for user in naive_users:
-                pipeline.recommend(config, loaded, user, k=10)
+                pipeline.recommend(loaded, user, k=10)
             naive_s = time.perf_counter() - t0
             figures["all_users"] = {
                 "users": n_all,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from kgrec.cli import CONFIG_HEADER
-from kgrec.config import KgrecConfig, load_config, parse_override, render_config_yaml
+from kgrec.config import KgrecConfig, load_config, parse_override, render_config_yaml, with_model_rank
 from kgrec.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +30,39 @@ def test_accurate_yaml_changes_only_width_members_and_the_large_catalog_scan():
     settings = ["model.dim=128", "model.ensemble_size=2", "rank.exact_max_products=50000", "rank.retrieval=pca"]
     assert accurate == load_config(None, settings)
     assert accurate != KgrecConfig()
+
+
+def test_a_model_s_rank_settings_fill_every_rank_key_the_command_does_not_set():
+    trained = load_config(None, ["rank.retrieval=pca", "rank.exact_max_products=50000", "rank.exploration.familiar=0.5"])
+    saved = trained.model_dump(mode="json")  # as the model directory's config.yaml holds it
+
+    plain = with_model_rank(KgrecConfig(), saved)
+    assert plain.rank == trained.rank
+
+    command = load_config(None, ["rank.retrieval=exact", "rank.exploration.nearby_category=0.9", "store.port=7701"])
+    merged = with_model_rank(command, saved)
+    assert merged.rank.retrieval == "exact"  # named by the command: the command's
+    assert merged.rank.exact_max_products == 50000  # not named: the model's
+    assert (merged.rank.exploration.nearby_category, merged.rank.exploration.familiar) == (0.9, 0.5)  # merged key by key
+    assert merged.store.port == 7701 and merged.model == command.model  # other sections stay the command's
+
+
+def test_a_model_s_unknown_or_rejected_rank_settings_leave_the_command_s():
+    command = load_config(None, ["rank.k=7"])
+    unknown = with_model_rank(command, {"rank": {"retrieval": "pca", "renamed_key": 1}})
+    assert (unknown.rank.retrieval, unknown.rank.k) == ("pca", 7)
+    assert with_model_rank(command, {"rank": {"retrieval": "no-such-method"}}).rank == command.rank
+    assert with_model_rank(command, {"model": {}}).rank == command.rank
+
+
+def test_the_config_handed_to_serve_workers_keeps_which_keys_the_command_set():
+    # kgrec serve --workers N hands its config to each worker as JSON; a worker must merge
+    # the model's rank settings exactly as the parent did.
+    command = load_config(None, ["rank.k=7"])
+    saved = load_config(None, ["rank.retrieval=pca", "rank.k=3"]).model_dump(mode="json")
+    handed = KgrecConfig.model_validate(command.model_dump(mode="json", exclude_unset=True))
+    assert with_model_rank(handed, saved) == with_model_rank(command, saved)
+    assert (with_model_rank(handed, saved).rank.k, with_model_rank(handed, saved).rank.retrieval) == (7, "pca")
 
 
 def test_load_config_applies_dotted_overrides_with_yaml_types():

@@ -46,7 +46,7 @@ def test_train_writes_a_model_dir_and_embeddings_with_a_vector_index(trained, gr
 def test_recommend_splits_each_score_into_its_parts(trained, graph_store: GraphStore):
     config, run, user_id = trained
     loaded = load_model(config, run.model_dir, graph_store)
-    result = recommend(config, loaded, user_id, k=5, weights=Weights.of((0.6, 0.2, 0.2)))
+    result = recommend(loaded, user_id, k=5, weights=Weights.of((0.6, 0.2, 0.2)))
     assert len(result.items) == 5
     seen = {r["id"] for r in graph_store.read("MATCH (:User {id: $u})-[:INTERACTED]->(p) RETURN p.id AS id", {"u": user_id})}
     for item in result.items:
@@ -59,22 +59,22 @@ def test_recommend_rejects_bad_requests_with_clear_errors(trained, graph_store: 
     config, run, user_id = trained
     loaded = load_model(config, run.model_dir, graph_store)
     with pytest.raises(UnknownUserError, match="not in the graph"):
-        recommend(config, loaded, "no-such-user")
+        recommend(loaded, "no-such-user")
     with pytest.raises(ConfigError, match="k must be between"):
-        recommend(config, loaded, user_id, k=0)
+        recommend(loaded, user_id, k=0)
     with pytest.raises(ConfigError, match="query is empty"):
-        recommend(config, loaded, user_id, query="   ")
+        recommend(loaded, user_id, query="   ")
 
 
 def test_explain_stores_reasons_and_rerunning_replaces_them(trained, graph_store: GraphStore):
     config, run, user_id = trained
     loaded = load_model(config, run.model_dir, graph_store)
     assert not graph_store.read("MATCH ()-[r:RECOMMENDED]->() RETURN r LIMIT 1")
-    explained = recommend(config, loaded, user_id, k=4, explain=True)
+    explained = recommend(loaded, user_id, k=4, explain=True)
     assert explained.explained and not explained.stored  # reading reasons writes nothing
     assert not graph_store.read("MATCH ()-[r:RECOMMENDED]->() RETURN r LIMIT 1")
     for _ in range(2):
-        pipeline.store_reasons(config, loaded, recommend(config, loaded, user_id, k=4))
+        pipeline.store_reasons(loaded, recommend(loaded, user_id, k=4))
     rows = graph_store.read(
         "MATCH (:User {id: $u})-[r:RECOMMENDED {model: $m}]->(p) RETURN r.rank AS rank, r.reasons AS reasons",
         {"u": user_id, "m": run.model_dir.name},
@@ -83,29 +83,29 @@ def test_explain_stores_reasons_and_rerunning_replaces_them(trained, graph_store
     assert any(r["reasons"] for r in rows)
 
 
-def batch_lists(config, loaded, out: Path, **options) -> dict[str, list[str]]:
-    pipeline.recommend_all(config, loaded, out, **options)
+def batch_lists(loaded, out: Path, **options) -> dict[str, list[str]]:
+    pipeline.recommend_all(loaded, out, **options)
     return {line["user_id"]: line["items"] for line in map(json.loads, out.read_text().splitlines())}
 
 
 def test_a_new_event_changes_the_next_recommendations_without_retraining(trained, graph_store: GraphStore, tmp_path: Path):
     config, run, user_id = trained
     loaded = load_model(config, run.model_dir, graph_store)
-    before = recommend(config, loaded, user_id, k=5)
-    batch_before = batch_lists(config, loaded, tmp_path / "before.jsonl", k=5)[user_id]
+    before = recommend(loaded, user_id, k=5)
+    batch_before = batch_lists(loaded, tmp_path / "before.jsonl", k=5)[user_id]
     assert batch_before == [item["product_id"] for item in before.items]
     target = before.items[0]["product_id"]
     add_event(config, user_id, target, "purchase")
-    after = recommend(config, loaded, user_id, k=5)
+    after = recommend(loaded, user_id, k=5)
     assert after.history_size == before.history_size + 1
     assert target not in [item["product_id"] for item in after.items]
-    batch_after = batch_lists(config, loaded, tmp_path / "after.jsonl", k=5)[user_id]
+    batch_after = batch_lists(loaded, tmp_path / "after.jsonl", k=5)[user_id]
     assert batch_after == [item["product_id"] for item in after.items] != batch_before
 
 
 def test_http_api_answers_and_maps_user_errors_to_4xx(trained, graph_store: GraphStore):
     config, run, user_id = trained
-    client = TestClient(create_app(config, load_model(config, run.model_dir, graph_store)))
+    client = TestClient(create_app(load_model(config, run.model_dir, graph_store)))
     health = client.get("/health").json()
     assert health["status"] == "ok" and "database" not in health and "bolt" not in json.dumps(health)
     body = client.get("/recommend", params={"user": user_id, "k": 3}).json()
@@ -158,9 +158,9 @@ def test_products_added_after_training_are_ranked_through_their_graph_neighbours
     assert twin_rank < 12  # among the 10% of catalog products closest to the new one
 
     _, histories = loaded.histories([user_id])
-    everything = recommend(config, loaded, user_id, k=121 - int(histories.lengths[0]))
+    everything = recommend(loaded, user_id, k=121 - int(histories.lengths[0]))
     assert "NEW-1" in [item["product_id"] for item in everything.items]
-    assert recommend(config, loaded, "newcomer", k=3).history_size == 1  # its event counts in real time
+    assert recommend(loaded, "newcomer", k=3).history_size == 1  # its event counts in real time
 
     offline = load_model(config, run.model_dir, None)
     assert "NEW-1" not in offline.product_ids
@@ -185,10 +185,33 @@ def test_retrieved_candidates_rank_like_the_full_pass_and_include_new_products(
     )
     retrieving = load_model(forced, run.model_dir, graph_store)
     assert retrieving.retriever is not None and "NEW-1" in retrieving.product_ids
-    assert batch_lists(config, full, tmp_path / "full.jsonl", k=10) == batch_lists(forced, retrieving, tmp_path / "r.jsonl", k=10)
+    assert batch_lists(full, tmp_path / "full.jsonl", k=10) == batch_lists(retrieving, tmp_path / "r.jsonl", k=10)
     new = retrieving.product_index("NEW-1")
     vector = retrieving.recommender.product_embedding[new : new + 1]
     assert new in retrieving.retriever.candidates(vector, None, Weights.of((1, 0, 0))).product_index[0].tolist()
+
+
+def test_a_model_ranks_with_the_rank_settings_it_was_trained_with(graph_store: GraphStore, tmp_path: Path):
+    """Trained with rank settings (as with configs/accurate.yaml), a model is ranked with them
+    by a command that names no rank key; a key the command names wins."""
+    shop = write_sample_shop(tmp_path / "shop", num_products=120, num_users=80, seed=3)
+    cache = f"features.cache_dir={tmp_path / 'cache'}"
+    config = load_config(None, ["train.epochs=2", cache, "rank.k=4", "rank.exact_max_products=0", "rank.retrieval=pca"])
+    build_graph(config, shop["products"], shop["interactions"], shop["relations"], shop["users"])
+    run = train(config, runs_dir=tmp_path / "runs", write_embeddings=False, echo=lambda *_: None)
+    user_id = shop["interactions"].read_text().splitlines()[1].split(",")[0]
+
+    loaded = load_model(load_config(None, [cache]), run.model_dir, graph_store)
+    assert loaded.retriever is not None and loaded.retriever.scan is not None  # rank.retrieval: pca
+    assert len(recommend(loaded, user_id).items) == 4
+
+    named = load_model(load_config(None, [cache, "rank.k=6", "rank.exact_max_products=200000"]), run.model_dir, graph_store)
+    assert named.retriever is None and named.config.rank.retrieval == "pca"
+    assert len(recommend(named, user_id).items) == 6
+
+    result = CliRunner().invoke(cli, ["recommend", "--user", user_id, "--format", "json", "--model", str(run.model_dir)])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["items"]) == 4
 
 
 def test_one_user_batch_and_http_give_identical_lists(trained, graph_store: GraphStore, tmp_path: Path):
@@ -200,8 +223,8 @@ def test_one_user_batch_and_http_give_identical_lists(trained, graph_store: Grap
     runner = CliRunner()
     model = ["--model", str(run.model_dir)]
     loaded = load_model(config, run.model_dir, graph_store)
-    client = TestClient(create_app(config, loaded))
-    users = sorted(batch_lists(config, loaded, tmp_path / "all.jsonl", k=10))
+    client = TestClient(create_app(loaded))
+    users = sorted(batch_lists(loaded, tmp_path / "all.jsonl", k=10))
     sample = random.Random(0).sample(users, 50)
     for weights in (None, "relevance=0.5,popularity=0.2,diversity=0.3"):
         flags = ["--weights", weights] if weights else []
@@ -222,13 +245,13 @@ def test_all_users_honours_query_and_include_seen_and_rejects_explain(trained, g
     config, run, user_id = trained
     loaded = load_model(config, run.model_dir, graph_store)
     query = "rugged action camera"
-    batch = batch_lists(config, loaded, tmp_path / "q.jsonl", k=5, query=query)
-    assert batch[user_id] == [item["product_id"] for item in recommend(config, loaded, user_id, k=5, query=query).items]
-    plain = batch_lists(config, loaded, tmp_path / "p.jsonl", k=5)
+    batch = batch_lists(loaded, tmp_path / "q.jsonl", k=5, query=query)
+    assert batch[user_id] == [item["product_id"] for item in recommend(loaded, user_id, k=5, query=query).items]
+    plain = batch_lists(loaded, tmp_path / "p.jsonl", k=5)
     assert batch != plain  # the query changed the lists
     _, histories = loaded.histories([user_id])
     seen = set(loaded.product_ids.ids.gather(histories.product_index.tolist()).to_list())
-    with_seen = batch_lists(config, loaded, tmp_path / "s.jsonl", k=40, include_seen=True)[user_id]
+    with_seen = batch_lists(loaded, tmp_path / "s.jsonl", k=40, include_seen=True)[user_id]
     assert seen & set(with_seen) and not seen & set(plain[user_id])
     result = CliRunner().invoke(cli, ["recommend", "--all-users", "--explain", "--out", str(tmp_path / "x.jsonl"),
                                       "--model", str(run.model_dir)])
@@ -237,7 +260,7 @@ def test_all_users_honours_query_and_include_seen_and_rejects_explain(trained, g
 
 def test_get_never_writes_and_post_stores(trained, graph_store: GraphStore):
     config, run, user_id = trained
-    client = TestClient(create_app(config, load_model(config, run.model_dir, graph_store)))
+    client = TestClient(create_app(load_model(config, run.model_dir, graph_store)))
     count = "MATCH ()-[r:RECOMMENDED]->() RETURN count(r) AS n"
     body = client.get("/recommend", params={"user": user_id, "k": 3, "explain": "true"}).json()
     assert body["explained"] and "reasons" in body["items"][0]
@@ -248,7 +271,7 @@ def test_get_never_writes_and_post_stores(trained, graph_store: GraphStore):
 
 def test_api_key_guards_every_endpoint_but_health(trained, graph_store: GraphStore):
     config, run, user_id = trained
-    client = TestClient(create_app(config, load_model(config, run.model_dir, graph_store), api_key="s3cret"))
+    client = TestClient(create_app(load_model(config, run.model_dir, graph_store), api_key="s3cret"))
     assert client.get("/health").status_code == 200
     assert client.get("/recommend", params={"user": user_id}).status_code == 401
     assert client.get("/recommend", params={"user": user_id}, headers={"X-API-Key": "wrong"}).status_code == 401

@@ -115,7 +115,7 @@ def brand_category(products: pl.DataFrame, brand: str, category: str) -> set[str
 def test_search_recognises_brand_and_category_and_ranks_their_products_first(shop):
     loaded, products = shop["loaded"], shop["products"]
     config = load_config(None, ["search.dense_candidates=10", "search.lexical_candidates=20"])
-    result = search(config, loaded, "nevria action camera", k=5)
+    result = search(loaded, "nevria action camera", k=5, search_config=config.search)
     assert result.recognised == "brand: Nevria; category: Electronics > Cameras > Action Camera"
     assert result.items[0]["product_id"] == "P001"  # the only Nevria action camera
     assert result.items[0]["entity"] == 1.0 and result.items[0]["lexical"] == 1.0
@@ -129,17 +129,17 @@ def test_search_recognises_brand_and_category_and_ranks_their_products_first(sho
 
 
 def test_search_recognises_a_typo(shop):
-    result = search(shop["config"], shop["loaded"], "nevira", k=3)  # two letters swapped
+    result = search(shop["loaded"], "nevira", k=3)  # two letters swapped
     assert result.recognised == "brand: Nevria"
     assert all(item["brand"] == "Nevria" for item in result.items)
 
 
 def test_search_score_is_the_weighted_sum_of_its_parts(shop):
-    config, loaded = shop["config"], shop["loaded"]
-    result = search(config, loaded, "compact notebook", user_id=shop["user"], k=8)
+    loaded = shop["loaded"]
+    result = search(loaded, "compact notebook", user_id=shop["user"], k=8)
     assert result.recognised.startswith("category: ") and result.recognised.endswith(" > Notebook")
     assert set(result.mix) == {"lexical", "dense", "entity", "personal"}
-    assert set(search(config, loaded, "slim graphite", k=3).mix) == {"lexical", "dense"}  # nothing named, no user
+    assert set(search(loaded, "slim graphite", k=3).mix) == {"lexical", "dense"}  # nothing named, no user
     assert sum(result.mix.values()) == pytest.approx(1.0)
     w = result.weights
     for item in result.items:
@@ -158,7 +158,9 @@ def test_each_part_alone_puts_its_best_candidate_first(shop, part: str):
     that part's best candidate (1.0 after normalisation)."""
     overrides = [f"search.{name}={100.0 if name == part else 0.001}" for name in ("lexical", "dense", "entity", "personal")]
     config = load_config(None, [*overrides, "search.popularity=0"])
-    result = search(config, shop["loaded"], "halona compact notebook", user_id=shop["user"], k=3, include_seen=True)
+    result = search(
+        shop["loaded"], "halona compact notebook", user_id=shop["user"], k=3, include_seen=True, search_config=config.search
+    )
     assert result.items[0][part] == pytest.approx(1.0)
 
 
@@ -168,27 +170,27 @@ def test_search_filter_mode_keeps_only_the_named_products(shop):
     nevria = set(products.filter(pl.col("brand") == "Nevria").get_column("product_id"))
     match = match_query(shop["loaded"], "nevria gadget", config.search)
     assert match.candidates.numel() == len(nevria)
-    result = search(config, shop["loaded"], "nevria gadget", k=len(nevria) + 5, match=match)
+    result = search(shop["loaded"], "nevria gadget", k=len(nevria) + 5, match=match)
     assert {item["product_id"] for item in result.items} == nevria
 
 
 def test_search_for_a_user_excludes_their_products_and_plain_search_does_not(shop):
-    config, loaded, store, user_id = shop["config"], shop["loaded"], shop["store"], shop["user"]
+    loaded, store, user_id = shop["loaded"], shop["store"], shop["user"]
     seen = {r["id"] for r in store.read("MATCH (:User {id: $u})-[:INTERACTED]->(p) RETURN p.id AS id", {"u": user_id})}
     title = shop["products"].filter(pl.col("product_id") == sorted(seen)[0]).get_column("title")[0]
-    plain = search(config, loaded, title, k=10)
+    plain = search(loaded, title, k=10)
     assert plain.items[0]["product_id"] == sorted(seen)[0] and plain.user_id is None and "personal" not in plain.mix
-    personal = search(config, loaded, title, user_id=user_id, k=10)
+    personal = search(loaded, title, user_id=user_id, k=10)
     assert not seen & {item["product_id"] for item in personal.items}
     assert personal.history_size == len(seen)
 
 
 def test_search_rejects_bad_requests(shop):
-    config, loaded = shop["config"], shop["loaded"]
+    loaded = shop["loaded"]
     with pytest.raises(ConfigError, match="query is empty"):
-        search(config, loaded, "  ")
+        search(loaded, "  ")
     with pytest.raises(ConfigError, match="k must be between"):
-        search(config, loaded, "camera", k=0)
+        search(loaded, "camera", k=0)
 
 
 def test_kgrec_search_prints_what_it_recognised(shop):
@@ -209,11 +211,11 @@ def test_kgrec_search_prints_what_it_recognised(shop):
 
 def test_http_search_and_metrics(shop):
     config, loaded, user_id = shop["config"], shop["loaded"], shop["user"]
-    client = TestClient(create_app(config, loaded))
-    other = TestClient(create_app(config, loaded))  # a second app: its own registry, no clash
+    client = TestClient(create_app(loaded))
+    other = TestClient(create_app(loaded))  # a second app: its own registry, no clash
     body = client.get("/search", params={"query": "nevria action camera", "k": 3}).json()
     assert body["recognised"].startswith("brand: Nevria") and body["items"][0]["product_id"] == "P001"
-    assert body == search(config, loaded, "nevria action camera", k=3).to_dict()
+    assert body == search(loaded, "nevria action camera", k=3).to_dict()
     assert client.get("/search", params={"query": "camera", "user": user_id}).json()["user_id"] == user_id
     assert client.get("/search", params={"query": "camera", "user": "nobody"}).status_code == 404
     assert client.get("/search", params={"query": ""}).status_code == 400
@@ -251,7 +253,7 @@ def test_search_on_a_graph_without_the_indexes_says_how_to_fix_it(shop):
     store.run("DROP INDEX product_text IF EXISTS")
     try:
         with pytest.raises(store_search.SearchIndexMissing, match="kgrec build-graph"):
-            search(shop["config"], shop["loaded"], "camera")
+            search(shop["loaded"], "camera")
     finally:
         ensure_schema(store)
         store.run("CALL db.awaitIndexes(60)")
@@ -267,6 +269,6 @@ def test_search_with_a_model_trained_without_text_uses_lexical_and_entity_parts(
     model = KgrecRecommender(config, seed=0, epochs=1).fit(leave_last_out(snapshot), snapshot)
     model_dir = save_model_dir(model, tmp_path / "models" / "no-text", {}, snapshot=snapshot)
     loaded = load_model(config, model_dir, shop["store"])
-    result = search(config, loaded, "nevria action camera", k=3)
+    result = search(loaded, "nevria action camera", k=3)
     assert result.items[0]["product_id"] == "P001"
     assert "dense" not in result.items[0] or result.items[0]["dense"] == 0.0

@@ -275,7 +275,7 @@ def test_serve_batched_answers_equal_one_by_one_and_an_unknown_user_gets_its_own
             patch.setenv(name, value)
         with GraphStore(env["NEO4J_URI"], auth=(env["NEO4J_USER"], env["NEO4J_PASSWORD"])) as store:
             loaded = load_model(config, model_dir, store)
-            alone = {u: [item["product_id"] for item in recommend(config, loaded, u, k=10).items] for u in sample}
+            alone = {u: [item["product_id"] for item in recommend(loaded, u, k=10).items] for u in sample}
     for user, response in zip(asked, responses):
         if user == "nobody":
             assert response.status_code == 404 and "nobody" in response.json()["detail"]
