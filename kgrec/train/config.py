@@ -83,6 +83,15 @@ class TrainConfig(BaseModel):
         ),
     )
     eval_every: int = Field(1, ge=1, description="Evaluate on the valid part every this many epochs.")
+    average_epochs: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Keep the mean of the weights after each of the latest this many epochs (weight averaging): each valid "
+            "evaluation scores it, early stopping keeps it and a fit for a fixed epoch count ends with it "
+            "(1: the last epoch's weights)."
+        ),
+    )
     nproc: int = Field(
         1,
         ge=1,
