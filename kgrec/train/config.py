@@ -74,14 +74,6 @@ class TrainConfig(BaseModel):
     )
     temperature: float = Field(0.1, gt=0, description="Softmax temperature on cosine-like scores.")
     patience: int = Field(3, ge=1, description="Stop after this many evaluations without a better valid NDCG@10.")
-    selection_window: int = Field(
-        1,
-        ge=1,
-        description=(
-            "Valid NDCG@10 is the mean of this many latest evaluations where it picks the kept epoch (the refits' "
-            "epoch count) and counts patience (1: each evaluation alone)."
-        ),
-    )
     eval_every: int = Field(1, ge=1, description="Evaluate on the valid part every this many epochs.")
     average_epochs: int = Field(
         1,

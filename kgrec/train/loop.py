@@ -325,7 +325,6 @@ class _TrainJob:
         best_state: dict[str, Tensor] | None = None
         best_metrics: dict[str, float] = {}
         stale = 0
-        valid_curve: list[float] = []
         averaged = WeightWindow(train_cfg.average_epochs)
         batch_size = train_cfg.sequence_batch_size if sequential else train_cfg.batch_size
 
@@ -362,13 +361,8 @@ class _TrainJob:
                         with averaged.applied(model):
                             metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
                         record.valid_ndcg = metrics[VALID_METRIC]
-                        valid_curve.append(record.valid_ndcg)
-                        # The mean of the latest evaluations: one lucky or unlucky epoch on a
-                        # plateau neither picks the epoch count nor stops training.
-                        latest = valid_curve[-train_cfg.selection_window :]
-                        selected = sum(latest) / len(latest)
-                        if selected > best[0]:
-                            best, best_metrics, stale = (selected, epoch), metrics, 0
+                        if record.valid_ndcg > best[0]:
+                            best, best_metrics, stale = (record.valid_ndcg, epoch), metrics, 0
                             best_state = {**copy.deepcopy(model.state_dict()), **averaged.mean()}
                         else:
                             stale += 1
@@ -379,7 +373,7 @@ class _TrainJob:
                         stop = bool(decision[0])
                 record.seconds = time.perf_counter() - t0
                 history.append(record)
-                _update_bar(bar, record, best, train_cfg.selection_window)
+                _update_bar(bar, record, best)
                 if stop:
                     break
         finally:
@@ -814,12 +808,12 @@ def _progress_bar(total: int, enabled: bool, label: str) -> Any:
     return tqdm(total=total, desc=label, unit="epoch", leave=True)
 
 
-def _update_bar(bar: Any, record: EpochRecord, best: tuple[float, int], window: int) -> None:
+def _update_bar(bar: Any, record: EpochRecord, best: tuple[float, int]) -> None:
     if bar is None:
         return
     postfix = {"loss": f"{record.loss:.4f}"}
     if record.valid_ndcg is not None:
         postfix["valid_ndcg@10"] = f"{record.valid_ndcg:.4f}"
-        postfix["best" if window == 1 else f"best_mean{window}"] = f"{best[0]:.4f}@{best[1]}"
+        postfix["best"] = f"{best[0]:.4f}@{best[1]}"
     bar.set_postfix(postfix)
     bar.update(1)

@@ -95,18 +95,6 @@ def test_train_model_beats_random_and_stops_early(planted):
     assert result.product_embedding.shape == (snapshot.num_products, 16)
 
 
-def test_a_selection_window_picks_the_epoch_where_the_mean_of_the_latest_valid_figures_peaks(planted):
-    snapshot, split = planted
-    cfg = TrainConfig(epochs=200, batch_size=256, lr=0.02, patience=2, selection_window=3, device="cpu")
-    result = fit(snapshot, split, FAST_MODEL, cfg)
-    curve = [r["valid_ndcg"] for r in result.history["epochs"]]
-    means = [sum(curve[max(0, i - 2) : i + 1]) / len(curve[max(0, i - 2) : i + 1]) for i in range(len(curve))]
-    kept = means.index(max(means)) + 1  # the first epoch whose trailing mean is the highest
-    assert result.best_epoch == kept
-    assert len(curve) == min(kept + cfg.patience, cfg.epochs)  # patience counted on the mean, too
-    assert result.best_valid_ndcg is not None
-
-
 def test_weight_averaging_ends_a_fixed_epoch_fit_with_the_mean_of_its_latest_epochs(planted):
     snapshot, split = planted
     merged = split.merge_valid_into_train()  # no valid part: exactly `epochs` epochs
