@@ -101,7 +101,7 @@ def create_app(loaded: LoadedModel, api_key: str | None = None) -> FastAPI:
             "products": loaded.num_products,
         }
 
-    def ranked(user: str, k: int, query: str | None, weights: str | None, include_seen: bool) -> pipeline.Recommendations:
+    def ranked(user: str, k: int | None, query: str | None, weights: str | None, include_seen: bool) -> pipeline.Recommendations:
         return pipeline.recommend(
             loaded, user, k=k, query=query,
             weights=Weights.parse(weights) if weights is not None else None,
@@ -119,7 +119,7 @@ def create_app(loaded: LoadedModel, api_key: str | None = None) -> FastAPI:
     @app.get("/recommend", dependencies=guarded)
     async def recommend(
         user: str = Query(..., description="The user id."),
-        k: int = Query(10, description="How many products."),
+        k: int | None = Query(None, description="How many products (default: rank.k, 10)."),
         query: str | None = Query(None, description="Optional text: a personalised search."),
         weights: str | None = Query(None, description="e.g. relevance=0.7,popularity=0.1,diversity=0.2"),
         include_seen: bool = Query(False, description="Also rank products the user already interacted with."),
@@ -135,7 +135,7 @@ def create_app(loaded: LoadedModel, api_key: str | None = None) -> FastAPI:
     @app.post("/recommend", dependencies=guarded)
     def recommend_and_store(
         user: str = Query(...),
-        k: int = Query(10),
+        k: int | None = Query(None),
         query: str | None = Query(None),
         weights: str | None = Query(None),
         include_seen: bool = Query(False),
@@ -152,7 +152,7 @@ def create_app(loaded: LoadedModel, api_key: str | None = None) -> FastAPI:
     def search(
         query: str = Query(..., description="The text to search for."),
         user: str | None = Query(None, description="Optional user id: a personalised search."),
-        k: int = Query(10, description="How many products."),
+        k: int | None = Query(None, description="How many products (default: rank.k, 10)."),
         weights: str | None = Query(None, description="e.g. relevance=0.9,popularity=0.1,diversity=0"),
         include_seen: bool | None = Query(None, description="With a user: also rank products they already interacted with."),
     ) -> JSONResponse:

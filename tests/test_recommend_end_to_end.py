@@ -212,6 +212,9 @@ def test_a_model_ranks_with_the_rank_settings_it_was_trained_with(graph_store: G
     result = CliRunner().invoke(cli, ["recommend", "--user", user_id, "--format", "json", "--model", str(run.model_dir)])
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["items"]) == 4
+    client = TestClient(create_app(loaded))
+    assert len(client.get("/recommend", params={"user": user_id}).json()["items"]) == 4  # the HTTP API too
+    assert len(client.get("/recommend", params={"user": user_id, "k": 2}).json()["items"]) == 2
 
 
 def test_one_user_batch_and_http_give_identical_lists(trained, graph_store: GraphStore, tmp_path: Path):
