@@ -75,15 +75,6 @@ class TrainConfig(BaseModel):
     temperature: float = Field(0.1, gt=0, description="Softmax temperature on cosine-like scores.")
     patience: int = Field(3, ge=1, description="Stop after this many evaluations without a better valid NDCG@10.")
     eval_every: int = Field(1, ge=1, description="Evaluate on the valid part every this many epochs.")
-    average_epochs: int = Field(
-        1,
-        ge=1,
-        description=(
-            "Keep the mean of the weights after each of the latest this many epochs (weight averaging): each valid "
-            "evaluation scores it, early stopping keeps it and a fit for a fixed epoch count ends with it "
-            "(1: the last epoch's weights)."
-        ),
-    )
     nproc: int = Field(
         1,
         ge=1,

@@ -22,7 +22,6 @@ import os
 import random
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -325,7 +324,6 @@ class _TrainJob:
         best_state: dict[str, Tensor] | None = None
         best_metrics: dict[str, float] = {}
         stale = 0
-        averaged = WeightWindow(train_cfg.average_epochs)
         batch_size = train_cfg.sequence_batch_size if sequential else train_cfg.batch_size
 
         bar = _progress_bar(max_epochs, self.progress and rank == 0, self.label)
@@ -354,16 +352,14 @@ class _TrainJob:
                         f"Training diverged at epoch {epoch} (loss is not finite); lower train.lr (now {train_cfg.lr})."
                     )
                 record = EpochRecord(epoch, float(total[0] / total[1].clamp(min=1)), None, 0.0)
-                averaged.add(model)
                 stop = False
                 if has_valid and (epoch % train_cfg.eval_every == 0 or epoch == max_epochs):
                     if rank == 0:
-                        with averaged.applied(model):
-                            metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
+                        metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
                         record.valid_ndcg = metrics[VALID_METRIC]
                         if record.valid_ndcg > best[0]:
                             best, best_metrics, stale = (record.valid_ndcg, epoch), metrics, 0
-                            best_state = {**copy.deepcopy(model.state_dict()), **averaged.mean()}
+                            best_state = copy.deepcopy(model.state_dict())
                         else:
                             stale += 1
                         stop = early_stop and stale >= train_cfg.patience
@@ -385,7 +381,6 @@ class _TrainJob:
             best_epoch = best[1]
         else:
             best_epoch = len(history)
-            model.load_state_dict(averaged.mean(), strict=False)
             if has_valid and not best_metrics and rank == 0:
                 best_metrics = _evaluate_model(model, split, "valid", train_cfg.eval_users)
         model.sparse_gradients(False)
@@ -402,51 +397,6 @@ class _TrainJob:
             torch.distributed.broadcast_object_list(shared, src=0)
             records = shared[0]
         return model, records
-
-
-class WeightWindow:
-    """The mean of a model's weights over its latest ``size`` epochs (``size`` 1: the weights as they are).
-
-    Late in training the weights wander around a plateau from epoch to epoch; their mean sits
-    nearer its middle than any one epoch's (weight averaging, as in SWA). It holds ``size``
-    copies of the floating-point weights.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.states: list[dict[str, Tensor]] = []
-
-    def add(self, model: nn.Module) -> None:
-        """Record the weights after an epoch."""
-        if self.size == 1:
-            return
-        self.states = self.states[-(self.size - 1) :] + [
-            {name: value.detach().clone() for name, value in model.state_dict().items() if value.is_floating_point()}
-        ]
-
-    def mean(self) -> dict[str, Tensor]:
-        """The mean of the recorded weights by name ({} with ``size`` 1 or before any epoch)."""
-        if not self.states:
-            return {}
-        total = {name: value.clone() for name, value in self.states[0].items()}
-        for state in self.states[1:]:
-            for name, value in state.items():
-                total[name] += value
-        return {name: value / len(self.states) for name, value in total.items()}
-
-    @contextmanager
-    def applied(self, model: nn.Module):
-        """``model`` carries the mean inside the block and its own weights again after it."""
-        mean = self.mean()
-        if not mean:
-            yield model
-            return
-        own = {name: model.state_dict()[name].clone() for name in mean}
-        model.load_state_dict(mean, strict=False)
-        try:
-            yield model
-        finally:
-            model.load_state_dict(own, strict=False)
 
 
 def uses_sampled_rows(model: KgrecModel, cfg: TrainConfig, cached: bool) -> bool:

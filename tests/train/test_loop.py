@@ -5,7 +5,6 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import torch
-from torch import nn
 
 from kgrec.errors import TrainingError
 from kgrec.features.config import FeaturesConfig
@@ -16,7 +15,7 @@ from kgrec.train.config import TrainConfig
 from kgrec.train.evaluate import evaluate
 from kgrec.config import KgrecConfig
 from kgrec.train.artifacts import KgrecRecommender
-from kgrec.train.loop import WeightWindow, next_item_pairs, resolve_device, train_model
+from kgrec.train.loop import next_item_pairs, resolve_device
 from kgrec.train.split import Pairs, leave_last_out
 
 NUM_CHAINS, CHAIN_LENGTH = 6, 10
@@ -93,33 +92,6 @@ def test_train_model_beats_random_and_stops_early(planted):
     assert test["ndcg@10"] > 3 * random["ndcg@10"]
     assert result.user_embedding.shape == (snapshot.num_users, 16)
     assert result.product_embedding.shape == (snapshot.num_products, 16)
-
-
-def test_weight_averaging_ends_a_fixed_epoch_fit_with_the_mean_of_its_latest_epochs(planted):
-    snapshot, split = planted
-    merged = split.merge_valid_into_train()  # no valid part: exactly `epochs` epochs
-
-    def weights(epochs: int, average: int) -> dict[str, torch.Tensor]:
-        cfg = TrainConfig(epochs=epochs, batch_size=256, lr=0.02, average_epochs=average, device="cpu")
-        model, _, _ = train_model(snapshot, merged, FAST_MODEL, cfg, FeaturesConfig(), seed=0, progress=False, epochs=epochs)
-        return {name: value for name, value in model.state_dict().items() if value.is_floating_point()}
-
-    second, third, averaged = weights(2, 1), weights(3, 1), weights(3, 2)
-    for name, value in averaged.items():
-        torch.testing.assert_close(value, (second[name] + third[name]) / 2)
-    assert any(not torch.equal(averaged[name], third[name]) for name in averaged)
-
-
-def test_a_weight_window_lends_its_mean_to_a_block_and_restores_the_weights():
-    layer = nn.Linear(2, 1, bias=False)
-    window = WeightWindow(3)
-    for value in (1.0, 2.0, 3.0, 4.0):  # the first falls out of the window
-        nn.init.constant_(layer.weight, value)
-        window.add(layer)
-    with window.applied(layer):
-        assert torch.equal(layer.weight, torch.full((1, 2), 3.0))
-    assert torch.equal(layer.weight, torch.full((1, 2), 4.0))
-    assert WeightWindow(1).mean() == {}
 
 
 def test_train_model_is_deterministic_for_a_seed(planted):
