@@ -1,8 +1,10 @@
 """kgrec's jobs as plain Python functions: what the CLI calls, and what code can call.
 
 Each function takes the resolved :class:`~kgrec.config.KgrecConfig` (or its own
-section) and returns a result object; printing is the caller's business. Progress
-bars are drawn when ``progress=True``.
+section) and returns a result object; printing is the caller's business. The ranking
+jobs (recommend, explain, search) take the model from :func:`load_model` instead, which
+carries the config it ranks with: the command's, over the model's own rank settings.
+Progress bars are drawn when ``progress=True``.
 """
 
 from __future__ import annotations
