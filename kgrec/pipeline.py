@@ -412,7 +412,10 @@ def rank_users(
             batch = histories.select(rows) if len(user_ids) > rank_cfg.batch_size else histories
             started = time.perf_counter()
             if retriever is not None:
-                relevance = retriever.candidates(loaded.recommender.user_vectors(batch), batch, params.weights)
+                vectors = loaded.recommender.user_vectors(batch)
+                relevance = loaded.recommender.add_co_interactions(
+                    retriever.candidates(vectors, batch, params.weights), batch, vectors, rank_cfg.retrieval_candidates
+                )
             else:
                 relevance = loaded.recommender.score(batch)
             scored = time.perf_counter()

@@ -61,9 +61,16 @@ def time_steps(config, model_dir: Path, store, user_ids: list[str]) -> dict[str,
             vectors = recommender.user_vectors(histories)
             marks.append(time.perf_counter())
             if loaded.retriever is not None:
-                relevance = loaded.retriever.candidates(vectors, histories, params.weights)
+                relevance = recommender.add_co_interactions(
+                    loaded.retriever.candidates(vectors, histories, params.weights), histories, vectors,
+                    loaded.config.rank.retrieval_candidates,
+                )
             else:  # Recommender.score without its own user_vectors call: the cached [dim, P] copy
                 relevance = vectors @ recommender._products_by_column(recommender.product_embedding)
+                if recommender.co_interaction_weight:
+                    relevance += recommender.co_interaction_weight * recommender.co_interactions.scores(
+                        histories, relevance.shape[1]
+                    )
             marks.append(time.perf_counter())
             ranked = rank(relevance, loaded.catalog, params, histories)
             marks.append(time.perf_counter())

@@ -171,8 +171,10 @@ def test_retrieved_candidates_rank_like_the_full_pass_and_include_new_products(
     trained, graph_store: GraphStore, tmp_path: Path, retrieval: str
 ):
     """Forced onto the candidate stage (rank.exact_max_products=0) with the exact index, or a
-    principal-directions scan that keeps every direction, 30 candidates of 121 products give the
-    full pass's lists; a product added after training is retrieved."""
+    principal-directions scan that keeps every direction, 30 candidates of 121 products (and the
+    user's 30 with the most co-interaction weight) keep the full pass's top 10; a product added
+    after training is retrieved. The candidates' min-max scale is the vectors' over the catalog,
+    so products close in score may swap places."""
     config, run, _ = trained
     add_twin_product(config, tmp_path)
     small_pool = {"num_candidates": 30, "retrieval_candidates": 30}
@@ -185,7 +187,11 @@ def test_retrieved_candidates_rank_like_the_full_pass_and_include_new_products(
     )
     retrieving = load_model(forced, run.model_dir, graph_store)
     assert retrieving.retriever is not None and "NEW-1" in retrieving.product_ids
-    assert batch_lists(full, tmp_path / "full.jsonl", k=10) == batch_lists(retrieving, tmp_path / "r.jsonl", k=10)
+    expected, retrieved = batch_lists(full, tmp_path / "full.jsonl", k=10), batch_lists(retrieving, tmp_path / "r.jsonl", k=10)
+    assert retrieved.keys() == expected.keys()
+    kept = sum(len(set(expected[u]) & set(retrieved[u])) for u in expected) / sum(len(v) for v in expected.values())
+    assert kept >= 0.95
+    assert sum(expected[u][:3] == retrieved[u][:3] for u in expected) >= 0.9 * len(expected)
     new = retrieving.product_index("NEW-1")
     vector = retrieving.recommender.product_embedding[new : new + 1]
     assert new in retrieving.retriever.candidates(vector, None, Weights.of((1, 0, 0))).product_index[0].tolist()

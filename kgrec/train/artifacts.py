@@ -34,6 +34,7 @@ from torch import Tensor
 
 from kgrec.atomic import replace_dir
 from kgrec.errors import ConfigError, ModelNotFoundError, TrainingError
+from kgrec.models.co_interaction import CoInteractions
 from kgrec.models.ensemble import EncoderEnsemble, unit_members
 from kgrec.models.history import Histories, history_embedding
 from kgrec.snapshot.idmap import IdMap, read_id_maps, write_id_maps
@@ -48,6 +49,7 @@ HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 IDS_DIR = "ids"
 ENCODER_PREFIX = "user_encoder."
+CO_INTERACTION_PREFIX = "co_interaction."
 LATEST = "latest"
 NODE_TYPES = ("user", "product", "brand", "category")
 REQUIRED_FILES = (EMBEDDINGS_FILE, CONFIG_FILE, SEED_FILE, HASH_FILE, METRICS_FILE) + tuple(
@@ -104,6 +106,7 @@ class KgrecRecommender(Recommender):
         self.category_embedding: Tensor | None = None
         self.product_text: Tensor | None = None
         self.user_encoder: Any = None
+        self.co_interactions: CoInteractions | None = None
         self.user_ids: IdMap | None = None
         self.product_ids: IdMap | None = None
         self.brand_ids: IdMap | None = None
@@ -143,11 +146,23 @@ class KgrecRecommender(Recommender):
                 del model
 
         self.set_state(members())
+        if cfg.model.co_interaction_weight > 0:
+            # Each user's latest sequence_length products: the pairs counted grow with users × that
+            # squared, not with the square of a heavy user's whole history.
+            pairs = split.train.latest(cfg.model.sequence_length)
+            self.co_interactions = CoInteractions.fit(
+                pairs.matrix(split.num_users, split.num_products), cfg.model.co_interaction_neighbours
+            )
         self.product_text = None if texts[0] is None else texts[0].detach().cpu()
         self.snapshot_hash = snapshot.content_hash
         self.user_ids, self.product_ids = snapshot.user_ids, snapshot.product_ids
         self.brand_ids, self.category_ids = snapshot.brand_ids, snapshot.category_ids
         self.history = records[0] if size == 1 else self._ensemble_history(records, split, cfg.train.eval_users)
+        if size == 1 and self.co_interactions is not None and len(split.valid):
+            # The loop chose the epoch by the cosine alone; the figures reported are the model's own score.
+            from kgrec.train.evaluate import evaluate
+
+            self.history = {**self.history, "valid": evaluate(self, split, "valid", ks=(10, 20), max_users=cfg.train.eval_users)}
         return self
 
     def _ensemble_history(self, members: list[dict[str, Any]], split: Any, eval_users: int | None) -> dict[str, Any]:
@@ -216,6 +231,49 @@ class KgrecRecommender(Recommender):
             share = float(model.get("history_weight", 0.8))
             vectors[rows] = unit_members(share * vectors[rows] + (1 - share) * trained, members)
         return vectors
+
+    @property
+    def co_interaction_weight(self) -> float:
+        """``model.co_interaction_weight`` when the model holds co-interactions, else 0."""
+        if self.co_interactions is None:
+            return 0.0
+        return float(self.config.get("model", {}).get("co_interaction_weight", 0.0))
+
+    def score(self, histories: Histories) -> Tensor:
+        """``[b, P]``: the cosine of the user and product vectors, plus ``model.co_interaction_weight``
+        times the co-interaction scores of the users' current products (:mod:`kgrec.models.co_interaction`)."""
+        scores = super().score(histories)
+        weight = self.co_interaction_weight
+        if weight:
+            assert self.co_interactions is not None
+            scores = scores + weight * self.co_interactions.scores(histories, scores.shape[1]).to(scores)
+        return scores
+
+    def add_co_interactions(self, candidates: Any, histories: Histories, user_vectors: Tensor, limit: int) -> Any:
+        """Retrieved ``candidates`` (:class:`~kgrec.rank.retrieval.Candidates`, found by the vectors
+        alone) scored as :meth:`score` scores every product: each user's ``limit`` products with the
+        most co-interaction weight join the candidates, and every candidate's relevance is its cosine
+        to ``user_vectors`` plus the co-interaction term. The catalog's highest relevance grows to at
+        least the best candidate's (docs/RANKING.md)."""
+        weight = self.co_interaction_weight
+        if not weight:
+            return candidates
+        assert self.co_interactions is not None and self.product_embedding is not None
+        index = torch.cat([candidates.product_index, self.co_interactions.top(histories, limit)], dim=1)
+        # Each product once per row, in product order (as the retriever leaves them), and none the
+        # user has: ranking skips them, and their scores must not set the scale.
+        index = index.sort(dim=1).values
+        repeat = torch.zeros_like(index, dtype=torch.bool)
+        repeat[:, 1:] = index[:, 1:] == index[:, :-1]
+        width = int(self.product_embedding.shape[0]) + 1
+        rows = torch.arange(index.shape[0]).unsqueeze(1)
+        seen = torch.isin(rows * width + index, histories.row_of_entry * width + histories.product_index)
+        index = index.masked_fill(repeat | seen, -1)
+        cosine = torch.bmm(self.product_embedding[index.clamp(min=0)], user_vectors.float().unsqueeze(2)).squeeze(2)
+        relevance = cosine + weight * self.co_interactions.scores_at(histories, index).to(cosine)
+        relevance = relevance.masked_fill(index < 0, -torch.inf)
+        best = relevance.max(dim=1).values
+        return type(candidates)(index, relevance, candidates.lowest, torch.maximum(candidates.highest, best))
 
     @property
     def ensemble_size(self) -> int:
@@ -335,6 +393,8 @@ def save_model_dir(
             tensors["product_text"] = model.product_text
         if model.user_encoder is not None:
             tensors.update({f"{ENCODER_PREFIX}{k}": v for k, v in model.user_encoder.state_dict().items()})
+        if model.co_interactions is not None:
+            tensors.update({f"{CO_INTERACTION_PREFIX}{k}": v for k, v in model.co_interactions.state().items()})
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(staging / EMBEDDINGS_FILE))
         write_id_maps(maps, staging / IDS_DIR)  # type: ignore[arg-type]
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(model.config, sort_keys=False), encoding="utf-8")
@@ -491,6 +551,14 @@ def load_model_dir(path: str | Path) -> KgrecRecommender:
     model.category_embedding = tensors["category_embedding"]
     model.product_text = tensors.get("product_text")
     model.user_encoder = _load_user_encoder(tensors, model.config, root, hint)
+    co_state = {k[len(CO_INTERACTION_PREFIX):]: v for k, v in tensors.items() if k.startswith(CO_INTERACTION_PREFIX)}
+    if co_state:
+        model.co_interactions = CoInteractions.from_state(co_state)
+        if model.co_interactions.num_products != model.product_embedding.shape[0]:
+            raise ModelNotFoundError(
+                f"Model directory {root} is inconsistent: its co-interactions cover "
+                f"{model.co_interactions.num_products} products, its embeddings {model.product_embedding.shape[0]}. {hint}"
+            )
     model.user_ids, model.product_ids = maps["user"], maps["product"]
     model.brand_ids, model.category_ids = maps["brand"], maps["category"]
     model.snapshot_hash, model.metrics, model.history = snapshot_hash, metrics, history

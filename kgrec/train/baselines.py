@@ -21,19 +21,18 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, Literal, Optional
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgrec.errors import ConfigError, TrainingError
+from kgrec.models.co_interaction import CoInteractions
 from kgrec.models.lightgcn import LightGCN, normalized_adjacency
 from kgrec.models.mf import MatrixFactorization
 from kgrec.snapshot.snapshot import Snapshot
 from kgrec.models.history import Histories
 from kgrec.train.evaluate import evaluate
-from kgrec.train.recommender import Recommender, known_users, sparse_rows
+from kgrec.train.recommender import Recommender, known_users
 from kgrec.train.sasrec import SASRecRecommender
 from kgrec.train.split import InteractionSplit, NegativeSampler
 
@@ -82,47 +81,19 @@ class ItemKNNRecommender(Recommender):
             raise ConfigError(f"itemknn: neighbours must be ≥ 1 and shrink ≥ 0; found {neighbours}, {shrink}.")
         self.neighbours = neighbours
         self.shrink = shrink
-        self.user_items: sp.csr_matrix | None = None
-        self.similarity: sp.csr_matrix | None = None
+        self.co_interactions: CoInteractions | None = None
         self.device = torch.device("cpu")
 
     def fit(self, split: InteractionSplit, snapshot: Snapshot | None = None, device: str = "cpu") -> Recommender:
         self.device = torch.device(device)
-        self.user_items = split.train_matrix()
-        # item_similarity's row j holds N(j); transposed, column j does: scores = X_u @ W
-        self.similarity = item_similarity(self.user_items, self.neighbours, self.shrink).T.tocsr()
+        self.co_interactions = CoInteractions.fit(split.train_matrix(), self.neighbours, self.shrink)
         return self
 
     def score(self, histories: Histories) -> Tensor:
         """``[b, P]``: the users' current products (not their train rows) times the similarities."""
-        self._check_fitted("similarity")
-        assert self.similarity is not None
-        scores = (sparse_rows(histories, self.similarity.shape[0]) @ self.similarity).toarray()
-        return torch.from_numpy(scores).to(self.device)
-
-
-def item_similarity(user_items: sp.csr_matrix, neighbours: int, shrink: float = 0.0) -> sp.csr_matrix:
-    """Top-``neighbours`` cosine similarities per item, ``[num_products, num_products]`` CSR float32.
-
-    Row ``i`` holds item ``i``'s most similar other items (no self-similarity).
-    """
-    binary = user_items.copy()
-    binary.data[:] = 1.0
-    co_counts = (binary.T @ binary).tocoo()  # [P, P]: users who have both items
-    norms = np.sqrt(np.asarray(binary.sum(axis=0)).ravel())
-    off_diagonal = co_counts.row != co_counts.col
-    row, col = co_counts.row[off_diagonal], co_counts.col[off_diagonal]
-    value = co_counts.data[off_diagonal] / (norms[row] * norms[col] + shrink)
-    # keep the top `neighbours` per row: sort by (row, -value) and cut by rank within the row
-    order = np.lexsort((-value, row))
-    row, col, value = row[order], col[order], value[order]
-    row_start = np.searchsorted(row, np.arange(user_items.shape[1]))
-    rank = np.arange(row.size) - row_start[row]
-    keep = rank < neighbours
-    num_products = user_items.shape[1]
-    return sp.csr_matrix(
-        (value[keep].astype(np.float32), (row[keep], col[keep])), shape=(num_products, num_products)
-    )
+        self._check_fitted("co_interactions")
+        assert self.co_interactions is not None
+        return torch.from_numpy(self.co_interactions.raw(histories).toarray()).to(self.device)
 
 
 @dataclass

@@ -94,18 +94,6 @@ def split_scorer(recommender: Recommender, split: InteractionSplit, part: str):
     return score
 
 
-def sparse_rows(histories: Histories, num_products: int, weighted: bool = False):
-    """``scipy.sparse`` CSR ``[b, P]``: 1 (or the pair weight) per (user, product) of ``histories``."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    data = histories.weight.numpy() if weighted else np.ones(histories.product_index.numel(), dtype=np.float32)
-    return sp.csr_matrix(
-        (data.astype(np.float32), histories.product_index.numpy(), histories.indptr.numpy()),
-        shape=(len(histories), num_products),
-    )
-
-
 def known_users(histories: Histories, num_users: int) -> tuple[Tensor, Tensor]:
     """``(rows, user_index)`` of the users a model trained on ``num_users`` users knows."""
     known = (histories.user_index >= 0) & (histories.user_index < num_users)

@@ -91,6 +91,13 @@ class Pairs:
         """The pairs where the ``[n]`` bool ``mask`` is True (order kept)."""
         return Pairs(self.user_index[mask], self.product_index[mask], self.weight[mask], self.timestamp[mask])
 
+    def latest(self, limit: int) -> Pairs:
+        """Each user's ``limit`` latest pairs (the pairs are sorted by user, then time)."""
+        counts = torch.bincount(self.user_index)
+        ends = torch.cumsum(counts, 0)
+        from_end = ends[self.user_index] - 1 - torch.arange(len(self))
+        return self.select(from_end < limit)
+
     def concat(self, other: Pairs) -> Pairs:
         """Both sets of pairs, re-sorted by ``(user_index, timestamp, product_index)``."""
         user = torch.cat([self.user_index, other.user_index])

@@ -240,3 +240,50 @@ def test_model_dir_whose_width_cannot_hold_its_members_is_refused(trained, tmp_p
     (out / "config.yaml").write_text(settings)
     with pytest.raises(ModelNotFoundError, match="cannot hold the 3 ensemble members"):
         load_model_dir(out)
+
+
+def test_co_interactions_add_to_the_cosine_and_round_trip(trained, tmp_path):
+    from kgrec.models.config import ModelConfig as Model
+    from kgrec.rank.retrieval import Candidates
+    from kgrec.train.recommender import Recommender
+
+    snapshot, config, result = trained
+    assert result.co_interactions is not None and result.co_interaction_weight == pytest.approx(0.1)
+    histories = Histories.from_events(torch.tensor([0, 0, 1]), torch.tensor([3, 5, 2]), torch.tensor([1, 2, 1]),
+                                      torch.ones(3), 2)
+    cosine = Recommender.score(result, histories)
+    expected = cosine + 0.1 * result.co_interactions.scores(histories)
+    assert torch.allclose(result.score(histories), expected)
+    assert not torch.allclose(result.score(histories), cosine)  # the paths change the ranking's input
+
+    loaded = load_model_dir(save_model_dir(result, tmp_path / "m", metrics={}))
+    assert loaded.co_interactions is not None
+    assert torch.allclose(loaded.score(histories), expected)
+
+    # Retrieved candidates (found by the vectors alone) are joined by the user's products with the
+    # most co-interaction weight and scored as the full pass scores them; the catalog's highest
+    # relevance covers the best candidate.
+    index = torch.tensor([[0, 4, -1], [1, 2, 3]])
+    cosine_at = cosine.gather(1, index.clamp(min=0)).masked_fill(index < 0, -torch.inf)
+    vectors = loaded.user_vectors(histories)
+    candidates = loaded.add_co_interactions(
+        Candidates(index, cosine_at, torch.zeros(2), torch.full((2,), -torch.inf)), histories, vectors, limit=3
+    )
+    kept = candidates.product_index >= 0
+    assert torch.allclose(candidates.relevance[kept], expected.gather(1, candidates.product_index.clamp(min=0))[kept])
+    joined = set(loaded.co_interactions.top(histories, 3)[0].tolist()) - {-1}
+    assert joined and joined <= set(candidates.product_index[0].tolist())
+    assert set(index[0].tolist()) - {-1} <= set(candidates.product_index[0].tolist())
+    assert torch.equal(candidates.highest, candidates.relevance.max(dim=1).values)
+
+    without = KgrecConfig(model=Model(**{**config.model.model_dump(), "co_interaction_weight": 0.0}), train=config.train)
+    plain = KgrecRecommender(without, seed=7).fit(leave_last_out(snapshot), snapshot)
+    assert plain.co_interactions is None and plain.co_interaction_weight == 0.0
+    assert torch.allclose(plain.score(histories), Recommender.score(plain, histories))
+    assert not any(k.startswith("co_interaction.") for k in _saved_tensors(save_model_dir(plain, tmp_path / "p", metrics={})))
+
+
+def _saved_tensors(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "embeddings.safetensors"))

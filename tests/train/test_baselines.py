@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from kgrec.errors import ConfigError, TrainingError
-from kgrec.train.baselines import BASELINES, fit_and_evaluate, item_similarity, make_baseline
+from kgrec.train.baselines import BASELINES, fit_and_evaluate, make_baseline
 from kgrec.train.recommender import pair_histories
 
 
@@ -89,23 +88,6 @@ def test_popularity_ranks_products_by_train_pairs() -> None:
     model = make_baseline("pop").fit(split)
 
     assert model.score(users_of(split, [1])).argsort(descending=True)[0].tolist() == [2, 0, 3, 1]
-
-
-def test_item_similarity_is_cosine_without_self_and_keeps_top_neighbours() -> None:
-    # users × products: p0 and p1 share users 0 and 1; p2 only shares user 1 with them
-    user_items = sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1]], dtype=np.float32))
-
-    full = item_similarity(user_items, neighbours=10).toarray()
-    assert full[0, 1] == pytest.approx(2 / (np.sqrt(2) * np.sqrt(2)))
-    assert full[0, 2] == pytest.approx(1 / (np.sqrt(2) * np.sqrt(2)))
-    assert np.diag(full).tolist() == [0.0, 0.0, 0.0]
-
-    top1 = item_similarity(user_items, neighbours=1).toarray()
-    assert (top1 > 0).sum(axis=1).tolist() == [1, 1, 1]
-    assert top1[0].argmax() == 1 and top1[1].argmax() == 0
-
-    shrunk = item_similarity(user_items, neighbours=10, shrink=2.0).toarray()
-    assert shrunk[0, 1] == pytest.approx(2 / (2 + 2))
 
 
 def test_itemknn_scores_each_candidate_from_its_own_neighbours() -> None:

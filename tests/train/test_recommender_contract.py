@@ -136,11 +136,14 @@ class TestLightGCN(VectorSpaceContract):
 
 
 class TestKgrec(VectorSpaceContract):
+    """The cosine alone (``model.co_interaction_weight: 0``): a vector space."""
+
     follows_events = True
 
     def make(self):
         config = KgrecConfig(
-            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3),
+            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3,
+                              co_interaction_weight=0.0),
             train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
@@ -153,7 +156,20 @@ class TestKgrecIdUsers(TestKgrec):
 
     def make(self):
         config = KgrecConfig(
-            model=ModelConfig(dim=16, layers=1, use_text=False, user_mode="id"),
+            model=ModelConfig(dim=16, layers=1, use_text=False, user_mode="id", co_interaction_weight=0.0),
+            train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
+        )
+        return KgrecRecommender(config, seed=0)
+
+
+class TestKgrecCoInteractions(RecommenderContract):
+    """The default score: the cosine plus the co-interaction paths of the user's current products."""
+
+    follows_events = True
+
+    def make(self):
+        config = KgrecConfig(
+            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3),
             train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
@@ -173,7 +189,7 @@ class TestKgrecTransformer(TestKgrec):
     def make(self):
         config = KgrecConfig(
             model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
-                              encoder_dropout=0.1),
+                              encoder_dropout=0.1, co_interaction_weight=0.0),
             train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
@@ -185,7 +201,7 @@ class TestKgrecTimeGaps(TestKgrec):
     def make(self):
         config = KgrecConfig(
             model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
-                              encoder_dropout=0.1, time_gaps=True),
+                              encoder_dropout=0.1, time_gaps=True, co_interaction_weight=0.0),
             train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
@@ -197,7 +213,7 @@ class TestKgrecGatedEncoder(TestKgrec):
     def make(self):
         config = KgrecConfig(
             model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
-                              encoder_dropout=0.1, encoder_block="gated"),
+                              encoder_dropout=0.1, encoder_block="gated", co_interaction_weight=0.0),
             train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)

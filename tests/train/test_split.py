@@ -179,3 +179,11 @@ def test_negative_sampler_finds_the_last_free_product_and_tolerates_saturated_us
 
     assert negatives[:50].tolist() == [4] * 50  # exact fallback after the vectorised re-draws
     assert negatives.shape == (55,)  # user 1 has no negative: it keeps a (positive) draw
+
+
+def test_latest_keeps_each_users_newest_pairs() -> None:
+    pairs = Pairs.from_indices([0, 0, 0, 1, 2, 2], [5, 6, 7, 8, 9, 4], timestamp=[3, 1, 2, 1, 2, 1])
+
+    latest = pairs.latest(2)
+
+    assert list(zip(latest.user_index.tolist(), latest.product_index.tolist())) == [(0, 7), (0, 5), (1, 8), (2, 4), (2, 9)]

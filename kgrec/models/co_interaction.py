@@ -1,0 +1,144 @@
+"""Co-interactions: how strongly the graph's ``product <- user -> product`` paths tie each
+product to a user's products.
+
+``sim(i, j) = |U_i ∩ U_j| / (sqrt(|U_i|) sqrt(|U_j|) + shrink)`` over the training pairs
+(the cosine of two products' user sets), each product ``j`` keeping its ``neighbours`` most
+similar products ``N(j)``. A user's score of ``j`` is ``Σ_{i ∈ history ∩ N(j)} sim(i, j)``.
+
+ItemKNN is this score on its own. kgrec adds it, scaled to the user's best product and
+weighted by ``model.co_interaction_weight``, to the cosine of its vectors: the vectors place
+rare products well by their text and graph, and the path counts keep exact pair statistics
+a 64-d space blurs (docs/MODEL.md, "Co-interaction paths in the score").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from kgrec.models.history import Histories
+
+
+def item_similarity(user_items: sp.csr_matrix, neighbours: int, shrink: float = 0.0) -> sp.csr_matrix:
+    """Top-``neighbours`` cosine similarities per item, ``[num_products, num_products]`` CSR float32.
+
+    Row ``i`` holds item ``i``'s most similar other items (no self-similarity).
+    """
+    binary = user_items.copy()
+    binary.data[:] = 1.0
+    co_counts = (binary.T @ binary).tocoo()  # [P, P]: users who have both items
+    norms = np.sqrt(np.asarray(binary.sum(axis=0)).ravel())
+    off_diagonal = co_counts.row != co_counts.col
+    row, col = co_counts.row[off_diagonal], co_counts.col[off_diagonal]
+    value = co_counts.data[off_diagonal] / (norms[row] * norms[col] + shrink)
+    # keep the top `neighbours` per row: sort by (row, -value) and cut by rank within the row
+    order = np.lexsort((-value, row))
+    row, col, value = row[order], col[order], value[order]
+    row_start = np.searchsorted(row, np.arange(user_items.shape[1]))
+    rank = np.arange(row.size) - row_start[row]
+    keep = rank < neighbours
+    num_products = user_items.shape[1]
+    return sp.csr_matrix(
+        (value[keep].astype(np.float32), (row[keep], col[keep])), shape=(num_products, num_products)
+    )
+
+
+def history_rows(histories: Histories, num_products: int) -> sp.csr_matrix:
+    """``scipy.sparse`` CSR ``[b, num_products]``: 1 per (user, product) of ``histories``; a
+    product past ``num_products`` (one added after training) is left out."""
+    index = histories.product_index.numpy()
+    known = index < num_products
+    rows = sp.csr_matrix(
+        (known.astype(np.float32), np.where(known, index, 0), histories.indptr.numpy()),
+        shape=(len(histories), num_products),
+    )
+    rows.eliminate_zeros()
+    return rows
+
+
+class CoInteractions:
+    """The co-interaction scores of a fitted product-product similarity.
+
+    Args:
+        similarity: ``[P, P]`` CSR whose column ``j`` holds ``N(j)`` (the transpose of
+            :func:`item_similarity`), so a user's scores are their history row times it.
+    """
+
+    def __init__(self, similarity: sp.csr_matrix) -> None:
+        self.similarity = similarity.tocsr()
+
+    @classmethod
+    def fit(cls, user_items: sp.csr_matrix, neighbours: int, shrink: float = 0.0) -> CoInteractions:
+        """From ``[num_users, num_products]`` training pairs."""
+        return cls(item_similarity(user_items, neighbours, shrink).T.tocsr())
+
+    @property
+    def num_products(self) -> int:
+        return int(self.similarity.shape[0])
+
+    def raw(self, histories: Histories) -> sp.csr_matrix:
+        """``[b, P]`` sparse: each user's summed similarities. Products the similarity does not
+        know (added after training) are left out of the history."""
+        return history_rows(histories, self.num_products) @ self.similarity
+
+    def scores(self, histories: Histories, num_products: int | None = None) -> Tensor:
+        """``[b, num_products]`` dense float scores, each user's divided by their largest (so the
+        best product scores 1 and a user without co-interactions scores 0 everywhere); columns
+        past the fitted products (new ones) are 0."""
+        raw = self.raw(histories).toarray()
+        scale = raw.max(axis=1, keepdims=True) if raw.shape[1] else np.ones((raw.shape[0], 1), np.float32)
+        out = torch.from_numpy(raw / np.maximum(scale, 1e-12))
+        width = self.num_products if num_products is None else num_products
+        if width > out.shape[1]:
+            out = torch.nn.functional.pad(out, (0, width - out.shape[1]))
+        return out
+
+    def scores_at(self, histories: Histories, index: Tensor) -> Tensor:
+        """``[b, C]`` the same scores at each user's candidate products ``index`` (``-1`` or a
+        product past the fitted ones: 0), without a dense ``[b, P]`` row."""
+        raw = self.raw(histories).tocsr()
+        scale = np.maximum(raw.max(axis=1).toarray().ravel(), 1e-12).astype(np.float32)
+        out = np.zeros(tuple(index.shape), dtype=np.float32)
+        index_np = index.numpy()
+        for b in range(index_np.shape[0]):
+            start, end = raw.indptr[b], raw.indptr[b + 1]
+            if start == end:
+                continue
+            columns, values = raw.indices[start:end], raw.data[start:end]
+            order = np.argsort(columns)
+            columns, values = columns[order], values[order]
+            position = np.searchsorted(columns, index_np[b]).clip(max=columns.size - 1)
+            hit = (index_np[b] >= 0) & (columns[position] == index_np[b])
+            out[b, hit] = values[position[hit]] / scale[b]
+        return torch.from_numpy(out)
+
+    def top(self, histories: Histories, limit: int) -> Tensor:
+        """``[b, limit]`` long: each user's ``limit`` products with the highest scores, best first,
+        leaving out the user's own products (``-1`` past the products they have any co-interaction with)."""
+        raw = self.raw(histories).tocsr()
+        out = np.full((len(histories), limit), -1, dtype=np.int64)
+        indptr, products = histories.indptr.numpy(), histories.product_index.numpy()
+        for b in range(len(histories)):
+            start, end = raw.indptr[b], raw.indptr[b + 1]
+            values, columns = raw.data[start:end], raw.indices[start:end]
+            values = np.where(np.isin(columns, products[indptr[b] : indptr[b + 1]]), -np.inf, values)
+            best = np.argsort(-values, kind="stable")[: min(limit, int(np.isfinite(values).sum()))]
+            out[b, : best.size] = columns[best]
+        return torch.from_numpy(out)
+
+    def state(self) -> dict[str, Tensor]:
+        """Tensors to save: the CSR arrays."""
+        s = self.similarity
+        return {
+            "indptr": torch.from_numpy(s.indptr.astype(np.int64)),
+            "indices": torch.from_numpy(s.indices.astype(np.int64)),
+            "data": torch.from_numpy(s.data.astype(np.float32)),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor]) -> CoInteractions:
+        indptr = state["indptr"].numpy()
+        size = indptr.size - 1
+        return cls(sp.csr_matrix((state["data"].numpy(), state["indices"].numpy(), indptr), shape=(size, size)))
