@@ -83,16 +83,22 @@ class CoInteractions:
         know (added after training) are left out of the history."""
         return history_rows(histories, self.num_products) @ self.similarity
 
+    def entries(self, histories: Histories) -> tuple[Tensor, Tensor, Tensor]:
+        """The non-zero scores as ``(row, product, value)`` ``[nnz]`` tensors, each user's values
+        divided by their largest (so the best product scores 1): what a ranking adds to its dense
+        scores in place, without a second ``[b, P]`` table."""
+        raw = self.raw(histories).tocoo()
+        scale = np.zeros(raw.shape[0], dtype=np.float32)
+        np.maximum.at(scale, raw.row, raw.data)
+        value = raw.data / scale[raw.row]
+        return torch.from_numpy(raw.row.astype(np.int64)), torch.from_numpy(raw.col.astype(np.int64)), torch.from_numpy(value)
+
     def scores(self, histories: Histories, num_products: int | None = None) -> Tensor:
-        """``[b, num_products]`` dense float scores, each user's divided by their largest (so the
-        best product scores 1 and a user without co-interactions scores 0 everywhere); columns
-        past the fitted products (new ones) are 0."""
-        raw = self.raw(histories).toarray()
-        scale = raw.max(axis=1, keepdims=True) if raw.shape[1] else np.ones((raw.shape[0], 1), np.float32)
-        out = torch.from_numpy(raw / np.maximum(scale, 1e-12))
-        width = self.num_products if num_products is None else num_products
-        if width > out.shape[1]:
-            out = torch.nn.functional.pad(out, (0, width - out.shape[1]))
+        """``[b, num_products]`` dense float scores (:meth:`entries`; a user without co-interactions
+        scores 0 everywhere); columns past the fitted products (new ones) are 0."""
+        row, product, value = self.entries(histories)
+        out = torch.zeros(len(histories), self.num_products if num_products is None else num_products)
+        out[row, product] = value
         return out
 
     def scores_at(self, histories: Histories, index: Tensor) -> Tensor:

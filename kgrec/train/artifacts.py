@@ -246,7 +246,8 @@ class KgrecRecommender(Recommender):
         weight = self.co_interaction_weight
         if weight:
             assert self.co_interactions is not None
-            scores = scores + weight * self.co_interactions.scores(histories, scores.shape[1]).to(scores)
+            row, product, value = self.co_interactions.entries(histories)
+            scores[row.to(scores.device), product.to(scores.device)] += weight * value.to(scores)
         return scores
 
     def add_co_interactions(self, candidates: Any, histories: Histories, user_vectors: Tensor, limit: int) -> Any:

@@ -60,13 +60,11 @@ class PopularityRecommender(Recommender):
 
 
 class ItemKNNRecommender(Recommender):
-    """Item-based k-nearest neighbours on the binary train matrix.
-
-    ``sim(i, j) = |U_i ∩ U_j| / (sqrt(|U_i|) sqrt(|U_j|) + shrink)`` (cosine). Each
-    candidate product ``j`` keeps its ``neighbours`` most similar products ``N(j)``, and
-    ``score(u, j) = Σ_{i ∈ train(u) ∩ N(j)} sim(i, j)``, i.e. ``scores = X_u @ W`` with
-    ``W[i, j] = sim(i, j)`` for ``i ∈ N(j)``. (Pruning per candidate rather than per
-    history item scored 12% higher valid Recall@20 on Amazon-book and the same on Beauty.)
+    """Item-based k-nearest neighbours on the binary train matrix: a user's score of a product
+    is the sum of its cosine similarities (shared users) to the user's products, each product
+    keeping its ``neighbours`` most similar ones (:class:`~kgrec.models.co_interaction.CoInteractions`,
+    the same term kgrec adds to its own score). (Pruning per candidate rather than per history
+    item scored 12% higher valid Recall@20 on Amazon-book and the same on Beauty.)
 
     Args:
         neighbours: neighbours kept per product.
