@@ -135,18 +135,23 @@ class TestLightGCN(VectorSpaceContract):
         return make_baseline("lightgcn", lr=0.05, batch_size=64, epochs=30, eval_every=5, patience=3)
 
 
+def mean_encoder_kgrec(co_interaction_weight: float) -> KgrecRecommender:
+    """A small kgrec with the mean user encoder and the given co-interaction weight."""
+    config = KgrecConfig(
+        model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3,
+                          co_interaction_weight=co_interaction_weight),
+        train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
+    )
+    return KgrecRecommender(config, seed=0)
+
+
 class TestKgrec(VectorSpaceContract):
     """The cosine alone (``model.co_interaction_weight: 0``): a vector space."""
 
     follows_events = True
 
     def make(self):
-        config = KgrecConfig(
-            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3,
-                              co_interaction_weight=0.0),
-            train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
-        )
-        return KgrecRecommender(config, seed=0)
+        return mean_encoder_kgrec(co_interaction_weight=0.0)
 
 
 class TestKgrecIdUsers(TestKgrec):
@@ -168,11 +173,7 @@ class TestKgrecCoInteractions(RecommenderContract):
     follows_events = True
 
     def make(self):
-        config = KgrecConfig(
-            model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3),
-            train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
-        )
-        return KgrecRecommender(config, seed=0)
+        return mean_encoder_kgrec(co_interaction_weight=ModelConfig().co_interaction_weight)
 
 
 class TestSASRec(VectorSpaceContract):
