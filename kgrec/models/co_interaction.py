@@ -90,7 +90,7 @@ class CoInteractions:
         raw = self.raw(histories).tocoo()
         scale = np.zeros(raw.shape[0], dtype=np.float32)
         np.maximum.at(scale, raw.row, raw.data)
-        value = raw.data / scale[raw.row]
+        value = raw.data / np.maximum(scale[raw.row], 1e-12)
         return torch.from_numpy(raw.row.astype(np.int64)), torch.from_numpy(raw.col.astype(np.int64)), torch.from_numpy(value)
 
     def scores(self, histories: Histories, num_products: int | None = None) -> Tensor:
@@ -104,21 +104,17 @@ class CoInteractions:
     def scores_at(self, histories: Histories, index: Tensor) -> Tensor:
         """``[b, C]`` the same scores at each user's candidate products ``index`` (``-1`` or a
         product past the fitted ones: 0), without a dense ``[b, P]`` row."""
-        raw = self.raw(histories).tocsr()
-        scale = np.maximum(raw.max(axis=1).toarray().ravel(), 1e-12).astype(np.float32)
-        out = np.zeros(tuple(index.shape), dtype=np.float32)
-        index_np = index.numpy()
-        for b in range(index_np.shape[0]):
-            start, end = raw.indptr[b], raw.indptr[b + 1]
-            if start == end:
-                continue
-            columns, values = raw.indices[start:end], raw.data[start:end]
-            order = np.argsort(columns)
-            columns, values = columns[order], values[order]
-            position = np.searchsorted(columns, index_np[b]).clip(max=columns.size - 1)
-            hit = (index_np[b] >= 0) & (columns[position] == index_np[b])
-            out[b, hit] = values[position[hit]] / scale[b]
-        return torch.from_numpy(out)
+        row, product, value = self.entries(histories)
+        if not row.numel():
+            return torch.zeros(index.shape)
+        # Each (user, product) entry as one sorted key, looked up for every candidate.
+        width = self.num_products
+        keys, order = torch.sort(row * width + product)
+        known = (index >= 0) & (index < width)
+        wanted = torch.arange(index.shape[0]).unsqueeze(1) * width + index.clamp(0, width - 1)
+        position = torch.searchsorted(keys, wanted).clamp(max=keys.numel() - 1)
+        hit = known & (keys[position] == wanted)
+        return torch.where(hit, value[order][position], torch.zeros(()))
 
     def top(self, histories: Histories, limit: int) -> Tensor:
         """``[b, limit]`` long: each user's ``limit`` products with the highest scores, best first,

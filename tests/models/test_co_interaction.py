@@ -71,6 +71,8 @@ def test_scores_at_candidates_equal_the_dense_scores_there(co) -> None:
     assert torch.allclose(at, expected)
     assert at[1].tolist() == pytest.approx([dense[1, 2].item(), dense[1, 0].item(), 0.0, 0.0])
     assert dense[1, 2] > 0 and dense[1, 0] > 0
+    # A batch in which nobody has co-interactions adds nothing.
+    assert torch.equal(co.scores_at(histories([[3]]), torch.tensor([[0, 1, -1]])), torch.zeros(1, 3))
 
 
 def test_top_lists_each_users_best_products_first(co) -> None:
