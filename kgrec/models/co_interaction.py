@@ -101,10 +101,10 @@ class CoInteractions:
         out[row, product] = value
         return out
 
-    def scores_at(self, histories: Histories, index: Tensor) -> Tensor:
-        """``[b, C]`` the same scores at each user's candidate products ``index`` (``-1`` or a
-        product past the fitted ones: 0), without a dense ``[b, P]`` row."""
-        row, product, value = self.entries(histories)
+    def scores_at(self, entries: tuple[Tensor, Tensor, Tensor], index: Tensor) -> Tensor:
+        """``[b, C]`` the scaled scores of :meth:`entries` at each user's candidate products
+        ``index`` (``-1`` or a product past the fitted ones: 0), without a dense ``[b, P]`` row."""
+        row, product, value = entries
         if not row.numel():
             return torch.zeros(index.shape)
         # Each (user, product) entry as one sorted key, looked up for every candidate.
@@ -116,19 +116,22 @@ class CoInteractions:
         hit = known & (keys[position] == wanted)
         return torch.where(hit, value[order][position], torch.zeros(()))
 
-    def top(self, histories: Histories, limit: int) -> Tensor:
-        """``[b, limit]`` long: each user's ``limit`` products with the highest scores, best first,
-        leaving out the user's own products (``-1`` past the products they have any co-interaction with)."""
-        raw = self.raw(histories).tocsr()
-        out = np.full((len(histories), limit), -1, dtype=np.int64)
-        indptr, products = histories.indptr.numpy(), histories.product_index.numpy()
-        for b in range(len(histories)):
-            start, end = raw.indptr[b], raw.indptr[b + 1]
-            values, columns = raw.data[start:end], raw.indices[start:end]
-            values = np.where(np.isin(columns, products[indptr[b] : indptr[b + 1]]), -np.inf, values)
-            best = np.argsort(-values, kind="stable")[: min(limit, int(np.isfinite(values).sum()))]
-            out[b, : best.size] = columns[best]
-        return torch.from_numpy(out)
+    def top(self, entries: tuple[Tensor, Tensor, Tensor], histories: Histories, limit: int) -> Tensor:
+        """``[b, limit]`` long: each user's ``limit`` products with the highest scores in
+        :meth:`entries`, best first, leaving out the user's own products (``-1`` past the
+        products they have any co-interaction with)."""
+        row, product, value = entries
+        width = self.num_products + 1
+        own = torch.isin(row * width + product, histories.row_of_entry * width + histories.product_index)
+        row, product, value = row[~own], product[~own], value[~own]
+        order = torch.from_numpy(np.lexsort((-value.numpy(), row.numpy())))  # by user, best first
+        row, product = row[order], product[order]
+        start = torch.searchsorted(row, torch.arange(len(histories)))
+        rank = torch.arange(row.numel()) - start[row]
+        keep = rank < limit
+        out = torch.full((len(histories), limit), -1, dtype=torch.long)
+        out[row[keep], rank[keep]] = product[keep]
+        return out
 
     def state(self) -> dict[str, Tensor]:
         """Tensors to save: the CSR arrays."""

@@ -237,6 +237,15 @@ class PrincipalScan:
         return (queries.float() @ self.basis) @ self.keys_by_column
 
 
+def unique_per_row(index: Tensor) -> Tensor:
+    """``[b, C]`` candidate products in product order (ties then break as in the full pass), each
+    product once per row: a repeat becomes ``-1``, an empty slot."""
+    index = index.sort(dim=1).values
+    repeat = torch.zeros_like(index, dtype=torch.bool)
+    repeat[:, 1:] = index[:, 1:] == index[:, :-1]
+    return index.masked_fill(repeat, -1)
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Each user's candidate products, for :func:`kgrec.rank.ranking.rank` to rank instead of the catalog.
@@ -331,11 +340,7 @@ class Retriever:
         # 3. The most popular products too: an approximate index scans the lists near the user
         # and misses popular products far from them, which popularity and MMR's novelty favour.
         index = torch.cat([index, self.popular.expand(b, -1)], dim=1)
-        # Columns in product order (ties then break as in the full pass), each product once.
-        index = index.sort(dim=1).values
-        repeat = torch.zeros_like(index, dtype=torch.bool)
-        repeat[:, 1:] = index[:, 1:] == index[:, :-1]
-        index = index.masked_fill(repeat, -1)
+        index = unique_per_row(index)
         relevance = torch.bmm(self.embedding[index.clamp(min=0)], user_vectors.unsqueeze(2)).squeeze(2)
         return Candidates(index, relevance.masked_fill(index < 0, -torch.inf), lowest, high)
 

@@ -260,18 +260,17 @@ class KgrecRecommender(Recommender):
         if not weight:
             return candidates
         assert self.co_interactions is not None and self.product_embedding is not None
-        index = torch.cat([candidates.product_index, self.co_interactions.top(histories, limit)], dim=1)
-        # Each product once per row, in product order (as the retriever leaves them), and none the
-        # user has: ranking skips them, and their scores must not set the scale.
-        index = index.sort(dim=1).values
-        repeat = torch.zeros_like(index, dtype=torch.bool)
-        repeat[:, 1:] = index[:, 1:] == index[:, :-1]
+        from kgrec.rank.retrieval import unique_per_row
+
+        entries = self.co_interactions.entries(histories)  # once: both the joined products and their scores
+        index = unique_per_row(torch.cat([candidates.product_index, self.co_interactions.top(entries, histories, limit)], dim=1))
+        # None the user has: ranking skips them, and their scores must not set the scale.
         width = int(self.product_embedding.shape[0]) + 1
         rows = torch.arange(index.shape[0]).unsqueeze(1)
         seen = torch.isin(rows * width + index, histories.row_of_entry * width + histories.product_index)
-        index = index.masked_fill(repeat | seen, -1)
+        index = index.masked_fill(seen, -1)
         cosine = torch.bmm(self.product_embedding[index.clamp(min=0)], user_vectors.float().unsqueeze(2)).squeeze(2)
-        relevance = cosine + weight * self.co_interactions.scores_at(histories, index).to(cosine)
+        relevance = cosine + weight * self.co_interactions.scores_at(entries, index).to(cosine)
         relevance = relevance.masked_fill(index < 0, -torch.inf)
         best = relevance.max(dim=1).values
         return type(candidates)(index, relevance, candidates.lowest, torch.maximum(candidates.highest, best))

@@ -65,18 +65,18 @@ def test_scores_at_candidates_equal_the_dense_scores_there(co) -> None:
     users = histories([[0, 2], [1], [3]])
     index = torch.tensor([[1, 0, -1, 5], [2, 0, 3, -1], [0, 1, 2, 3]])
 
-    at = co.scores_at(users, index)
+    at = co.scores_at(co.entries(users), index)
     dense = torch.nn.functional.pad(co.scores(users), (0, 2))
     expected = dense.gather(1, index.clamp(min=0)).masked_fill(index < 0, 0.0)
     assert torch.allclose(at, expected)
     assert at[1].tolist() == pytest.approx([dense[1, 2].item(), dense[1, 0].item(), 0.0, 0.0])
     assert dense[1, 2] > 0 and dense[1, 0] > 0
     # A batch in which nobody has co-interactions adds nothing.
-    assert torch.equal(co.scores_at(histories([[3]]), torch.tensor([[0, 1, -1]])), torch.zeros(1, 3))
+    assert torch.equal(co.scores_at(co.entries(histories([[3]])), torch.tensor([[0, 1, -1]])), torch.zeros(1, 3))
 
 
 def test_top_lists_each_users_best_products_first(co) -> None:
-    top = co.top(histories([[1], [3], [1, 0]]), 3)
+    top = co.top(co.entries(users := histories([[1], [3], [1, 0]])), users, 3)
 
     assert top[0].tolist() == [0, 2, -1]  # p0 shares two of p1's users, p2 one; p3 none
     assert top[1].tolist() == [-1, -1, -1]

@@ -271,7 +271,7 @@ def test_co_interactions_add_to_the_cosine_and_round_trip(trained, tmp_path):
     )
     kept = candidates.product_index >= 0
     assert torch.allclose(candidates.relevance[kept], expected.gather(1, candidates.product_index.clamp(min=0))[kept])
-    joined = set(loaded.co_interactions.top(histories, 3)[0].tolist()) - {-1}
+    joined = set(loaded.co_interactions.top(loaded.co_interactions.entries(histories), histories, 3)[0].tolist()) - {-1}
     assert joined and joined <= set(candidates.product_index[0].tolist())
     assert set(index[0].tolist()) - {-1} <= set(candidates.product_index[0].tolist())
     assert torch.equal(candidates.highest, candidates.relevance.max(dim=1).values)
