@@ -5,6 +5,11 @@ product to a user's products.
 (the cosine of two products' user sets), each product ``j`` keeping its ``neighbours`` most
 similar products ``N(j)``. A user's score of ``j`` is ``Σ_{i ∈ history ∩ N(j)} sim(i, j)``.
 
+A popular product sits in the ``N(j)`` of a large share of the catalog, so the products one
+event reaches grow with the catalog. ``reach`` cuts that side too: each product passes its
+weight on to at most ``reach`` products, its strongest links, and a request's work is at most
+its history length × ``reach`` entries, whatever the catalog's size.
+
 ItemKNN is this score on its own. kgrec adds it, scaled to the user's best product and
 weighted by ``model.co_interaction_weight``, to the cosine of its vectors: the vectors place
 rare products well by their text and graph, and the path counts keep exact pair statistics
@@ -33,65 +38,82 @@ def item_similarity(user_items: sp.csr_matrix, neighbours: int, shrink: float = 
     off_diagonal = co_counts.row != co_counts.col
     row, col = co_counts.row[off_diagonal], co_counts.col[off_diagonal]
     value = co_counts.data[off_diagonal] / (norms[row] * norms[col] + shrink)
-    # keep the top `neighbours` per row: sort by (row, -value) and cut by rank within the row
-    order = np.lexsort((-value, row))
-    row, col, value = row[order], col[order], value[order]
-    row_start = np.searchsorted(row, np.arange(user_items.shape[1]))
-    rank = np.arange(row.size) - row_start[row]
-    keep = rank < neighbours
     num_products = user_items.shape[1]
-    return sp.csr_matrix(
-        (value[keep].astype(np.float32), (row[keep], col[keep])), shape=(num_products, num_products)
-    )
+    return top_per_row(sp.coo_matrix((value, (row, col)), shape=(num_products, num_products)), neighbours).astype(np.float32)
 
 
-def history_rows(histories: Histories, num_products: int) -> sp.csr_matrix:
-    """``scipy.sparse`` CSR ``[b, num_products]``: 1 per (user, product) of ``histories``; a
-    product past ``num_products`` (one added after training) is left out."""
-    index = histories.product_index.numpy()
-    known = index < num_products
-    rows = sp.csr_matrix(
-        (known.astype(np.float32), np.where(known, index, 0), histories.indptr.numpy()),
-        shape=(len(histories), num_products),
-    )
-    rows.eliminate_zeros()
-    return rows
+def top_per_row(matrix: sp.spmatrix, limit: int) -> sp.csr_matrix:
+    """``matrix`` as CSR with each row cut to its ``limit`` largest entries."""
+    coo = matrix.tocoo()
+    order = np.lexsort((-coo.data, coo.row))  # by row, largest first
+    row, col, value = coo.row[order], coo.col[order], coo.data[order]
+    rank = np.arange(row.size) - np.searchsorted(row, np.arange(matrix.shape[0]))[row]
+    keep = rank < limit
+    return sp.csr_matrix((value[keep], (row[keep], col[keep])), shape=matrix.shape)
 
 
 class CoInteractions:
     """The co-interaction scores of a fitted product-product similarity.
 
     Args:
-        similarity: ``[P, P]`` CSR whose column ``j`` holds ``N(j)`` (the transpose of
-            :func:`item_similarity`), so a user's scores are their history row times it.
+        similarity: ``[P, P]`` CSR whose row ``i`` holds the products ``j`` with ``i ∈ N(j)`` and
+            their ``sim(i, j)`` (the transpose of :func:`item_similarity`), so a user's scores
+            are the sum of their products' rows.
     """
 
     def __init__(self, similarity: sp.csr_matrix) -> None:
         self.similarity = similarity.tocsr()
 
     @classmethod
-    def fit(cls, user_items: sp.csr_matrix, neighbours: int, shrink: float = 0.0) -> CoInteractions:
-        """From ``[num_users, num_products]`` training pairs."""
-        return cls(item_similarity(user_items, neighbours, shrink).T.tocsr())
+    def fit(
+        cls, user_items: sp.csr_matrix, neighbours: int, shrink: float = 0.0, reach: int | None = None
+    ) -> CoInteractions:
+        """From ``[num_users, num_products]`` training pairs. ``reach``: the most products each
+        product passes weight on to (its strongest links); None keeps every ``N(j)`` it is in."""
+        similarity = item_similarity(user_items, neighbours, shrink).T
+        return cls(similarity.tocsr() if reach is None else top_per_row(similarity, reach))
 
     @property
     def num_products(self) -> int:
         return int(self.similarity.shape[0])
 
+    def _summed(self, histories: Histories) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(row, product, value)``: each user's summed similarities, sorted by (row, product).
+
+        The history products' rows are gathered and their overlaps summed, so the work grows
+        with the entries gathered, not with the catalog (scipy's sparse product clears
+        catalog-long work arrays on every call). Products the similarity does not know (added
+        after training) are left out of the history.
+        """
+        product = histories.product_index.numpy()
+        known = product < self.num_products
+        product, user = product[known], histories.row_of_entry.numpy()[known]
+        indptr = self.similarity.indptr
+        start, length = indptr[product], indptr[product + 1] - indptr[product]
+        end = np.cumsum(length)
+        position = np.repeat(start - (end - length), length) + np.arange(int(end[-1]) if end.size else 0)
+        key = np.repeat(user.astype(np.int64), length) * self.num_products + self.similarity.indices[position]
+        order = np.argsort(key, kind="stable")
+        key, value = key[order], self.similarity.data[position][order]
+        first = np.flatnonzero(np.diff(key, prepend=-1))  # each (row, product)'s first entry
+        value = np.add.reduceat(value, first) if key.size else value
+        return key[first] // self.num_products, key[first] % self.num_products, value
+
     def raw(self, histories: Histories) -> sp.csr_matrix:
-        """``[b, P]`` sparse: each user's summed similarities. Products the similarity does not
-        know (added after training) are left out of the history."""
-        return history_rows(histories, self.num_products) @ self.similarity
+        """``[b, P]`` sparse: each user's summed similarities."""
+        row, product, value = self._summed(histories)
+        return sp.csr_matrix((value, (row, product)), shape=(len(histories), self.num_products))
 
     def entries(self, histories: Histories) -> tuple[Tensor, Tensor, Tensor]:
         """The non-zero scores as ``(row, product, value)`` ``[nnz]`` tensors, each user's values
         divided by their largest (so the best product scores 1): what a ranking adds to its dense
         scores in place, without a second ``[b, P]`` table."""
-        raw = self.raw(histories).tocoo()
-        scale = np.zeros(raw.shape[0], dtype=np.float32)
-        np.maximum.at(scale, raw.row, raw.data)
-        value = raw.data / np.maximum(scale[raw.row], 1e-12)
-        return torch.from_numpy(raw.row.astype(np.int64)), torch.from_numpy(raw.col.astype(np.int64)), torch.from_numpy(value)
+        row, product, value = self._summed(histories)
+        first = np.flatnonzero(np.diff(row, prepend=-1))  # sorted by row: each row's first entry
+        if row.size:
+            scale = np.maximum.reduceat(value, first)
+            value = value / np.maximum(np.repeat(scale, np.diff(first, append=row.size)), 1e-12)
+        return torch.from_numpy(row), torch.from_numpy(product), torch.from_numpy(value)
 
     def scores(self, histories: Histories, num_products: int | None = None) -> Tensor:
         """``[b, num_products]`` dense float scores (:meth:`entries`; a user without co-interactions

@@ -105,7 +105,13 @@ class ModelConfig(BaseModel):
         ),
     )
     co_interaction_neighbours: int = Field(
-        100, ge=1, description="With co_interaction_weight > 0: the most similar products each product keeps."
+        100,
+        ge=1,
+        description=(
+            "With co_interaction_weight > 0: the most similar products each product keeps, and the most "
+            "products each product's events add to (its strongest links), so a request's work grows with its history, "
+            "not the catalog."
+        ),
     )
 
     @property

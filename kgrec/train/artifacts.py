@@ -148,10 +148,12 @@ class KgrecRecommender(Recommender):
         self.set_state(members())
         if cfg.model.co_interaction_weight > 0:
             # Each user's latest sequence_length products: the pairs counted grow with users × that
-            # squared, not with the square of a heavy user's whole history.
+            # squared, not with the square of a heavy user's whole history. The same limit on the
+            # products each product reaches bounds a request's work by its history, not the catalog.
             pairs = split.train.latest(cfg.model.sequence_length)
+            neighbours = cfg.model.co_interaction_neighbours
             self.co_interactions = CoInteractions.fit(
-                pairs.matrix(split.num_users, split.num_products), cfg.model.co_interaction_neighbours
+                pairs.matrix(split.num_users, split.num_products), neighbours, reach=neighbours
             )
         self.product_text = None if texts[0] is None else texts[0].detach().cpu()
         self.snapshot_hash = snapshot.content_hash

@@ -54,6 +54,39 @@ def test_a_users_scores_are_their_products_similarities_summed_and_scaled_to_the
     assert scores[2].tolist() == [0.0, 0.0, 0.0, 0.0]  # no co-interactions: nothing added
 
 
+def test_sums_match_a_sparse_product_over_random_histories() -> None:
+    # The gathered rows summed per (user, product) are the history rows times the similarity.
+    rng = np.random.default_rng(0)
+    user_items = sp.random(60, 40, density=0.15, format="csr", random_state=1, dtype=np.float32)
+    co = CoInteractions.fit(user_items, neighbours=5)
+    rows = [sorted(rng.choice(40, size=rng.integers(0, 8), replace=False).tolist()) for _ in range(12)]
+    users = histories(rows)
+
+    binary = np.zeros((len(rows), 40), dtype=np.float32)
+    for u, row in enumerate(rows):
+        binary[u, row] = 1.0
+    expected = binary @ co.similarity.toarray()
+    assert np.allclose(co.raw(users).toarray(), expected, atol=1e-6)
+    best = expected.max(axis=1, keepdims=True)
+    assert np.allclose(co.scores(users).numpy(), np.divide(expected, best, out=np.zeros_like(expected), where=best > 0), atol=1e-6)
+
+
+def test_reach_keeps_the_strongest_links_each_product_passes_on() -> None:
+    # p0 is bought with every other product, so it sits in every product's neighbours.
+    user_items = sp.csr_matrix(
+        np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 0, 0, 1, 0], [1, 0, 0, 0, 1], [0, 1, 1, 0, 0]], dtype=np.float32)
+    )
+    every = CoInteractions.fit(user_items, neighbours=10)
+    reach2 = CoInteractions.fit(user_items, neighbours=10, reach=2)
+
+    assert every.similarity[0].nnz == 4  # p0's events reach all four other products
+    assert reach2.similarity[0].nnz == 2
+    kept, all_links = reach2.similarity[0].toarray()[0], every.similarity[0].toarray()[0]
+    assert np.array_equal(kept[kept > 0], all_links[kept > 0])  # kept links keep their similarity
+    assert sorted(kept[kept > 0]) == sorted(np.sort(all_links)[-2:])  # and they are the two strongest
+    assert max(np.diff(reach2.similarity.indptr)) <= 2
+
+
 def test_new_products_get_zero_columns_and_are_ignored_in_a_history(co) -> None:
     scores = co.scores(histories([[0, 5]]), num_products=6)
 
