@@ -11,7 +11,7 @@ weight on to at most ``reach`` products, its strongest links, and a request's wo
 its history length × ``reach`` entries, whatever the catalog's size.
 
 ItemKNN is this score on its own. kgrec adds it, scaled to the user's best product and
-weighted by ``model.co_interaction_weight``, to the cosine of its vectors: the vectors place
+weighted by ``rank.co_interaction_weight``, to the cosine of its vectors: the vectors place
 rare products well by their text and graph, and the path counts keep exact pair statistics
 a 64-d space blurs (docs/MODEL.md, "Co-interaction paths in the score").
 """

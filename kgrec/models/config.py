@@ -93,24 +93,14 @@ class ModelConfig(BaseModel):
     relation_weight: float = Field(
         1.0, ge=0, description="Edge weight of product-product relations (also_bought, ...) relative to other edges."
     )
-    co_interaction_weight: float = Field(
-        0.1,
-        ge=0,
-        description=(
-            "Weight of the co-interaction paths (product <- user -> product) in a product's score: the cosine of "
-            "the user and product vectors plus this times the sum of the product's similarities (shared users over "
-            "the geometric mean of their users) to the user's current products, scaled so the user's best product "
-            "has 1 (0: the cosine alone). Read at every request, from the user's events of that moment. "
-            "docs/MODEL.md, 'Co-interaction paths in the score'."
-        ),
-    )
     co_interaction_neighbours: int = Field(
         100,
-        ge=1,
+        ge=0,
         description=(
-            "With co_interaction_weight > 0: the most similar products each product keeps, and the most "
-            "products each product's events add to (its strongest links), so a request's work grows with its history, "
-            "not the catalog."
+            "The co-interaction similarities (product <- user -> product paths) kgrec train fits and stores with "
+            "the model, which rank.co_interaction_weight adds to the score: the most similar products each product "
+            "keeps, and the most products each product's events add to (its strongest links), so a request's work "
+            "grows with its history, not the catalog. 0: none fitted. docs/MODEL.md, 'Co-interaction paths in the score'."
         ),
     )
 

@@ -53,6 +53,18 @@ class RankConfig(BaseModel):
     popularity: float = Field(0.1, ge=0, description="Weight of the time-decayed popularity part.")
     diversity: float = Field(0.2, ge=0, description="Weight of the explorative diversity part.")
     popularity_half_life_days: float = Field(30.0, gt=0, description="Half-life of an event's weight in popularity.")
+    co_interaction_weight: float = Field(
+        0.1,
+        ge=0,
+        description=(
+            "Inside relevance: the weight of the co-interaction paths (product <- user -> product) to the user's "
+            "current products, added to the cosine of the user and product vectors. A product's paths are the sum "
+            "of its similarities (shared users over the geometric mean of their users) to those products, scaled so "
+            "the user's best product has 1; read at every request, from the user's events of that moment. 0: the "
+            "cosine alone. Needs a model with co-interactions (model.co_interaction_neighbours > 0). "
+            "docs/MODEL.md, 'Co-interaction paths in the score'."
+        ),
+    )
 
     k: int = Field(10, ge=1, description="How many products to recommend per user.")
     query_mix: float = Field(

@@ -146,7 +146,7 @@ class KgrecRecommender(Recommender):
                 del model
 
         self.set_state(members())
-        if cfg.model.co_interaction_weight > 0:
+        if cfg.model.co_interaction_neighbours > 0:
             # Each user's latest sequence_length products: the pairs counted grow with users × that
             # squared, not with the square of a heavy user's whole history. The same limit on the
             # products each product reaches bounds a request's work by its history, not the catalog.
@@ -160,7 +160,7 @@ class KgrecRecommender(Recommender):
         self.user_ids, self.product_ids = snapshot.user_ids, snapshot.product_ids
         self.brand_ids, self.category_ids = snapshot.brand_ids, snapshot.category_ids
         self.history = records[0] if size == 1 else self._ensemble_history(records, split, cfg.train.eval_users)
-        if size == 1 and self.co_interactions is not None and len(split.valid):
+        if size == 1 and self.co_interaction_weight and len(split.valid):
             # The loop chose the epoch by the cosine alone; the figures reported are the model's own score.
             from kgrec.train.evaluate import evaluate
 
@@ -236,13 +236,18 @@ class KgrecRecommender(Recommender):
 
     @property
     def co_interaction_weight(self) -> float:
-        """``model.co_interaction_weight`` when the model holds co-interactions, else 0."""
+        """``rank.co_interaction_weight`` of :attr:`config` when the model holds co-interactions,
+        else 0. A ranking command puts its own rank settings there
+        (:class:`~kgrec.service.LoadedModel`), so the weight is a ranking knob."""
         if self.co_interactions is None:
             return 0.0
-        return float(self.config.get("model", {}).get("co_interaction_weight", 0.0))
+        from kgrec.rank.config import RankConfig
+
+        rank = self.config.get("rank") or {}
+        return float(rank.get("co_interaction_weight", RankConfig().co_interaction_weight))
 
     def score(self, histories: Histories) -> Tensor:
-        """``[b, P]``: the cosine of the user and product vectors, plus ``model.co_interaction_weight``
+        """``[b, P]``: the cosine of the user and product vectors, plus ``rank.co_interaction_weight``
         times the co-interaction scores of the users' current products (:mod:`kgrec.models.co_interaction`)."""
         scores = super().score(histories)
         weight = self.co_interaction_weight
@@ -533,6 +538,9 @@ def load_model_dir(path: str | Path) -> KgrecRecommender:
     if absent:
         raise ModelNotFoundError(f"{root / EMBEDDINGS_FILE} lacks {absent}. {hint}")
     model_config = config.get("model", {}) if isinstance(config, dict) else {}
+    if "co_interaction_weight" in model_config:
+        # Saved before the weight became a rank setting: it moves to where this version reads it.
+        config.setdefault("rank", {}).setdefault("co_interaction_weight", model_config.pop("co_interaction_weight"))
     width, size = int(tensors["product_embedding"].shape[1]), int(model_config.get("ensemble_size", 1))
     if width % size:
         raise ModelNotFoundError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -276,14 +277,50 @@ def test_co_interactions_add_to_the_cosine_and_round_trip(trained, tmp_path):
     assert set(index[0].tolist()) - {-1} <= set(candidates.product_index[0].tolist())
     assert torch.equal(candidates.highest, candidates.relevance.max(dim=1).values)
 
-    without = KgrecConfig(model=Model(**{**config.model.model_dump(), "co_interaction_weight": 0.0}), train=config.train)
+    without = KgrecConfig(model=Model(**{**config.model.model_dump(), "co_interaction_neighbours": 0}), train=config.train)
     plain = KgrecRecommender(without, seed=7).fit(leave_last_out(snapshot), snapshot)
     assert plain.co_interactions is None and plain.co_interaction_weight == 0.0
     assert torch.allclose(plain.score(histories), Recommender.score(plain, histories))
     assert not any(k.startswith("co_interaction.") for k in _saved_tensors(save_model_dir(plain, tmp_path / "p", metrics={})))
 
 
+def test_the_co_interaction_weight_is_a_rank_setting_a_ranking_command_overrides(trained, tmp_path):
+    from kgrec.config import load_config
+    from kgrec.service import LoadedModel
+    from kgrec.train.recommender import Recommender
+
+    snapshot, _, result = trained
+    as_trained = copy.copy(result)  # the fixture's model, as if trained with rank.co_interaction_weight 0.3
+    as_trained.config = {**result.config, "rank": {**result.config["rank"], "co_interaction_weight": 0.3}}
+    path = save_model_dir(as_trained, tmp_path / "m", metrics={}, snapshot=snapshot)
+    histories = Histories.from_events(torch.tensor([0, 0]), torch.tensor([3, 5]), torch.tensor([1, 2]), torch.ones(2), 1)
+    cosine = Recommender.score(result, histories)
+    paths = result.co_interactions.scores(histories)
+
+    own = LoadedModel(load_config(), path).recommender  # no rank settings given: the model's own
+    assert own.co_interaction_weight == pytest.approx(0.3)
+    assert torch.allclose(own.score(histories), cosine + 0.3 * paths)
+    off = LoadedModel(load_config(overrides=["rank.co_interaction_weight=0"]), path).recommender
+    assert off.co_interaction_weight == 0.0
+    assert torch.allclose(off.score(histories), cosine)
+
+
 def _saved_tensors(model_dir):
     from safetensors.torch import load_file
 
     return load_file(str(model_dir / "embeddings.safetensors"))
+
+
+def test_a_model_saved_with_the_weight_in_its_model_section_loads_with_it_as_a_rank_setting(trained, tmp_path):
+    import yaml
+
+    _, _, result = trained
+    path = save_model_dir(result, tmp_path / "m", metrics={})
+    saved = yaml.safe_load((path / "config.yaml").read_text())
+    saved["model"]["co_interaction_weight"] = 0.2  # where models kept it before it was a rank setting
+    del saved["rank"]["co_interaction_weight"]
+    (path / "config.yaml").write_text(yaml.safe_dump(saved))
+
+    loaded = load_model_dir(path)
+    assert loaded.co_interaction_weight == pytest.approx(0.2)
+    KgrecConfig.model_validate(loaded.config)  # refits (kgrec evaluate) accept its config

@@ -135,23 +135,23 @@ class TestLightGCN(VectorSpaceContract):
         return make_baseline("lightgcn", lr=0.05, batch_size=64, epochs=30, eval_every=5, patience=3)
 
 
-def mean_encoder_kgrec(co_interaction_weight: float) -> KgrecRecommender:
-    """A small kgrec with the mean user encoder and the given co-interaction weight."""
+def mean_encoder_kgrec(co_interaction_neighbours: int) -> KgrecRecommender:
+    """A small kgrec with the mean user encoder, with co-interactions (the default weight) or without (0)."""
     config = KgrecConfig(
         model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="mean", history_length=3, recency_decay=0.3,
-                          co_interaction_weight=co_interaction_weight),
+                          co_interaction_neighbours=co_interaction_neighbours),
         train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
     )
     return KgrecRecommender(config, seed=0)
 
 
 class TestKgrec(VectorSpaceContract):
-    """The cosine alone (``model.co_interaction_weight: 0``): a vector space."""
+    """The cosine alone (no co-interactions: ``model.co_interaction_neighbours: 0``): a vector space."""
 
     follows_events = True
 
     def make(self):
-        return mean_encoder_kgrec(co_interaction_weight=0.0)
+        return mean_encoder_kgrec(co_interaction_neighbours=0)
 
 
 class TestKgrecIdUsers(TestKgrec):
@@ -161,7 +161,7 @@ class TestKgrecIdUsers(TestKgrec):
 
     def make(self):
         config = KgrecConfig(
-            model=ModelConfig(dim=16, layers=1, use_text=False, user_mode="id", co_interaction_weight=0.0),
+            model=ModelConfig(dim=16, layers=1, use_text=False, user_mode="id", co_interaction_neighbours=0),
             train=TrainConfig(epochs=40, batch_size=256, lr=0.02, patience=3, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
@@ -173,7 +173,7 @@ class TestKgrecCoInteractions(RecommenderContract):
     follows_events = True
 
     def make(self):
-        return mean_encoder_kgrec(co_interaction_weight=ModelConfig().co_interaction_weight)
+        return mean_encoder_kgrec(co_interaction_neighbours=ModelConfig().co_interaction_neighbours)
 
 
 class TestSASRec(VectorSpaceContract):
@@ -190,7 +190,7 @@ class TestKgrecTransformer(TestKgrec):
     def make(self):
         config = KgrecConfig(
             model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
-                              encoder_dropout=0.1, co_interaction_weight=0.0),
+                              encoder_dropout=0.1, co_interaction_neighbours=0),
             train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
@@ -202,7 +202,7 @@ class TestKgrecTimeGaps(TestKgrec):
     def make(self):
         config = KgrecConfig(
             model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
-                              encoder_dropout=0.1, time_gaps=True, co_interaction_weight=0.0),
+                              encoder_dropout=0.1, time_gaps=True, co_interaction_neighbours=0),
             train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
@@ -214,7 +214,7 @@ class TestKgrecGatedEncoder(TestKgrec):
     def make(self):
         config = KgrecConfig(
             model=ModelConfig(dim=16, layers=1, use_text=False, user_encoder="transformer", sequence_length=8,
-                              encoder_dropout=0.1, encoder_block="gated", co_interaction_weight=0.0),
+                              encoder_dropout=0.1, encoder_block="gated", co_interaction_neighbours=0),
             train=TrainConfig(epochs=30, sequence_batch_size=32, lr=0.01, patience=2, device="cpu"),
         )
         return KgrecRecommender(config, seed=0)
