@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -50,16 +49,25 @@ def shop_pairs(products: int, users: int, events_per_user: int) -> sp.csr_matrix
     return pairs
 
 
+def memory_gib(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process, from /proc: unlike ``ru_maxrss``,
+    which Linux carries over from the parent across exec, these are the process's own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def fit_child(pairs_path: Path, neighbours: int, reach: int | None, out: Path) -> None:
     """In a fresh process: fit, save the similarity, report seconds and memory."""
     from kgrec.models.co_interaction import CoInteractions
 
     pairs = sp.load_npz(pairs_path)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    before = memory_gib("VmRSS")
     started = time.perf_counter()
     co = CoInteractions.fit(pairs, neighbours, reach=reach)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = memory_gib("VmHWM")
     sp.save_npz(out, co.similarity, compressed=False)
     lengths = np.diff(co.similarity.indptr)
     print(json.dumps({
