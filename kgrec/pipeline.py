@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kgrec.config import KgrecConfig, with_model_rank
+from kgrec.config import KgrecConfig
 from kgrec.errors import ConfigError
 from kgrec.ingest.tables import IngestReport
 from kgrec.ingest.validate import load_tables
@@ -319,8 +319,7 @@ def evaluate(
         raise ConfigError(f"--split must be 'valid' or 'test', not {part!r}.")
     model = load_model_dir(model_dir)
     assert model.path is not None
-    # The command's rank settings over the model's own, as when it ranks (LoadedModel).
-    model.config["rank"] = with_model_rank(config, model.config).rank.model_dump(mode="json")
+    model.rank_with(config)  # the command's rank settings over the model's own, as when it ranks
     snapshot = load_snapshot(model.path / MODEL_SNAPSHOT_DIR)
     split = leave_last_out(snapshot)
     categories = primary_category_index(snapshot)

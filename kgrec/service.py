@@ -23,7 +23,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from kgrec.config import KgrecConfig, with_model_rank
+from kgrec.config import KgrecConfig
 from kgrec.errors import ConfigError, UnknownProductError, UnknownUserError
 from kgrec.models.history import Histories
 from kgrec.rank.exploration import ExplorationGraph
@@ -56,9 +56,7 @@ class LoadedModel:
 
     def __init__(self, config: KgrecConfig, model_dir: str | Path, store: GraphStore | None = None):
         self.recommender: KgrecRecommender = load_model_dir(model_dir)
-        self.config = with_model_rank(config, self.recommender.config)
-        # The score's co-interaction weight is a rank setting: the command's over the model's own.
-        self.recommender.config["rank"] = self.config.rank.model_dump(mode="json")
+        self.config = self.recommender.rank_with(config)
         assert self.recommender.path is not None
         self.model_id = self.recommender.path.name
         self.snapshot: Snapshot = load_snapshot(self.recommender.path / MODEL_SNAPSHOT_DIR)

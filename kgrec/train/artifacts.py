@@ -234,11 +234,22 @@ class KgrecRecommender(Recommender):
             vectors[rows] = unit_members(share * vectors[rows] + (1 - share) * trained, members)
         return vectors
 
+    def rank_with(self, config: Any) -> Any:
+        """``config`` (a command's :class:`~kgrec.config.KgrecConfig`) with this model's own rank
+        settings wherever the command sets none (:func:`~kgrec.config.with_model_rank`). The
+        result's rank section becomes the model's too, so its score reads the command's
+        ``rank.co_interaction_weight``."""
+        from kgrec.config import with_model_rank
+
+        resolved = with_model_rank(config, self.config)
+        self.config["rank"] = resolved.rank.model_dump(mode="json")
+        return resolved
+
     @property
     def co_interaction_weight(self) -> float:
         """``rank.co_interaction_weight`` of :attr:`config` when the model holds co-interactions,
-        else 0. A ranking command puts its own rank settings there
-        (:class:`~kgrec.service.LoadedModel`), so the weight is a ranking knob."""
+        else 0. A ranking command puts its own rank settings there (:meth:`rank_with`), so the
+        weight is a ranking knob."""
         if self.co_interactions is None:
             return 0.0
         from kgrec.rank.config import RankConfig
