@@ -90,11 +90,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(_describe_validation_error(e, source)) from e
 
 
+# Keys that moved to another section, so an old command or file names the new place.
+MOVED_KEYS = {"model.co_interaction_weight": "rank.co_interaction_weight"}
+
+
 def _describe_validation_error(error: ValidationError, source: Path) -> str:
     lines = [f"Config {source} has {error.error_count()} problem(s):"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and key in MOVED_KEYS:
+            lines.append(f"  - {key!r} is now {MOVED_KEYS[key]!r} (a rank setting); use that key instead")
+        elif item["type"] == "extra_forbidden":
             section = ".".join(str(p) for p in item["loc"][:-1]) or "top level"
             lines.append(f"  - unknown key {key!r} (in {section}); check the spelling against configs/default.yaml")
         else:

@@ -101,3 +101,8 @@ def test_load_config_rejects_yaml_that_is_not_a_mapping(tmp_path: Path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(path)
+
+
+def test_a_moved_key_names_its_new_place():
+    with pytest.raises(ConfigError, match="'model.co_interaction_weight' is now 'rank.co_interaction_weight'"):
+        load_config(overrides=["model.co_interaction_weight=0"])
