@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_machine import describe_machine
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the kgrec CLI does
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +60,7 @@ def main() -> None:
         pipeline.recommend(loaded, user, k=args.k)
     naive_s = time.perf_counter() - started
     figures = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "users": n,
         "products": loaded.num_products,
         "k": args.k,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
+from bench_machine import describe_machine
 
 
 def shop_pairs(products: int, users: int, events_per_user: int) -> sp.csr_matrix:
@@ -121,7 +122,7 @@ def main() -> None:
     pairs = shop_pairs(args.products, args.users, args.events_per_user)
     print(f"shop: {args.products:,} products, {args.users:,} users, {pairs.nnz:,} (user, product) pairs "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
-    result: dict = {"machine": f"{platform.node()} ({os.cpu_count()} cores)", "products": args.products,
+    result: dict = {"machine": describe_machine(), "products": args.products,
                     "users": args.users, "pairs": int(pairs.nnz), "neighbours": args.neighbours, "rows": {}}
     with tempfile.TemporaryDirectory(prefix="kgrec-co-") as tmp:
         pairs_path = Path(tmp) / "pairs.npz"

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import polars as pl
+
+from bench_machine import describe_machine
 
 from kgrec.ingest.config import IngestConfig
 from kgrec.ingest.synthetic import write_sample_shop
@@ -121,7 +122,7 @@ def main() -> None:
     batched_rate = tables.num_interactions / interactions_s
     naive_rate = sample.height / naive_s
     figures = {
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": describe_machine(),
         "interactions": tables.num_interactions,
         "products": tables.num_products,
         "users": tables.num_users,

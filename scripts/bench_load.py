@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -50,6 +49,8 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from bench_machine import describe_machine
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT_S = 30.0
@@ -466,7 +467,7 @@ def main() -> None:
     env = {**os.environ, "NEO4J_URI": state.uri, "NEO4J_USER": user, "NEO4J_PASSWORD": password, "OMP_WAIT_POLICY": "PASSIVE"}
     os.environ.update({k: env[k] for k in ("NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD")})
     figures: dict = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "load_average_at_start": os.getloadavg(),
         "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
         "write_rate_per_writer": args.write_rate, "runs": [],

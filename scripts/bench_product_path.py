@@ -51,7 +51,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -60,6 +59,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+
+from bench_machine import describe_machine
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -165,7 +166,7 @@ def main() -> None:
     best = max((rows[name]["ndcg@10"] for name in baselines if name in rows), default=float("nan"))
     result = {
         "data_dir": str(args.data_dir),
-        "machine": f"{platform.node()} ({os.cpu_count()} cores), torch {torch.__version__}",
+        "machine": describe_machine(),
         "train_config": None if args.config is None else str(args.config),
         "train_overrides": args.overrides,
         "variants": {name: settings for name, settings in variants},

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -35,6 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import report, throwaway_neo4j  # noqa: E402 - the serving benchmark's throwaway Neo4j and report
+
+from bench_machine import describe_machine
 
 STEPS = ("events", "user_vector", "scoring", "ranking", "rows")
 WARMUP = 50
@@ -113,7 +113,7 @@ def main() -> None:
     from kgrec.store.connection import GraphStore
 
     work = Path(tempfile.mkdtemp(prefix="kgrec-bench-steps-"))
-    figures: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"}
+    figures: dict = {"machine": describe_machine()}
     with throwaway_neo4j(work):
         shop = write_sample_shop(work / "shop", args.products, args.users, seed=0, events_per_user=args.events_per_user)
         build_graph(load_config(None, args.overrides), shop["products"], shop["interactions"], shop["relations"], shop["users"])

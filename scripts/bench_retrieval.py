@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from bench_machine import describe_machine
 
 from kgrec.models.history import Histories  # noqa: E402
 from kgrec.rank.config import RankConfig  # noqa: E402
@@ -163,7 +164,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     figures = {
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "products": args.products, "users": args.users, "single_users": int(single.numel()), "dim": args.dim,

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import signal
 import subprocess
@@ -47,6 +46,7 @@ import psutil
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
+from bench_machine import describe_machine  # noqa: E402
 from bench_serving import percentiles, wait_until_serving  # noqa: E402 - the serving benchmark's
 
 STAGES = ("sample-data", "build-graph", "export-graph", "train", "text", "recommend-all", "serve", "import-embeddings")
@@ -319,8 +319,7 @@ def main() -> None:
     figures = {
         "shop": {"products": args.products, "users": args.users, "events_per_user": args.events_per_user,
                  "popularity_exponent": args.popularity_exponent},
-        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-                   f"{psutil.virtual_memory().total / GIB:.0f} GiB",
+        "machine": describe_machine(),
         "settings": bench.settings,
         "stages": bench.results,
         "baseline": str(args.baseline) if args.baseline else None,

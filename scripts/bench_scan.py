@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from bench_machine import describe_machine
 
 from kgrec.train.recommender import Recommender  # noqa: E402
 
@@ -96,7 +96,7 @@ def main() -> None:
         row["view_over_contiguous"] = round(row["view_ms"] / row["contiguous_ms"], 2)
         row["contiguous_over_bfloat16"] = round(row["contiguous_ms"] / row["bfloat16_ms"], 2)
         print(json.dumps(row), flush=True)
-    print(json.dumps({"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores", "threads": 1}))
+    print(json.dumps({"machine": describe_machine(), "threads": 1}))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -54,6 +53,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from bench_machine import describe_machine
 
 
 def client(url: str, requests: list[list]) -> list[float]:
@@ -242,7 +243,7 @@ def main() -> None:
     from kgrec import pipeline
 
     work = Path(tempfile.mkdtemp(prefix="kgrec-bench-serving-"))
-    figures: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"}
+    figures: dict = {"machine": describe_machine()}
     server = None
     other_servers: list[subprocess.Popen] = []  # variants and --search-before, idle when not compared
     with throwaway_neo4j(work):

@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from bench_machine import describe_machine
 
 
 def shop_snapshot(size: int, events_per_user: int, folder: Path):
@@ -122,7 +123,7 @@ def main() -> None:
             print(f"{propagation}: largest / smallest shop epoch = {epochs[-1] / epochs[0]:.2f}× "
                   f"for {sizes[-1] / sizes[0]:.1f}× the data")
     if args.json:
-        args.json.write_text(json.dumps({"machine": f"{platform.node()} ({os.cpu_count()} cores)", "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"machine": describe_machine(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
