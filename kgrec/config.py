@@ -90,8 +90,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(_describe_validation_error(e, source)) from e
 
 
-# Keys that moved to another section, so an old command or file names the new place.
+# Keys that moved to another section: an old command or file is told the new place, and a
+# model directory saved with the old key loads with its value there (move_renamed_keys).
 MOVED_KEYS = {"model.co_interaction_weight": "rank.co_interaction_weight"}
+
+
+def move_renamed_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a nested config dict, e.g. a saved model's ``config.yaml``) with the value of
+    every old key of :data:`MOVED_KEYS` moved to its new place; a value already there is kept."""
+    for old, new in MOVED_KEYS.items():
+        *old_sections, old_name = old.split(".")
+        source: Any = data
+        for section in old_sections:
+            source = source.get(section) if isinstance(source, dict) else None
+        if not isinstance(source, dict) or old_name not in source:
+            continue
+        value = source.pop(old_name)
+        *new_sections, new_name = new.split(".")
+        target = data
+        for section in new_sections:
+            target = target.setdefault(section, {})
+        target.setdefault(new_name, value)
+    return data
 
 
 def _describe_validation_error(error: ValidationError, source: Path) -> str:
@@ -99,7 +119,8 @@ def _describe_validation_error(error: ValidationError, source: Path) -> str:
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
         if item["type"] == "extra_forbidden" and key in MOVED_KEYS:
-            lines.append(f"  - {key!r} is now {MOVED_KEYS[key]!r} (a rank setting); use that key instead")
+            new = MOVED_KEYS[key]
+            lines.append(f"  - {key!r} is now {new!r} (in {new.rsplit('.', 1)[0]}); use that key instead")
         elif item["type"] == "extra_forbidden":
             section = ".".join(str(p) for p in item["loc"][:-1]) or "top level"
             lines.append(f"  - unknown key {key!r} (in {section}); check the spelling against configs/default.yaml")

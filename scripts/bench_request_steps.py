@@ -32,9 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_machine import describe_machine  # noqa: E402
 from bench_serving import report, throwaway_neo4j  # noqa: E402 - the serving benchmark's throwaway Neo4j and report
-
-from bench_machine import describe_machine
 
 STEPS = ("events", "user_vector", "scoring", "ranking", "rows")
 WARMUP = 50

@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_machine import describe_machine
-
+from bench_machine import describe_machine  # noqa: E402
 from kgrec.train.recommender import Recommender  # noqa: E402
 
 

@@ -106,3 +106,12 @@ def test_load_config_rejects_yaml_that_is_not_a_mapping(tmp_path: Path):
 def test_a_moved_key_names_its_new_place():
     with pytest.raises(ConfigError, match="'model.co_interaction_weight' is now 'rank.co_interaction_weight'"):
         load_config(overrides=["model.co_interaction_weight=0"])
+
+
+def test_move_renamed_keys_keeps_a_value_already_at_the_new_place():
+    from kgrec.config import move_renamed_keys
+
+    moved = move_renamed_keys({"model": {"co_interaction_weight": 0.2, "dim": 64}})
+    assert moved == {"model": {"dim": 64}, "rank": {"co_interaction_weight": 0.2}}
+    kept = move_renamed_keys({"model": {"co_interaction_weight": 0.2}, "rank": {"co_interaction_weight": 0.5}})
+    assert kept == {"model": {}, "rank": {"co_interaction_weight": 0.5}}

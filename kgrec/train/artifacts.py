@@ -548,10 +548,11 @@ def load_model_dir(path: str | Path) -> KgrecRecommender:
     absent = [k for k in needed if k not in tensors]
     if absent:
         raise ModelNotFoundError(f"{root / EMBEDDINGS_FILE} lacks {absent}. {hint}")
+    if isinstance(config, dict):  # saved before a key moved: its value goes where this version reads it
+        from kgrec.config import move_renamed_keys
+
+        move_renamed_keys(config)
     model_config = config.get("model", {}) if isinstance(config, dict) else {}
-    if "co_interaction_weight" in model_config:
-        # Saved before the weight became a rank setting: it moves to where this version reads it.
-        config.setdefault("rank", {}).setdefault("co_interaction_weight", model_config.pop("co_interaction_weight"))
     width, size = int(tensors["product_embedding"].shape[1]), int(model_config.get("ensemble_size", 1))
     if width % size:
         raise ModelNotFoundError(
