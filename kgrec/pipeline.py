@@ -392,8 +392,9 @@ def rank_users(
     """
     import torch
 
-    from kgrec.rank.engine import RankedList, torch_threads
+    from kgrec.rank.engine import RankedList
     from kgrec.rank.ranking import rank
+    from kgrec.threads import scan_threads, torch_threads
 
     started = time.perf_counter()
     user_ids, histories = loaded.histories(user_ids)
@@ -403,11 +404,16 @@ def rank_users(
     seconds["model"] += time.perf_counter() - started
     rank_cfg = loaded.config.rank
     # One thread for one request: many small steps, where a second thread's start-up costs
-    # more than it saves; a batch uses rank.num_threads.
-    threads = rank_cfg.request_threads if len(user_ids) == 1 else rank_cfg.num_threads
+    # more than it saves, except in the memory-bound catalog scan; a batch uses rank.num_threads.
+    single = len(user_ids) == 1
+    threads = rank_cfg.request_threads if single else rank_cfg.num_threads
     retriever = loaded.retriever if query is None and params.normalisation == "minmax" else None
     parts = []
-    with torch_threads(threads), _progress_bar("Ranking users", len(user_ids), progress) as advance:
+    with (
+        torch_threads(threads),
+        scan_threads(rank_cfg.scan_threads if single else None),
+        _progress_bar("Ranking users", len(user_ids), progress) as advance,
+    ):
         for start in range(0, len(user_ids), rank_cfg.batch_size):
             rows = torch.arange(start, min(start + rank_cfg.batch_size, len(user_ids)))
             batch = histories.select(rows) if len(user_ids) > rank_cfg.batch_size else histories
@@ -796,7 +802,7 @@ def search(
     """
     import torch
 
-    from kgrec.rank.engine import torch_threads
+    from kgrec.threads import scan_threads, torch_threads
     from kgrec.rank.params import RankParams, Weights
     from kgrec.rank.search import active_mix, describe_entities, hybrid_relevance, normalise_parts, rank_candidates
     from kgrec.service import items as ranked_items
@@ -806,7 +812,7 @@ def search(
     candidates = match.candidates
     histories = None
     raw = dict(match.parts)
-    with torch_threads(loaded.config.rank.request_threads):
+    with torch_threads(loaded.config.rank.request_threads), scan_threads(loaded.config.rank.scan_threads):
         if user_id is not None:
             _, histories = loaded.histories([user_id])
             if personal:

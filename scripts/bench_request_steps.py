@@ -3,8 +3,9 @@
 
 A synthetic shop goes into a throwaway Neo4j (free port, temporary folder); a model is trained
 on it for each ``--config NAME=FILE`` (``-`` for the defaults) under the same ``--set``
-settings; then one process ranks ``--requests`` random users one at a time, on one torch
-thread as a served request does, and times the steps of :func:`kgrec.pipeline.rank_users`:
+settings; then one process ranks ``--requests`` random users one at a time, on the torch
+threads a served request uses (``rank.request_threads``, and ``rank.scan_threads`` for the
+scan), and times the steps of :func:`kgrec.pipeline.rank_users`:
 
 - ``events``: the user's current events, one read from Neo4j;
 - ``user_vector``: the sequence encoder over the latest events;
@@ -44,15 +45,15 @@ def time_steps(config, model_dir: Path, store, user_ids: list[str]) -> dict[str,
     import torch
 
     from kgrec.pipeline import _rank_params, load_model
-    from kgrec.rank.engine import torch_threads
     from kgrec.rank.ranking import rank
     from kgrec.service import items
+    from kgrec.threads import scan, scan_threads, torch_threads
 
     loaded = load_model(config, model_dir, store)
     params = _rank_params(loaded, None, None, False)
     recommender = loaded.recommender
     times: dict[str, list[float]] = {step: [] for step in (*STEPS, "total")}
-    with torch_threads(config.rank.request_threads), torch.no_grad():
+    with torch_threads(config.rank.request_threads), scan_threads(config.rank.scan_threads), torch.no_grad():
         for number, user in enumerate(user_ids):
             marks = [time.perf_counter()]
             _, histories = loaded.histories([user])
@@ -65,7 +66,7 @@ def time_steps(config, model_dir: Path, store, user_ids: list[str]) -> dict[str,
                     loaded.config.rank.retrieval_candidates,
                 )
             else:  # Recommender.score without its own user_vectors call: the cached [dim, P] copy
-                relevance = vectors @ recommender._products_by_column(recommender.product_embedding)
+                relevance = scan(vectors, recommender._products_by_column(recommender.product_embedding))
                 if recommender.co_interaction_weight:
                     relevance += recommender.co_interaction_weight * recommender.co_interactions.scores(
                         histories, relevance.shape[1]

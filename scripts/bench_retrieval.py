@@ -44,7 +44,8 @@ from bench_machine import describe_machine
 
 from kgrec.models.history import Histories  # noqa: E402
 from kgrec.rank.config import RankConfig  # noqa: E402
-from kgrec.rank.engine import RankedList, torch_threads  # noqa: E402
+from kgrec.rank.engine import RankedList  # noqa: E402
+from kgrec.threads import torch_threads  # noqa: E402
 from kgrec.rank.exploration import ExplorationGraph  # noqa: E402
 from kgrec.rank.params import RankParams  # noqa: E402
 from kgrec.rank.ranking import Catalog, rank  # noqa: E402

@@ -118,8 +118,17 @@ class RankConfig(BaseModel):
         1,
         ge=1,
         description=(
-            "Torch threads while ranking for one user (recommend, serve). 1 is fastest on small and large "
-            "catalogs alike: a request is many small steps."
+            "Torch threads while ranking for one user (recommend, serve, search), apart from the catalog scan "
+            "(scan_threads). 1 is fastest on small and large catalogs alike: a request is many small steps."
+        ),
+    )
+    scan_threads: int = Field(
+        2,
+        ge=1,
+        description=(
+            "Torch threads for one user's scan of the whole catalog (every product's relevance), at most the "
+            "machine's cores. The scan is one matrix product bound by memory bandwidth, which a second core "
+            "adds to; every other step of a request runs on request_threads."
         ),
     )
     exact_max_products: int = Field(

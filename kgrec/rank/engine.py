@@ -8,8 +8,7 @@ Shapes: ``P`` = number of products, ``b`` = users in the batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kgrec.errors import ConfigError
 from kgrec.rank.mmr import mmr_select
 from kgrec.rank.params import RankParams
 from kgrec.rank.parts import normalise
@@ -59,22 +57,6 @@ class RankedList:
             {"product_index": i, "rank": r + 1, "score": s, "relevance": a, "popularity": p, "diversity": d}
             for r, (i, s, a, p, d) in enumerate(zip(*(column.tolist() for column in columns)))
         ]
-
-
-@contextmanager
-def torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run the block with ``num_threads`` torch threads (``None``: unchanged), then restore."""
-    if num_threads is None:
-        yield
-        return
-    if num_threads < 1:
-        raise ConfigError(f"num_threads must be at least 1; found {num_threads}.")
-    before = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- engine

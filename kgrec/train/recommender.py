@@ -23,6 +23,7 @@ from torch import Tensor
 
 from kgrec.errors import TrainingError
 from kgrec.models.history import Histories
+from kgrec.threads import scan
 
 if TYPE_CHECKING:
     from kgrec.snapshot.snapshot import Snapshot
@@ -56,7 +57,7 @@ class Recommender(ABC):
         products = self.product_embedding
         if vectors is None or products is None:
             raise NotImplementedError(f"{type(self).__name__} must implement score() or user_vectors().")
-        return vectors.to(products.device) @ self._products_by_column(products)
+        return scan(vectors.to(products.device), self._products_by_column(products))
 
     def _products_by_column(self, products: Tensor) -> Tensor:
         """``[dim, P]``: a contiguous copy of ``products.T``, made once per product table.
