@@ -183,10 +183,15 @@ class RecommendBatcher:
     While a batch is ranked on a worker thread, the requests that arrive meanwhile queue
     here; the next batch takes the oldest queued requests with the same options (``k``,
     weights, query, ``include_seen``), up to ``max_batch`` users. Nothing waits for a batch
-    to fill: a lone request is a batch of one, ranked at once. Every user in a batch gets
-    the list it would get alone (:func:`kgrec.pipeline.recommend_users`). A batch that fails
-    with a user error (an unknown user among them) is ranked again one user at a time, so
-    each request gets its own answer or its own error.
+    to fill: a lone request is a batch of one, ranked at once. A batch of one is ranked on the
+    event loop itself, as handing it to a thread and back cost about 1 ms of a 12 ms request
+    at 100k products (docs/BENCHMARKS.md); meanwhile the loop answers nothing else, /health
+    included, and requests that arrive wait in their sockets and form the next batch.
+
+    Every user in a batch gets the list it would get alone
+    (:func:`kgrec.pipeline.recommend_users`). A batch that fails with a user error (an
+    unknown user among them) is ranked again one user at a time, so each request gets its
+    own answer or its own error.
 
     One batch is ranked at a time per worker: ranking holds Python's lock, so a second
     batch beside it would only slow both down.
@@ -220,7 +225,11 @@ class RecommendBatcher:
                     del self.queued[options]
                 if not batch:
                     continue
-                outcomes = await anyio.to_thread.run_sync(self._rank_batch, options, [u for u, _ in batch])
+                user_ids = [u for u, _ in batch]
+                if len(batch) == 1:  # alone: ranked here, without a thread's hand-off and wake-ups
+                    outcomes = self._rank_batch(options, user_ids)
+                else:
+                    outcomes = await anyio.to_thread.run_sync(self._rank_batch, options, user_ids)
                 for (_, future), outcome in zip(batch, outcomes):
                     if not future.done():
                         if isinstance(outcome, Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 from fastapi import FastAPI
@@ -167,3 +168,26 @@ def test_worker_app_outside_kgrec_serve_says_how_it_is_started(monkeypatch):
     monkeypatch.delenv(SETTINGS_ENV, raising=False)
     with pytest.raises(ConfigError, match="started by `kgrec serve --workers N`"):
         worker_app()
+
+
+def test_batcher_ranks_a_lone_request_on_the_event_loop_and_a_batch_on_a_thread():
+    ranked_on: dict[str, int] = {}
+
+    def rank_users(options: object, user_ids: list[str]) -> list[str]:
+        for user_id in user_ids:
+            ranked_on[user_id] = threading.get_ident()
+        if "nobody" in user_ids:
+            raise UnknownUserError("User 'nobody' is not in the graph.")
+        return list(user_ids)
+
+    async def scenario() -> tuple[int, object]:
+        batcher = RecommendBatcher(rank_users, max_batch=8)
+        assert await batcher.rank("k", "alone") == "alone"
+        assert await asyncio.gather(batcher.rank("k", "a"), batcher.rank("k", "b")) == ["a", "b"]
+        unknown = await asyncio.gather(batcher.rank("k", "nobody"), return_exceptions=True)
+        return threading.get_ident(), unknown[0]
+
+    loop_thread, unknown = asyncio.run(scenario())
+    assert ranked_on["alone"] == loop_thread == ranked_on["nobody"]
+    assert ranked_on["a"] == ranked_on["b"] != loop_thread
+    assert isinstance(unknown, UnknownUserError)  # an error ranked on the loop still reaches its request
