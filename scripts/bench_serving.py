@@ -11,9 +11,10 @@ shop, so no user data is touched:
    then ``--explain-requests`` more with ``explain=true`` (reasons read, nothing stored: GET
    never writes), then ``--search-requests`` personalised ``GET /search`` requests (a
    product's brand and category word as the query); report p50/p95/p99 of each. With
-   ``--search-before REV`` a second ``kgrec serve`` runs git revision ``REV`` of this
-   repository on the same graph and model, and the search requests go to both servers in
-   alternating halves: a before/after comparison under the same load. With
+   ``--before REV`` a second ``kgrec serve`` runs git revision ``REV`` of this repository on
+   the same graph and model, and the /recommend and /search requests go to both servers in
+   alternating halves: a before/after comparison under the same load, and the lists of 200
+   users compared (a change to serving alone must keep them: ``lists@REV`` 1.0). With
    ``--serve-variant NAME=SETTINGS`` the same model is also served with other serving
    settings (e.g. ``rank.request_threads=2``), and the /recommend requests go to every
    server in alternating halves: the settings' effect as a ratio measured in one run; then
@@ -32,7 +33,7 @@ Usage:
     python scripts/bench_serving.py --products 100000 --users 50000 --events-per-user 20
     python scripts/bench_serving.py --products 20000 --users 10000   # quicker
     python scripts/bench_serving.py --products 100000 --users 50000 --set train.epochs=1 \
-        --requests 200 --explain-requests 0 --naive-users 20 --search-before c18aecc   # /search against c18aecc
+        --requests 200 --explain-requests 0 --naive-users 20 --before c18aecc   # against revision c18aecc
     python scripts/bench_serving.py --products 100000 --users 50000 --set train.epochs=1 \
         --serve-variant threads2=rank.request_threads=2   # one request on two torch threads against one
     python scripts/bench_serving.py --products 100000 --users 50000 --set train.epochs=1 --explain-requests 0 \
@@ -55,6 +56,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench_machine import describe_machine
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def client(url: str, requests: list[list]) -> list[float]:
@@ -93,15 +96,20 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(pick(0.50), 2), "p95_ms": round(pick(0.95), 2), "p99_ms": round(pick(0.99), 2), "n": len(values)}
 
 
-def serve(model_dir: Path, overrides: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """``kgrec serve`` on a free port in its own process (the code on ``env``'s PYTHONPATH), once healthy."""
+def serve(
+    model_dir: Path, overrides: list[str], env: dict[str, str], source: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``kgrec serve`` on a free port in its own process, once healthy: the code of ``source`` (a
+    tree of this repository; default this one). ``python -m`` puts the working directory first
+    on the import path, so the process starts in ``source``: a PYTHONPATH alone would not win."""
     from kgrec.store.server import free_port
 
     http_port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "kgrec.cli", "serve", "--port", str(http_port), "--model", str(model_dir),
          *[a for o in overrides for a in ("--set", o)]],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**env, "PYTHONPATH": str(source or REPO)}, cwd=source or REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{http_port}"
     if not wait_until_serving(url, server, timeout_s=300):
@@ -218,9 +226,10 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=["model.use_text=false", "train.epochs=3"])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--search-requests", type=int, default=300)
-    parser.add_argument("--search-before", metavar="REV", help=(
-        "also serve the search requests from git revision REV of this repository (a second kgrec serve on the "
-        "same graph and model), alternating halves with this tree's"))
+    parser.add_argument("--before", "--search-before", dest="before", metavar="REV", help=(
+        "also serve git revision REV of this repository (a second kgrec serve on the same graph and model): "
+        "the /recommend and /search requests go to both in alternating halves, reported as recommend_before@REV "
+        "and search_before@REV, and 200 users' lists are compared (lists@REV)"))
     parser.add_argument("--serve-variant", action="append", default=[], metavar="NAME=SETTINGS", help=(
         "also serve the same model with these ';'-separated serving settings (e.g. "
         "threads2=rank.request_threads=2) in a second kgrec serve; the /recommend requests go to every "
@@ -245,7 +254,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kgrec-bench-serving-"))
     figures: dict = {"machine": describe_machine()}
     server = None
-    other_servers: list[subprocess.Popen] = []  # variants and --search-before, idle when not compared
+    other_servers: list[subprocess.Popen] = []  # variants and --before, idle when not compared
     with throwaway_neo4j(work):
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # with the NEO4J_* of the throwaway server
         try:
@@ -272,6 +281,13 @@ def main() -> None:
                 figures[f"train_s@{name}"] = round(time.perf_counter() - t0, 1)
                 variant, model_urls[f"recommend@{name}"] = serve(other_run.model_dir, args.overrides + settings, env)
                 other_servers.append(variant)
+            before_urls = {}
+            if args.before:
+                from bench_load import export_revision
+
+                source = export_revision(args.before, work / "before-src")
+                before, before_urls[f"recommend_before@{args.before}"] = serve(run.model_dir, args.overrides, env, source)
+                other_servers.append(before)
             rng = random.Random(0)
             user_ids = [line.split(",")[0] for line in shop["users"].read_text().splitlines()[1:]]
             # Search queries as shoppers type them: a product's brand and the last word of its category.
@@ -287,15 +303,20 @@ def main() -> None:
                 "search": [["/search", {"query": q, "user": rng.choice(user_ids), "k": 10}] for q in queries],
             }
             for name, requests in runs.items():
-                if len(requests) <= 20 or (name == "search" and args.search_before):
+                if len(requests) <= 20:
                     continue
-                if name == "recommend" and (variant_urls or model_urls):
-                    servers = {"recommend": url, **variant_urls, **model_urls}
+                if name == "search" and before_urls:
+                    search_before = {f"search_before@{args.before}": next(iter(before_urls.values())), "search": url}
+                    figures.update(compare_servers(search_before, requests, work, env))
+                    continue
+                if name == "recommend" and (variant_urls or model_urls or before_urls):
+                    servers = {"recommend": url, **variant_urls, **before_urls, **model_urls}
                     figures.update(compare_servers(servers, requests, work, env))
                     for server_name, server_url in servers.items():
                         figures[f"stages_ms@{server_name.split('@', 1)[-1]}"] = stage_means(server_url)
-                    if variant_urls:  # other models rank differently by design: only serving settings are compared
-                        figures.update(compare_lists({"recommend": url, **variant_urls}, rng.sample(user_ids, min(len(user_ids), 200))))
+                    if variant_urls or before_urls:  # other models rank differently by design: only serving code and settings are compared
+                        same_model = {"recommend": url, **variant_urls, **before_urls}
+                        figures.update(compare_lists(same_model, rng.sample(user_ids, min(len(user_ids), 200))))
                     continue
                 requests_file = work / f"{name}.json"
                 requests_file.write_text(json.dumps(requests))
@@ -304,16 +325,6 @@ def main() -> None:
                     capture_output=True, text=True, check=True, env=env,
                 )
                 figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[20:])  # first 20 warm up
-
-            if args.search_before:
-                from bench_load import export_revision
-
-                source = export_revision(args.search_before, work / "before-src")
-                before, before_url = serve(run.model_dir, args.overrides, {**env, "PYTHONPATH": str(source)})
-                other_servers.append(before)
-                figures.update(compare_servers(
-                    {f"search_before@{args.search_before}": before_url, "search": url}, runs["search"], work, env
-                ))
 
             loaded = pipeline.load_model(config, run.model_dir, None)
             t0 = time.perf_counter()
