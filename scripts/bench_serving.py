@@ -13,11 +13,11 @@ shop, so no user data is touched:
    product's brand and category word as the query); report p50/p95/p99 of each. With
    ``--before REV`` a second ``kgrec serve`` runs git revision ``REV`` of this repository on
    the same graph and model, and the /recommend and /search requests go to both servers in
-   alternating halves: a before/after comparison under the same load, and the lists of 200
+   alternating slices: a before/after comparison under the same load, and the lists of 200
    users compared (a change to serving alone must keep them: ``lists@REV`` 1.0). With
    ``--serve-variant NAME=SETTINGS`` the same model is also served with other serving
    settings (e.g. ``rank.request_threads=2``), and the /recommend requests go to every
-   server in alternating halves: the settings' effect as a ratio measured in one run; then
+   server in alternating slices: the settings' effect as a ratio measured in one run; then
    200 users' lists from each variant are compared with the first server's (``lists@NAME``:
    top-10 recall and the share of identical lists), for settings that change what is
    ranked, such as an approximate index. Each server's mean time per ranking stage (events,
@@ -25,7 +25,8 @@ shop, so no user data is touched:
    ``--model-variant NAME=SETTINGS`` another model is trained on the same graph with other
    training settings (e.g. ``configs/accurate.yaml``'s ``model.dim=128;model.ensemble_size=2``)
    and served beside the first in the same way: two models' latency as a ratio from one run,
-   on the same machine at the same time;
+   on the same machine at the same time. ``cpu_steal`` gives, per kind of request, the share of
+   CPU time the hypervisor took while it was measured (a contended host slows every step);
 3. rank every user with ``--all-users`` (batched matrix scoring) and time a naive loop
    of single-user calls over ``--naive-users`` users; report the ratio per user.
 
@@ -55,7 +56,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench_machine import describe_machine
+from bench_machine import StealMeter, describe_machine
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -117,18 +118,24 @@ def serve(
     return server, url
 
 
-def compare_servers(urls: dict[str, str], requests: list[list], work: Path, env: dict[str, str]) -> dict[str, dict]:
-    """The same requests against each server, in alternating halves (so load drifts hit
-    both alike), each server warmed up with the first 20; percentiles per server name."""
-    warm, measured = requests[:20], requests[20:]
-    halves = [measured[: len(measured) // 2], measured[len(measured) // 2:]]
+def compare_servers(
+    urls: dict[str, str], requests: list[list], work: Path, env: dict[str, str], warmup: int, rounds: int = 10
+) -> dict[str, dict]:
+    """The same requests against each server, in ``rounds`` alternating slices (so a host that
+    gets busier or quieter during the run slows every server alike; the server that goes first
+    turns with each round), each server warmed up with the first ``warmup``; percentiles per server name."""
+    warm, measured = requests[:warmup], requests[warmup:]
+    size = -(-len(measured) // rounds)
+    slices = [measured[start:start + size] for start in range(0, len(measured), size)]
     latencies: dict[str, list[float]] = {name: [] for name in urls}
-    for round_index, half in enumerate(halves):
-        for name, url in urls.items():
+    names = list(urls)
+    for round_index, part in enumerate(slices):
+        turn = round_index % len(names)
+        for name in names[turn:] + names[:turn]:
             requests_file = work / f"{name}-{round_index}.json"
-            requests_file.write_text(json.dumps((warm if round_index == 0 else []) + half))
+            requests_file.write_text(json.dumps((warm if round_index == 0 else []) + part))
             out = subprocess.run(
-                [sys.executable, __file__, "--client", url, str(requests_file)],
+                [sys.executable, __file__, "--client", urls[name], str(requests_file)],
                 capture_output=True, text=True, check=True, env=env,
             )
             latencies[name] += json.loads(out.stdout.strip().splitlines()[-1])[len(warm) if round_index == 0 else 0:]
@@ -221,6 +228,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--events-per-user", type=int, default=20)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=200, help=(
+        "requests each server answers before the measured ones, per kind of request: the JVM compiles "
+        "Neo4j's read path while it serves, and a fresh server's first reads are slower"))
     parser.add_argument("--explain-requests", type=int, default=200)
     parser.add_argument("--naive-users", type=int, default=300)
     parser.add_argument("--set", dest="overrides", action="append", default=["model.use_text=false", "train.epochs=3"])
@@ -228,15 +238,15 @@ def main() -> None:
     parser.add_argument("--search-requests", type=int, default=300)
     parser.add_argument("--before", "--search-before", dest="before", metavar="REV", help=(
         "also serve git revision REV of this repository (a second kgrec serve on the same graph and model): "
-        "the /recommend and /search requests go to both in alternating halves, reported as recommend_before@REV "
+        "the /recommend and /search requests go to both in alternating slices, reported as recommend_before@REV "
         "and search_before@REV, and 200 users' lists are compared (lists@REV)"))
     parser.add_argument("--serve-variant", action="append", default=[], metavar="NAME=SETTINGS", help=(
         "also serve the same model with these ';'-separated serving settings (e.g. "
         "threads2=rank.request_threads=2) in a second kgrec serve; the /recommend requests go to every "
-        "server in alternating halves, reported as recommend@NAME"))
+        "server in alternating slices, reported as recommend@NAME"))
     parser.add_argument("--model-variant", action="append", default=[], metavar="NAME=SETTINGS", help=(
         "train another model on the same graph with these training settings (KEY=VALUE[;KEY=VALUE...]) and "
-        "send the /recommend requests to it too, in alternating halves"))
+        "send the /recommend requests to it too, in alternating slices"))
     parser.add_argument("--client", nargs=2, metavar=("URL", "REQUESTS_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the separate client process
@@ -295,28 +305,32 @@ def main() -> None:
 
             catalog = pl.read_csv(shop["products"], infer_schema_length=0).select("brand", "category").drop_nulls()
             queries = [f"{brand} {category.split('>')[-1].strip()}" for brand, category in catalog.sample(
-                min(catalog.height, args.search_requests + 20), seed=0, with_replacement=True).rows()]
+                min(catalog.height, args.search_requests + args.warmup), seed=0, with_replacement=True).rows()]
             runs = {
-                "recommend": [["/recommend", {"user": rng.choice(user_ids), "k": 10}] for _ in range(args.requests + 20)],
+                "recommend": [["/recommend", {"user": rng.choice(user_ids), "k": 10}] for _ in range(args.requests + args.warmup)],
                 "recommend_explain": [["/recommend", {"user": rng.choice(user_ids), "k": 10, "explain": "true"}]
-                                      for _ in range(args.explain_requests + 20)],
+                                      for _ in range(args.explain_requests + args.warmup)],
                 "search": [["/search", {"query": q, "user": rng.choice(user_ids), "k": 10}] for q in queries],
             }
+            figures["cpu_steal"] = {}  # per kind of request: the host's share of the cores while it was measured
             for name, requests in runs.items():
-                if len(requests) <= 20:
+                if len(requests) <= args.warmup:
                     continue
+                steal = StealMeter()
                 if name == "search" and before_urls:
                     search_before = {f"search_before@{args.before}": next(iter(before_urls.values())), "search": url}
-                    figures.update(compare_servers(search_before, requests, work, env))
+                    figures.update(compare_servers(search_before, requests, work, env, args.warmup))
+                    figures["cpu_steal"][name] = steal.share()
                     continue
                 if name == "recommend" and (variant_urls or model_urls or before_urls):
                     servers = {"recommend": url, **variant_urls, **before_urls, **model_urls}
-                    figures.update(compare_servers(servers, requests, work, env))
+                    figures.update(compare_servers(servers, requests, work, env, args.warmup))
                     for server_name, server_url in servers.items():
                         figures[f"stages_ms@{server_name.split('@', 1)[-1]}"] = stage_means(server_url)
                     if variant_urls or before_urls:  # other models rank differently by design: only serving code and settings are compared
                         same_model = {"recommend": url, **variant_urls, **before_urls}
                         figures.update(compare_lists(same_model, rng.sample(user_ids, min(len(user_ids), 200))))
+                    figures["cpu_steal"][name] = steal.share()
                     continue
                 requests_file = work / f"{name}.json"
                 requests_file.write_text(json.dumps(requests))
@@ -324,7 +338,8 @@ def main() -> None:
                     [sys.executable, __file__, "--client", url, str(requests_file)],
                     capture_output=True, text=True, check=True, env=env,
                 )
-                figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[20:])  # first 20 warm up
+                figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[args.warmup:])
+                figures["cpu_steal"][name] = steal.share()
 
             loaded = pipeline.load_model(config, run.model_dir, None)
             t0 = time.perf_counter()
