@@ -802,10 +802,10 @@ def search(
     """
     import torch
 
-    from kgrec.threads import scan_threads, torch_threads
     from kgrec.rank.params import RankParams, Weights
     from kgrec.rank.search import active_mix, describe_entities, hybrid_relevance, normalise_parts, rank_candidates
     from kgrec.service import items as ranked_items
+    from kgrec.threads import scan_threads, torch_threads
 
     cfg = search_config if search_config is not None else loaded.config.search
     match = match if match is not None else match_query(loaded, query, cfg)

@@ -184,9 +184,9 @@ class RecommendBatcher:
     here; the next batch takes the oldest queued requests with the same options (``k``,
     weights, query, ``include_seen``), up to ``max_batch`` users. Nothing waits for a batch
     to fill: a lone request is a batch of one, ranked at once. A batch of one is ranked on the
-    event loop itself, as handing it to a thread and back cost about 1 ms of a 12 ms request
-    at 100k products (docs/BENCHMARKS.md); meanwhile the loop answers nothing else, /health
-    included, and requests that arrive wait in their sockets and form the next batch.
+    event loop itself, without the hand-off to a thread and back (two wake-ups on the request's
+    path; docs/BENCHMARKS.md); meanwhile the loop answers nothing else, /health included, and
+    requests that arrive wait in their sockets and form the next batch.
 
     Every user in a batch gets the list it would get alone
     (:func:`kgrec.pipeline.recommend_users`). A batch that fails with a user error (an
