@@ -317,29 +317,19 @@ def main() -> None:
                 if len(requests) <= args.warmup:
                     continue
                 steal = StealMeter()
-                if name == "search" and before_urls:
-                    search_before = {f"search_before@{args.before}": next(iter(before_urls.values())), "search": url}
-                    figures.update(compare_servers(search_before, requests, work, env, args.warmup))
-                    figures["cpu_steal"][name] = steal.share()
-                    continue
-                if name == "recommend" and (variant_urls or model_urls or before_urls):
-                    servers = {"recommend": url, **variant_urls, **before_urls, **model_urls}
-                    figures.update(compare_servers(servers, requests, work, env, args.warmup))
+                servers = {name: url}
+                if name == "recommend":
+                    servers.update({**variant_urls, **before_urls, **model_urls})
+                elif name == "search" and before_urls:
+                    servers = {f"search_before@{args.before}": next(iter(before_urls.values())), **servers}
+                figures.update(compare_servers(servers, requests, work, env, args.warmup))
+                figures["cpu_steal"][name] = steal.share()
+                if name == "recommend" and len(servers) > 1:
                     for server_name, server_url in servers.items():
                         figures[f"stages_ms@{server_name.split('@', 1)[-1]}"] = stage_means(server_url)
                     if variant_urls or before_urls:  # other models rank differently by design: only serving code and settings are compared
                         same_model = {"recommend": url, **variant_urls, **before_urls}
                         figures.update(compare_lists(same_model, rng.sample(user_ids, min(len(user_ids), 200))))
-                    figures["cpu_steal"][name] = steal.share()
-                    continue
-                requests_file = work / f"{name}.json"
-                requests_file.write_text(json.dumps(requests))
-                out = subprocess.run(
-                    [sys.executable, __file__, "--client", url, str(requests_file)],
-                    capture_output=True, text=True, check=True, env=env,
-                )
-                figures[name] = percentiles(json.loads(out.stdout.strip().splitlines()[-1])[args.warmup:])
-                figures["cpu_steal"][name] = steal.share()
 
             loaded = pipeline.load_model(config, run.model_dir, None)
             t0 = time.perf_counter()
