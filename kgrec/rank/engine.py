@@ -122,12 +122,12 @@ def rank_rows(
     if approximate is not None and normalisation != "minmax":
         raise ValueError("rank_rows: approximate scores need minmax normalisation.")
     if normalisation == "minmax":
-        if approximate is not None:
-            _rescore_extremes(scores, excluded_row, excluded_index, approximate)
         scores[excluded_row, excluded_index] = torch.inf
         rel_low = scores.amin(dim=1)
         scores[excluded_row, excluded_index] = -torch.inf
         rel_high = scores.amax(dim=1)
+        if approximate is not None:
+            rel_low, rel_high = _exact_extremes(scores, rel_low, rel_high, excluded_row, excluded_index, approximate)
         if relevance_range is not None:
             rel_low, rel_high = torch.minimum(rel_low, relevance_range[0]), torch.maximum(rel_high, relevance_range[1])
         rel_scale, rel_shift = minmax_affine(rel_low, rel_high)
@@ -273,27 +273,32 @@ def best_columns(values: Tensor, columns: Tensor, n: int) -> tuple[Tensor, Tenso
     return values.gather(1, order), columns.gather(1, order).clamp(min=0)
 
 
-def _rescore_extremes(scores: Tensor, excluded_row: Tensor, excluded_index: Tensor, approximate: ApproximateScores) -> None:
-    """Rescore exactly every entry within twice the error of its row's lowest or highest
-    approximate score (excluded entries aside), so the row's minimum and maximum are exact."""
-    scores[excluded_row, excluded_index] = torch.inf
-    low = scores.amin(dim=1)
-    scores[excluded_row, excluded_index] = -torch.inf
-    high = scores.amax(dim=1)
-    scores[excluded_row, excluded_index] = torch.nan  # in neither extreme; the ranking sets them again
+def _exact_extremes(
+    scores: Tensor, low: Tensor, high: Tensor, excluded_row: Tensor, excluded_index: Tensor, approximate: ApproximateScores
+) -> tuple[Tensor, Tensor]:
+    """Each row's exact lowest and highest relevance from its approximate ``low`` and ``high``:
+    every entry within twice the error of either is rescored (the exact extremes are among
+    them; the excluded entries aside), and its exact value written into ``scores``."""
     margin = 2 * approximate.error
-    _rescore(scores, columns_outside(scores, high - margin, low + margin), approximate.exact)
+    scores[excluded_row, excluded_index] = torch.nan  # in neither set
+    columns = columns_outside(scores, high - margin, low + margin)
+    values = _rescore(scores, columns, approximate.exact)
+    scores[excluded_row, excluded_index] = -torch.inf
+    padding = columns < 0
+    return values.masked_fill(padding, torch.inf).amin(dim=1), values.masked_fill(padding, -torch.inf).amax(dim=1)
 
 
-def _rescore(scores: Tensor, columns: Tensor, exact: Callable[[Tensor], Tensor]) -> None:
-    """Write the exact scores of each row's ``columns [b, C]`` (``-1`` = none) into ``scores``."""
+def _rescore(scores: Tensor, columns: Tensor, exact: Callable[[Tensor], Tensor]) -> Tensor:
+    """Write the exact scores of each row's ``columns [b, C]`` (``-1`` = none) into ``scores``;
+    returns them, ``[b, C]``."""
     values = exact(columns).to(scores.dtype)
     if columns.shape[0] == 1:  # one row: no padding
         scores[0, columns[0]] = values[0]
-        return
+        return values
     keep = columns >= 0
     rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(columns)
     scores[rows[keep], columns[keep]] = values[keep]
+    return values
 
 class SortedValues:
     """``[P]`` values sorted once, to find each user's min and max over their candidates.

@@ -1,6 +1,6 @@
 """Greedy MMR-style re-ranking, vectorised over a batch of users.
 
-Pure tensor code, no I/O. :func:`mmr_select` is the engine under
+Pure array code, no I/O: tensors in and out, numpy inside. :func:`mmr_select` is the engine under
 :func:`kgrec.rank.engine.rank_rows`; it works on a *pool* of ``M`` candidates per user
 (the best ones by relevance, popularity and exploration) and picks ``k`` of them one
 at a time.
@@ -19,6 +19,7 @@ of the others, so the picked scores never increase down the list.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -50,32 +51,34 @@ def mmr_select(
         positions in the pool, their diversity parts, and ``False`` where a user ran out
         of valid candidates (that slot's position and diversity mean nothing).
     """
-    b, m = base.shape
+    # numpy: ten small steps of a few operations each, where torch's per-call cost was three
+    # quarters of the time (0.79 against 0.22 ms for one user, 24 against 8 ms for 256).
+    device = base.device
+    base_np, explore_np, valid_np = (t.detach().cpu().numpy() for t in (base.float(), exploration.float(), valid))
     share = float(exploration_share) if embeddings is not None else 1.0
     with_novelty = embeddings is not None and share < 1.0
-    rows = torch.arange(b, device=base.device)
-    explore_part = share * exploration
+    vectors = embeddings.detach().float().cpu().numpy() if with_novelty else None
+    b, m = base_np.shape
+    rows = np.arange(b)
+    explore_part = np.float32(share) * explore_np
     # What does not change from pick to pick; a picked or empty slot is -inf from then on.
-    fixed = torch.where(valid, base + gamma * explore_part, -torch.inf)
+    fixed = np.where(valid_np, base_np + np.float32(gamma) * explore_part, np.float32(-np.inf))
     # novelty = clamp(1 - max cos to the picks, 0, 1) = the least clamp(1 - cos) over the picks.
-    novelty = torch.ones((b, m), dtype=base.dtype, device=base.device)
-    novelty_weight = gamma * (1.0 - share)
-    positions, best_scores, best_novelty = [], [], []
+    novelty = np.ones((b, m), dtype=np.float32)
+    novelty_weight = np.float32(gamma * (1.0 - share))
+    position = np.zeros((b, k), dtype=np.int64)
+    best_score = np.zeros((b, k), dtype=np.float32)
+    best_novelty = np.zeros((b, k), dtype=np.float32)
     for step in range(k):
-        score = torch.add(fixed, novelty, alpha=novelty_weight) if with_novelty else fixed
-        best = score.argmax(dim=1, keepdim=True)  # [b, 1]
-        positions.append(best)
-        best_scores.append(score.gather(1, best))
-        if with_novelty:
-            best_novelty.append(novelty.gather(1, best))
-        fixed.scatter_(1, best, -torch.inf)
-        if with_novelty and step + 1 < k:
-            chosen = embeddings[rows, best[:, 0]]  # [b, dim]
-            sim = torch.bmm(embeddings, chosen.unsqueeze(-1)).squeeze(-1)  # [b, M]
-            novelty = torch.minimum(novelty, (1.0 - sim).clamp_(min=0.0))
-    position = torch.cat(positions, dim=1)
-    picked = torch.isfinite(torch.cat(best_scores, dim=1))  # -inf: the user ran out of candidates
-    diversity = explore_part.gather(1, position)
+        score = fixed + novelty_weight * novelty if with_novelty else fixed
+        best = score.argmax(axis=1)
+        position[:, step], best_score[:, step], best_novelty[:, step] = best, score[rows, best], novelty[rows, best]
+        fixed[rows, best] = -np.inf
+        if vectors is not None and step + 1 < k:
+            similarity = np.matmul(vectors, vectors[rows, best][:, :, None])[:, :, 0]  # [b, M]
+            np.minimum(novelty, np.maximum(np.float32(1.0) - similarity, np.float32(0.0)), out=novelty)
+    picked = np.isfinite(best_score)  # -inf: the user ran out of candidates
+    diversity = np.take_along_axis(explore_part, position, axis=1)
     if with_novelty:
-        diversity = diversity + (1.0 - share) * torch.cat(best_novelty, dim=1)
-    return position, diversity, picked
+        diversity = diversity + np.float32(1.0 - share) * best_novelty
+    return tuple(torch.from_numpy(array).to(device) for array in (position, diversity, picked))  # type: ignore[return-value]
