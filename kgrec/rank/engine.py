@@ -1,6 +1,7 @@
 """The ranking engine: top-k by relevance and popularity, then an MMR re-ranking for diversity.
 
-Pure tensor code on a batch of ``b`` users (one served request is ``b = 1``); no I/O.
+Tensor code on a batch of ``b`` users (one served request is ``b = 1``), numpy where it finds a
+few entries among many faster; no I/O.
 :func:`kgrec.rank.ranking.rank` is the public entry; this module holds the steps.
 
 Shapes: ``P`` = number of products, ``b`` = users in the batch.
@@ -169,19 +170,17 @@ def rank_rows(
         return column if columns is None else columns.gather(1, column).clamp(min=0)
 
     size = take if gamma == 0 else min(max(num_candidates, take), num_products)
-    floor = nth_floor(base, size)
-    if approximate is not None:  # base is off by at most α·scale·error: widen by twice that
-        floor = floor - 2 * alpha * rel_scale * approximate.error
-    candidates = columns_outside(base, floor)
-    at = candidates.clamp(min=0)
-    values = base.gather(1, at)
-    if approximate is not None:  # the candidates' base from exact relevances; the excluded stay out
+    if approximate is None:
+        top_values, top_index = top_n(base, size)
+    else:  # base is off by at most α·scale·error: rescore the candidates within twice that of the floor
+        candidates = columns_outside(base, nth_floor(base, size) - 2 * alpha * rel_scale * approximate.error)
+        at = candidates.clamp(min=0)
         _rescore(scores, candidates, approximate.exact)
         exact = scores.gather(1, at) * (alpha * rel_scale)[:, None]
         if beta > 0:
             exact.addcmul_((beta * pop_scale)[:, None], _gather(popularity, at))
-        values = torch.where(values == -torch.inf, values, exact)
-    top_values, top_index = best_columns(values.masked_fill(candidates < 0, -torch.inf), candidates, size)
+        out = (base.gather(1, at) == -torch.inf) | (candidates < 0)  # excluded, or padding
+        top_values, top_index = best_columns(exact.masked_fill(out, -torch.inf), candidates, size)
     if gamma == 0:
         index, picked = top_index, torch.isfinite(top_values)
         rel, pop = parts_at(index)
@@ -218,6 +217,15 @@ def rank_rows(
         diversity=div.masked_fill(~picked, 0.0),
     )
     return _pad(ranked, k) if take < k else ranked
+
+
+def top_n(values: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """``(values [b, n], index [b, n])``: each row's ``n`` largest values (``n <= P``; no NaN),
+    best first, a tie to the lower column. ``values.topk(n)`` with a fixed tie order, without
+    looking at more than the few values above :func:`nth_floor`."""
+    candidates = columns_outside(values, nth_floor(values, n))
+    gathered = values.gather(1, candidates.clamp(min=0)).masked_fill(candidates < 0, -torch.inf)
+    return best_columns(gathered, candidates, n)
 
 
 def nth_floor(values: Tensor, n: int) -> Tensor:

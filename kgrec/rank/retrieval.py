@@ -45,7 +45,7 @@ from torch import Tensor
 
 from kgrec.errors import ConfigError
 from kgrec.models.history import Histories
-from kgrec.rank.engine import SortedValues, minmax_affine
+from kgrec.rank.engine import SortedValues, minmax_affine, top_n
 from kgrec.rank.params import Weights
 
 RetrievalMethod = Literal["exact", "ivf", "pca"]
@@ -109,19 +109,6 @@ def best_blocks(values: Tensor, count: int, block: int = 16, largest: bool = Tru
     ends = padded.amax(dim=2) if largest else padded.amin(dim=2)
     blocks = ends.topk(min(count, ends.shape[1]), dim=1, largest=largest).indices
     return padded.view(rows, -1), (blocks.unsqueeze(2) * block + torch.arange(block)).reshape(rows, -1)
-
-
-def blockwise_topk(values: Tensor, k: int, block: int = 16) -> tuple[Tensor, Tensor]:
-    """``values.topk(k, dim=1)`` of ``[rows, n]`` values (ties aside), in about a third of the time
-    on a wide row: the top ``k`` are sought among the ``k · block`` values of :func:`best_blocks`."""
-    n = values.shape[1]
-    if k * block >= n:
-        top = values.topk(min(k, n), dim=1)
-        return top.values, top.indices
-    padded, members = best_blocks(values, k, block)
-    top = padded.gather(1, members).topk(k, dim=1)
-    # A padding slot can be picked only with -inf, and then it is not a product.
-    return top.values, members.gather(1, top.indices).clamp(max=n - 1)
 
 
 def _merge_topk(values: Tensor, index: Tensor, block: Tensor, columns: Tensor, k: int, largest: bool):
@@ -398,7 +385,7 @@ class Retriever:
             base = scores.mul_((alpha * rel_scale)[:, None])
             base.addcmul_(pop_weight[start : start + users.shape[0], None], self.finite_popularity)
             base[row, column] = -torch.inf
-            best_values, best_index = blockwise_topk(base, take)
+            best_values, best_index = top_n(base, take)
             # Columns in product order (ties then break as in the full pass).
             index = best_index.masked_fill(~torch.isfinite(best_values), -1).sort(dim=1).values
             scored = torch.cat([index.clamp(min=0), high.indices[:, None]], dim=1)

@@ -7,17 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kgrec.rank.engine import ApproximateScores, best_columns, columns_outside, nth_floor
+from kgrec.rank.engine import ApproximateScores, columns_outside, nth_floor, top_n
 from kgrec.rank.params import RankParams, Weights
 from kgrec.rank.ranking import Catalog, rank
 from kgrec.train.recommender import bfloat16_scan_error
 from tests.rank.test_scoring import seen_histories
-
-
-def top_of(values: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The engine's top ``n``: candidates above the floor, the best of them."""
-    candidates = columns_outside(values, nth_floor(values, n))
-    return best_columns(values.gather(1, candidates.clamp(min=0)).masked_fill(candidates < 0, -torch.inf), candidates, n)
 
 
 @pytest.mark.parametrize("width", [30, 5_000, 100_003])
@@ -29,7 +23,7 @@ def test_the_engines_top_n_is_topk_with_ties_to_the_lower_column(width):
     n = min(200, width)
     floor = nth_floor(values, n)
     assert (floor <= values.topk(n, dim=1).values[:, -1]).all()
-    top_values, top_index = top_of(values, n)
+    top_values, top_index = top_n(values, n)
     assert torch.equal(top_values, values.topk(n, dim=1).values)
     assert torch.equal(values.gather(1, top_index), top_values)
     for row in range(3):  # among equal values, the lower columns come first and are the ones kept

@@ -12,7 +12,8 @@ from kgrec.models.history import Histories
 from kgrec.rank.exploration import ExplorationGraph
 from kgrec.rank.params import RankParams, Weights
 from kgrec.rank.ranking import Catalog, rank
-from kgrec.rank.retrieval import PrincipalScan, ProductIndex, Retriever, blocked_topk, blockwise_topk
+from kgrec.rank.engine import top_n
+from kgrec.rank.retrieval import PrincipalScan, ProductIndex, Retriever, blocked_topk
 
 
 def clustered(num_clusters: int, per_cluster: int, dim: int, spread: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -58,18 +59,18 @@ def test_blocked_topk_equals_the_dense_topk_across_blocks():
     assert index.shape == (2, 30) and torch.equal(index, (queries[:2] @ keys[:30].T).topk(30).indices)
 
 
-def test_blockwise_topk_equals_topk_with_padding_and_excluded_values():
+def test_top_n_equals_topk_with_excluded_values_and_a_row_short_of_finite_ones():
     generator = torch.Generator().manual_seed(4)
-    values = torch.randn(3, 1001, generator=generator)  # 1,001 = 62 blocks of 16 and a padded one
+    values = torch.randn(3, 1001, generator=generator)
     values[0, :990] = -torch.inf  # fewer finite values than k in one row
     values[1, 500:520] = 9.0 + torch.arange(20.0)  # the top 20 in two neighbouring blocks
     for k in (20, 50):
-        top, index = blockwise_topk(values, k)
+        top, index = top_n(values, k)
         expected = values.topk(k, dim=1)
         assert torch.equal(top, expected.values)
         finite = torch.isfinite(top)
         assert torch.equal(index[finite], expected.indices[finite]) and bool((index < 1001).all())
-    assert torch.equal(blockwise_topk(values, 900)[0], values.topk(900, dim=1).values)  # k above the blocks
+    assert torch.equal(top_n(values, 900)[0], values.topk(900, dim=1).values)  # k near the width
 
 
 def test_exact_index_finds_what_blocked_topk_finds():
