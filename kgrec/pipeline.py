@@ -384,8 +384,7 @@ def rank_users(
     ``rank.batch_size`` at a time; one user is a batch of one, so a user gets the same
     list whichever way they are asked for. On a catalog above ``rank.exact_max_products``
     only each user's retrieved candidates are ranked (``loaded.retriever``; not with a
-    query or ``rank`` normalisation, which need every product's score). A user ranked alone
-    is scanned in bfloat16 (``rank.scan_precision``), with the same list as in float32.
+    query or ``rank`` normalisation, which need every product's score).
 
     ``observe_stage(stage, seconds)``, when given, is called once per stage at the end: ``events``
     (reading the users' events), ``model`` (the query's text, the user vectors and every
@@ -408,11 +407,7 @@ def rank_users(
     # more than it saves, except in the memory-bound catalog scan; a batch uses rank.num_threads.
     single = len(user_ids) == 1
     threads = rank_cfg.request_threads if single else rank_cfg.num_threads
-    minmax_alone = query is None and params.normalisation == "minmax"
-    retriever = loaded.retriever if minmax_alone else None
-    # One user's scan reads the catalog in bfloat16 and the ranking rescores what it needs exactly;
-    # a batch's matrix product is bound by arithmetic, not memory, and stays in float32.
-    approximate = single and minmax_alone and rank_cfg.scan_precision == "bfloat16"
+    retriever = loaded.retriever if query is None and params.normalisation == "minmax" else None
     parts = []
     with (
         torch_threads(threads),
@@ -428,8 +423,6 @@ def rank_users(
                 relevance = loaded.recommender.add_co_interactions(
                     retriever.candidates(vectors, batch, params.weights), batch, vectors, rank_cfg.retrieval_candidates
                 )
-            elif approximate:
-                relevance = loaded.recommender.approximate_score(batch)
             else:
                 relevance = loaded.recommender.score(batch)
             scored = time.perf_counter()

@@ -131,15 +131,6 @@ class RankConfig(BaseModel):
             "adds to; every other step of a request runs on request_threads."
         ),
     )
-    scan_precision: Literal["bfloat16", "float32"] = Field(
-        "bfloat16",
-        description=(
-            "Precision of one user's scan of the whole catalog (recommend, serve). 'bfloat16' reads half the "
-            "memory of 'float32' and rescores exactly the few products whose exact relevance could change the "
-            "list (near the user's lowest and highest relevance, and at the edge of the pool), so the list is "
-            "the one float32 gives. Only with normalisation 'minmax' and no query; batches scan in float32."
-        ),
-    )
     exact_max_products: int = Field(
         200_000,
         ge=0,

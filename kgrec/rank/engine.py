@@ -61,28 +61,6 @@ class RankedList:
         ]
 
 
-@dataclass(frozen=True)
-class ApproximateScores:
-    """Relevances known to within ``error`` of the exact ones, with the way to get those.
-
-    One served request scans the whole catalog in bfloat16 (``rank.scan_precision``), half
-    the memory float32 reads. :func:`rank_rows` then asks ``exact`` only for the products
-    whose exact value could change what it picks: those near each user's lowest and highest
-    relevance (the min-max scale) and near the edge of the pool. The ranking is the one the
-    exact scores give (docs/RANKING.md, "Speed").
-
-    Attributes:
-        scores: ``[b, P]`` float32 approximate relevances, overwritten by the ranking.
-        error: ``[b]`` the most by which a row's approximate scores can differ from the exact ones.
-        exact: ``exact(columns [b, C]) -> [b, C]``, the exact relevances of each row's products
-            ``columns`` (``-1`` = none; its value is ignored).
-    """
-
-    scores: Tensor
-    error: Tensor
-    exact: Callable[[Tensor], Tensor]
-
-
 # --------------------------------------------------------------------------- engine
 @torch.no_grad()
 def rank_rows(
@@ -96,7 +74,6 @@ def rank_rows(
     popularity_range: tuple[Tensor, Tensor] | None = None,
     columns: Tensor | None = None,
     relevance_range: tuple[Tensor, Tensor] | None = None,
-    approximate: ApproximateScores | None = None,
 ) -> RankedList:
     """The ranking engine. ``scores [b, P]`` are raw relevances and are overwritten.
 
@@ -111,8 +88,6 @@ def rank_rows(
     empty column, which must be excluded); ``None``: column ``j`` is product ``j``.
     ``relevance_range`` ``([b], [b])``: a wider range of relevance than the columns hold (the
     catalog's, for retrieved candidates), for min-max normalisation.
-    ``approximate``: ``scores`` is its ``scores``, within its ``error`` of the exact relevances
-    (``minmax`` only); the entries that decide the scale and the pool are rescored exactly first.
     """
     alpha, beta, gamma = params.weights.as_tuple()
     k, normalisation, num_candidates = params.k, params.normalisation, params.num_candidates
@@ -120,15 +95,11 @@ def rank_rows(
     b, num_products = scores.shape
     take = min(k, num_products)
 
-    if approximate is not None and normalisation != "minmax":
-        raise ValueError("rank_rows: approximate scores need minmax normalisation.")
     if normalisation == "minmax":
         scores[excluded_row, excluded_index] = torch.inf
         rel_low = scores.amin(dim=1)
         scores[excluded_row, excluded_index] = -torch.inf
         rel_high = scores.amax(dim=1)
-        if approximate is not None:
-            rel_low, rel_high = _exact_extremes(scores, rel_low, rel_high, excluded_row, excluded_index, approximate)
         if relevance_range is not None:
             rel_low, rel_high = torch.minimum(rel_low, relevance_range[0]), torch.maximum(rel_high, relevance_range[1])
         rel_scale, rel_shift = minmax_affine(rel_low, rel_high)
@@ -170,17 +141,7 @@ def rank_rows(
         return column if columns is None else columns.gather(1, column).clamp(min=0)
 
     size = take if gamma == 0 else min(max(num_candidates, take), num_products)
-    if approximate is None:
-        top_values, top_index = top_n(base, size)
-    else:  # base is off by at most α·scale·error: rescore the candidates within twice that of the floor
-        candidates = columns_outside(base, nth_floor(base, size) - 2 * alpha * rel_scale * approximate.error)
-        at = candidates.clamp(min=0)
-        _rescore(scores, candidates, approximate.exact)
-        exact = scores.gather(1, at) * (alpha * rel_scale)[:, None]
-        if beta > 0:
-            exact.addcmul_((beta * pop_scale)[:, None], _gather(popularity, at))
-        out = (base.gather(1, at) == -torch.inf) | (candidates < 0)  # excluded, or padding
-        top_values, top_index = best_columns(exact.masked_fill(out, -torch.inf), candidates, size)
+    top_values, top_index = top_n(base, size)
     if gamma == 0:
         index, picked = top_index, torch.isfinite(top_values)
         rel, pop = parts_at(index)
@@ -223,7 +184,7 @@ def top_n(values: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """``(values [b, n], index [b, n])``: each row's ``n`` largest values (``n <= P``; no NaN),
     best first, a tie to the lower column. ``values.topk(n)`` with a fixed tie order, without
     looking at more than the few values above :func:`nth_floor`."""
-    candidates = columns_outside(values, nth_floor(values, n))
+    candidates = columns_at_least(values, nth_floor(values, n))
     gathered = values.gather(1, candidates.clamp(min=0)).masked_fill(candidates < 0, -torch.inf)
     return best_columns(gathered, candidates, n)
 
@@ -246,22 +207,14 @@ def nth_floor(values: Tensor, n: int) -> Tensor:
     return maxima.topk(n, dim=1).values[:, -1]
 
 
-def columns_outside(values: Tensor, above: Tensor, below: Tensor | None = None) -> Tensor:
-    """``[b, C]`` long: each row's columns whose value is at least ``above [b]`` (or at most
-    ``below [b]``), in ascending order, padded with ``-1`` (``C``: the most in any row). A NaN
-    value is neither."""
+def columns_at_least(values: Tensor, floor: Tensor) -> Tensor:
+    """``[b, C]`` long: each row's columns whose value is at least ``floor [b]``, in ascending
+    order, padded with ``-1`` (``C``: the most in any row)."""
     b, width = values.shape
     if values.device.type == "cpu":  # numpy compares 100k values and finds the few hits ~10x faster
-        array = values.numpy()
-        mask = array >= above.numpy()[:, None]
-        if below is not None:
-            mask |= array <= below.numpy()[:, None]
-        flat = torch.from_numpy(np.flatnonzero(mask))
+        flat = torch.from_numpy(np.flatnonzero(values.numpy() >= floor.numpy()[:, None]))
     else:
-        mask = values >= above.unsqueeze(1)
-        if below is not None:
-            mask |= values <= below.unsqueeze(1)
-        flat = mask.reshape(-1).nonzero().squeeze(1)
+        flat = (values >= floor.unsqueeze(1)).reshape(-1).nonzero().squeeze(1)
     if b == 1:
         return flat.unsqueeze(0)
     rows, columns = flat // width, flat % width
@@ -274,39 +227,12 @@ def columns_outside(values: Tensor, above: Tensor, below: Tensor | None = None) 
 
 def best_columns(values: Tensor, columns: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """The ``n`` best of each row's candidate ``columns [b, C]`` by their ``values [b, C]``
-    (``-inf`` at padding; ``columns`` ascending in a row, as :func:`columns_outside` gives them):
+    (``-inf`` at padding; ``columns`` ascending in a row, as :func:`columns_at_least` gives them):
     ``(values [b, n], columns [b, n])``, best first, a tie to the lower column: a product's
     place never depends on which other users share its batch."""
     order = values.sort(dim=1, descending=True, stable=True).indices[:, :n]
     return values.gather(1, order), columns.gather(1, order).clamp(min=0)
 
-
-def _exact_extremes(
-    scores: Tensor, low: Tensor, high: Tensor, excluded_row: Tensor, excluded_index: Tensor, approximate: ApproximateScores
-) -> tuple[Tensor, Tensor]:
-    """Each row's exact lowest and highest relevance from its approximate ``low`` and ``high``:
-    every entry within twice the error of either is rescored (the exact extremes are among
-    them; the excluded entries aside), and its exact value written into ``scores``."""
-    margin = 2 * approximate.error
-    scores[excluded_row, excluded_index] = torch.nan  # in neither set
-    columns = columns_outside(scores, high - margin, low + margin)
-    values = _rescore(scores, columns, approximate.exact)
-    scores[excluded_row, excluded_index] = -torch.inf
-    padding = columns < 0
-    return values.masked_fill(padding, torch.inf).amin(dim=1), values.masked_fill(padding, -torch.inf).amax(dim=1)
-
-
-def _rescore(scores: Tensor, columns: Tensor, exact: Callable[[Tensor], Tensor]) -> Tensor:
-    """Write the exact scores of each row's ``columns [b, C]`` (``-1`` = none) into ``scores``;
-    returns them, ``[b, C]``."""
-    values = exact(columns).to(scores.dtype)
-    if columns.shape[0] == 1:  # one row: no padding
-        scores[0, columns[0]] = values[0]
-        return values
-    keep = columns >= 0
-    rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(columns)
-    scores[rows[keep], columns[keep]] = values[keep]
-    return values
 
 class SortedValues:
     """``[P]`` values sorted once, to find each user's min and max over their candidates.

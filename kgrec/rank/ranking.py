@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from kgrec.models.history import Histories
-from kgrec.rank.engine import ApproximateScores, RankedList, SortedValues, rank_rows
+from kgrec.rank.engine import RankedList, SortedValues, rank_rows
 from kgrec.rank.exploration import ExplorationGraph
 from kgrec.rank.params import RankParams
 from kgrec.rank.parts import mix_query
@@ -63,7 +63,7 @@ class Catalog:
 
 @torch.no_grad()
 def rank(
-    relevance: Tensor | Candidates | ApproximateScores,
+    relevance: Tensor | Candidates,
     catalog: Catalog,
     params: RankParams,
     histories: Histories | None = None,
@@ -75,9 +75,7 @@ def rank(
         relevance: ``[b, P]`` the recommender's scores (``[P]`` for one user); any scale,
             non-finite = never a candidate. Or :class:`~kgrec.rank.retrieval.Candidates`:
             only these products are ranked (with ``minmax`` normalisation, no query), their
-            relevance still scaled over the catalog, popularity too. Or
-            :class:`~kgrec.rank.engine.ApproximateScores` ``[b, P]`` (``minmax``, no query): the
-            same ranking as from the exact scores.
+            relevance still scaled over the catalog, popularity too.
         catalog: popularity, exploration structure and product embeddings.
         params: weights, k, pool size, normalisation, query mix, ``include_seen``.
         histories: the users' current products (``b`` rows): excluded unless
@@ -89,11 +87,7 @@ def rank(
         :class:`RankedList` of ``[b, k]`` tensors, best first, padded with ``-1`` where a
         user has fewer than ``k`` candidates.
     """
-    columns = relevance_range = approximate = None
-    if isinstance(relevance, ApproximateScores):
-        if query is not None or params.normalisation != "minmax":
-            raise ValueError("rank: approximate scores take minmax normalisation and no query; pass exact [b, P] scores.")
-        approximate, relevance = relevance, relevance.scores
+    columns = relevance_range = None
     if isinstance(relevance, Candidates):
         if query is not None or params.normalisation != "minmax":
             raise ValueError("rank: retrieved candidates take minmax normalisation and no query; pass dense [b, P] scores.")
@@ -108,10 +102,7 @@ def rank(
     b = relevance.shape[0]
     if histories is not None and len(histories) != b:
         raise ValueError(f"rank: {len(histories)} histories for {b} rows of relevance; pass one per user.")
-    if approximate is not None:  # its own scores, made for this ranking: no copy
-        scores = relevance
-    else:
-        scores = relevance.float().clone() if query is None else mix_query(relevance.float(), query.float(), params.query_mix)
+    scores = relevance.float().clone() if query is None else mix_query(relevance.float(), query.float(), params.query_mix)
     # (row, product) pairs that are never candidates: the seen products, non-finite scores and popularity.
     excluded_row = excluded_index = torch.zeros(0, dtype=torch.long)
     if histories is not None and not params.include_seen:
@@ -148,7 +139,7 @@ def rank(
             explore_at = lambda pool: bonus.gather(1, pool)  # noqa: E731
     return rank_rows(
         scores, popularity, excluded_row, excluded_index, explore_at, catalog.product_embedding, params,
-        popularity_range, columns, relevance_range, approximate,
+        popularity_range, columns, relevance_range,
     )
 
 

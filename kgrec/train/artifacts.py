@@ -268,26 +268,6 @@ class KgrecRecommender(Recommender):
             scores[row.to(scores.device), product.to(scores.device)] += weight * value.to(scores)
         return scores
 
-    def approximate_score(self, histories: Histories) -> Any:
-        """:meth:`score` from a bfloat16 scan (:meth:`Recommender.approximate_score`), the
-        co-interaction term added exactly to the approximate scores and to the exact ones."""
-        vectors = self.user_vectors(histories)
-        approximate = self._bfloat16_scan(vectors)
-        weight = self.co_interaction_weight
-        if not weight:
-            return approximate
-        assert self.co_interactions is not None
-        row, product, value = self.co_interactions.entries(histories)
-        # A dense row of the term: the ranking looks up a few hundred products in it, twice.
-        term = torch.zeros_like(approximate.scores)
-        term[row, product] = weight * value.to(term)
-        approximate.scores.add_(term)
-
-        def exact(index: Tensor) -> Tensor:
-            return approximate.exact(index) + term.gather(1, index.clamp(min=0))
-
-        return type(approximate)(approximate.scores, approximate.error, exact)
-
     def add_co_interactions(self, candidates: Any, histories: Histories, user_vectors: Tensor, limit: int) -> Any:
         """Retrieved ``candidates`` (:class:`~kgrec.rank.retrieval.Candidates`, found by the vectors
         alone) scored as :meth:`score` scores every product: each user's ``limit`` products with the
