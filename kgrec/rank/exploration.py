@@ -208,8 +208,10 @@ class ExplorationGraph:
         parents[touched_row, category_parent[touched_category]] = True
         parents[:, num_categories] = False
         nearby = np.zeros((b, num_categories + 1), dtype=bool)
-        # A parent of a touched one, a child of one (its parent is touched), or a sibling (its parent is a touched one's).
-        nearby[:, :num_categories] = parents[:, :num_categories] | touched[:, category_parent] | parents[:, category_parent]
+        # A parent of a touched one, a child of one (its parent is touched), or a sibling (its
+        # parent is a touched one's).
+        children, siblings = touched[:, category_parent], parents[:, category_parent]
+        nearby[:, :num_categories] = parents[:, :num_categories] | children | siblings
 
         # Brands: touched, and neighbours (sell in a touched category, or linked). Column B = no brand.
         touched_brand = np.zeros((b, num_brands + 1), dtype=bool)
@@ -233,7 +235,10 @@ class ExplorationGraph:
         inside = np.where(brand_known, lv.familiar, lv.new_brand_same_category)
         outside = np.maximum(
             np.where(in_nearby, lv.nearby_category, 0.0),
-            np.maximum(np.where(brand_known, lv.known_brand_new_category, 0.0), np.where(brand_neighbour, lv.neighbour_brand, 0.0)),
+            np.maximum(
+                np.where(brand_known, lv.known_brand_new_category, 0.0),
+                np.where(brand_neighbour, lv.neighbour_brand, 0.0),
+            ),
         )
         out = np.where(in_touched, inside, outside).astype(np.float32)
         asked_key = np.arange(b)[:, None] * self.num_products + asked

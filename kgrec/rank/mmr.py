@@ -72,7 +72,8 @@ def mmr_select(
     for step in range(k):
         score = fixed + novelty_weight * novelty if with_novelty else fixed
         best = score.argmax(axis=1)
-        position[:, step], best_score[:, step], best_novelty[:, step] = best, score[rows, best], novelty[rows, best]
+        position[:, step], best_score[:, step] = best, score[rows, best]
+        best_novelty[:, step] = novelty[rows, best]
         fixed[rows, best] = -np.inf
         if vectors is not None and step + 1 < k:
             similarity = np.matmul(vectors, vectors[rows, best][:, :, None])[:, :, 0]  # [b, M]
