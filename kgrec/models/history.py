@@ -68,26 +68,31 @@ class Histories:
             num_rows: ``b``; rows without events are empty.
             user_index: ``[b]`` (default ``arange(b)``).
         """
-        row, product_index = row.long().reshape(-1), product_index.long().reshape(-1)
-        timestamp, weight = timestamp.long().reshape(-1), weight.float().reshape(-1)
-        if row.numel():
+        # numpy inside: for one served user's few dozen events, torch's per-call cost was most
+        # of the work (~0.4 ms a request); for millions of events both sort at the same speed.
+        row, product_index = row.long().reshape(-1).numpy(), product_index.long().reshape(-1).numpy()
+        timestamp, weight = timestamp.long().reshape(-1).numpy(), weight.float().reshape(-1).numpy()
+        if row.size:
             # Distinct (row, product) pairs; per pair the latest timestamp and heaviest weight.
-            key = row * (int(product_index.max()) + 1) + product_index
-            unique, inverse = torch.unique(key, return_inverse=True)
-            latest = torch.full((unique.numel(),), torch.iinfo(torch.long).min).scatter_reduce(
-                0, inverse, timestamp, reduce="amax"
-            )
-            heaviest = torch.full((unique.numel(),), -torch.inf).scatter_reduce(0, inverse, weight, reduce="amax")
-            first = torch.full((unique.numel(),), row.numel(), dtype=torch.long).scatter_reduce(
-                0, inverse, torch.arange(row.numel()), reduce="amin"
-            )
-            pair_row, pair_product = row[first], product_index[first]
-            order = torch.from_numpy(np.lexsort((pair_product.numpy(), latest.numpy(), pair_row.numpy())))
+            width = int(product_index.max()) + 1
+            key = row * width + product_index
+            by_key = np.argsort(key, kind="stable")
+            key = key[by_key]
+            first = np.flatnonzero(np.diff(key, prepend=-1))  # each pair's first event in key order
+            latest = np.maximum.reduceat(timestamp[by_key], first)
+            heaviest = np.maximum.reduceat(weight[by_key], first)
+            pair_row, pair_product = key[first] // width, key[first] % width
+            order = np.lexsort((pair_product, latest, pair_row))
             row, product_index, weight, timestamp = pair_row[order], pair_product[order], heaviest[order], latest[order]
-        counts = torch.bincount(row, minlength=num_rows)
-        indptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=num_rows))]).astype(np.int64)
         users = torch.arange(num_rows) if user_index is None else user_index.long().reshape(-1)
-        return cls(indptr, product_index, weight, users, timestamp)
+        return cls(
+            torch.from_numpy(indptr),
+            torch.from_numpy(product_index.astype(np.int64, copy=False)),
+            torch.from_numpy(weight.astype(np.float32, copy=False)),
+            users,
+            torch.from_numpy(timestamp.astype(np.int64, copy=False)),
+        )
 
     def select(self, rows: Tensor) -> Histories:
         """The histories of ``rows`` (``[m]`` long), in that order."""
@@ -109,24 +114,26 @@ class Histories:
             index 0 and weight 0.
         """
         rows, column, from_end, keep = self._window(length)
-        index = torch.zeros(len(self), length, dtype=torch.long)
-        weights = torch.zeros(len(self), length)
-        index[rows, column] = self.product_index[keep]
-        weights[rows, column] = self.weight[keep] * decay ** from_end.float()
-        return index, weights
+        index = np.zeros((len(self), length), dtype=np.int64)
+        weights = np.zeros((len(self), length), dtype=np.float32)
+        index[rows, column] = self.product_index.numpy()[keep]
+        weights[rows, column] = self.weight.numpy()[keep] * np.float32(decay) ** from_end.astype(np.float32)
+        return torch.from_numpy(index), torch.from_numpy(weights)
 
     def latest_timestamps(self, length: int) -> Tensor:
         """``[b, length]`` long: the event times of :meth:`latest`'s columns (padding 0)."""
         rows, column, _, keep = self._window(length)
-        out = torch.zeros(len(self), length, dtype=torch.long)
-        out[rows, column] = self.timestamp[keep]
-        return out
+        out = np.zeros((len(self), length), dtype=np.int64)
+        out[rows, column] = self.timestamp.numpy()[keep]
+        return torch.from_numpy(out)
 
-    def _window(self, length: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _window(self, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Where each user's latest ``length`` entries go in a right-aligned ``[b, length]`` window:
-        ``(row, column, steps before the latest)`` of the kept entries, and the ``[nnz]`` mask of them."""
-        rows = self.row_of_entry
-        from_end = self.indptr[1:][rows] - 1 - torch.arange(rows.numel())  # 0 for a user's latest
+        ``(row, column, steps before the latest)`` of the kept entries, and the ``[nnz]`` mask of
+        them. numpy, like :meth:`from_events`: a served user's window is a few dozen entries."""
+        indptr = self.indptr.numpy()
+        rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+        from_end = indptr[1:][rows] - 1 - np.arange(rows.size)  # 0 for a user's latest
         keep = from_end < length
         return rows[keep], length - 1 - from_end[keep], from_end[keep], keep
 

@@ -172,11 +172,23 @@ def test_histories_keep_each_product_once_latest_right_aligned_with_decay():
     assert histories.indptr.tolist() == [0, 3, 4, 4]
     assert histories.product_index.tolist() == [0, 1, 2, 3]  # product 0 once, at its latest event
     assert histories.weight.tolist() == [5.0, 1.0, 1.0, 1.0]  # with its heaviest weight
+    assert histories.timestamp.tolist() == [1, 3, 5, 0]  # and its latest time
+    assert (histories.product_index.dtype, histories.weight.dtype, histories.timestamp.dtype) == (
+        torch.long, torch.float32, torch.long)
+    assert histories.latest_timestamps(2).tolist() == [[3, 5], [0, 0], [0, 0]]
     index, latest_weight = histories.latest(length=2, decay=0.5)
     assert index.tolist() == [[1, 2], [0, 3], [0, 0]]
     assert latest_weight.tolist() == [[0.5, 1.0], [0.0, 1.0], [0.0, 0.0]]
     picked = histories.select(torch.tensor([1, 0]))
     assert picked.indptr.tolist() == [0, 1, 4] and picked.product_index.tolist() == [3, 0, 1, 2]
+
+
+def test_histories_without_events_are_empty_rows():
+    empty = torch.zeros(0, dtype=torch.long)
+    histories = Histories.from_events(empty, empty, empty, torch.zeros(0), num_rows=2)
+    assert histories.indptr.tolist() == [0, 0, 0] and len(histories) == 2
+    index, weight = histories.latest(3, 0.5)
+    assert index.tolist() == [[0, 0, 0]] * 2 and weight.tolist() == [[0.0, 0.0, 0.0]] * 2
 
 
 def test_model_users_follow_the_one_history_rule():
