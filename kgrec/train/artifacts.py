@@ -106,6 +106,7 @@ class KgrecRecommender(Recommender):
         self.category_embedding: Tensor | None = None
         self.product_text: Tensor | None = None
         self.user_encoder: Any = None
+        self._one_member: EncoderEnsemble | None = None  # a single user_encoder wrapped (_encoders)
         self.co_interactions: CoInteractions | None = None
         self.user_ids: IdMap | None = None
         self.product_ids: IdMap | None = None
@@ -218,9 +219,8 @@ class KgrecRecommender(Recommender):
             index, weight = histories.latest(length, 1.0)
             timestamp = histories.latest_timestamps(length) if self.user_encoder.time_gaps else None
             with torch.no_grad():
-                return unit_members(
-                    self.user_encoder.user_vectors(self.product_embedding, index, weight, timestamp), members
-                )
+                vectors = self._encoders().user_vectors(self.product_embedding, index, weight, timestamp)
+            return unit_members(vectors, members)
         index, weight = histories.latest(int(model.get("history_length", 20)), float(model.get("recency_decay", 0.7)))
         vectors = unit_members(history_embedding(self.product_embedding, index, weight), members)
         if mode == "history" or self.user_embedding is None:
@@ -233,6 +233,15 @@ class KgrecRecommender(Recommender):
             share = float(model.get("history_weight", 0.8))
             vectors[rows] = unit_members(share * vectors[rows] + (1 - share) * trained, members)
         return vectors
+
+    def _encoders(self) -> EncoderEnsemble:
+        """:attr:`user_encoder` as an ensemble, of one member for a single model: either way its
+        members run stacked in numpy for inference (:class:`~kgrec.models.ensemble.StackedEncoders`)."""
+        if isinstance(self.user_encoder, EncoderEnsemble):
+            return self.user_encoder
+        if self._one_member is None or self._one_member.members[0] is not self.user_encoder:
+            self._one_member = EncoderEnsemble([self.user_encoder]).eval()
+        return self._one_member
 
     def rank_with(self, config: Any) -> Any:
         """``config`` (a command's :class:`~kgrec.config.KgrecConfig`) with this model's own rank

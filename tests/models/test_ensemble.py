@@ -84,3 +84,21 @@ def test_gated_members_are_not_stacked_and_still_give_their_vectors():
         vectors = ensemble.user_vectors(product_vectors, index, weight)
         first = members[0].user_vectors(product_vectors[:, :16], index, weight)
     assert torch.allclose(vectors[:, :16], first)
+
+
+@pytest.mark.parametrize("time_gaps", [False, True])
+def test_one_member_runs_stacked_and_gives_the_modules_vectors(time_gaps: bool):
+    # A single model's encoder is served as an ensemble of one: its numpy inference must give what
+    # the torch module gives, on rows with padding, a lone event and full windows.
+    members, product_vectors, index, weight, timestamp = members_and_events(time_gaps=time_gaps)
+    single = members[0].eval()
+    times = timestamp if time_gaps else None
+    columns = product_vectors[:, :16]
+    with torch.no_grad():
+        one = EncoderEnsemble([single]).eval()
+        assert one.stacked() is not None
+        stacked = one.user_vectors(columns, index, weight, times)
+        module = single.user_vectors(columns, index, weight, times)
+    assert stacked.dtype == torch.float32 and stacked.shape == (6, 16)
+    assert torch.allclose(stacked, module, atol=1e-5)
+    assert not torch.allclose(stacked[0], stacked[2])  # rows differ: not one vector broadcast

@@ -172,6 +172,12 @@ def test_transformer_user_encoder_round_trips_without_pyg(tmp_path, time_gaps, b
     later = Histories.from_events(torch.tensor([0, 0, 1]), torch.tensor([3, 5, 2]),
                                   torch.tensor([1, 2 + 30 * 86400, 1]), torch.ones(3), 2)
     assert torch.allclose(loaded.score(later), loaded.score(histories), atol=1e-6) != time_gaps
+    # Served as an ensemble of one (numpy inference for pre-LN blocks): the module's own vectors.
+    index, weight = histories.latest(4, 1.0)
+    stamps = histories.latest_timestamps(4) if time_gaps else None
+    with torch.no_grad():
+        module = loaded.user_encoder.user_vectors(loaded.product_embedding, index, weight, stamps)
+    assert torch.allclose(loaded.user_vectors(histories), torch.nn.functional.normalize(module, dim=-1), atol=1e-5)
     # Loading a model (and encoding users) must not pull in PyTorch Geometric.
     code = (
         "import sys, torch; from kgrec.train.artifacts import load_model_dir; from kgrec.models.history import Histories;"
