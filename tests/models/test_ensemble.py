@@ -102,3 +102,16 @@ def test_one_member_runs_stacked_and_gives_the_modules_vectors(time_gaps: bool):
     assert stacked.dtype == torch.float32 and stacked.shape == (6, 16)
     assert torch.allclose(stacked, module, atol=1e-5)
     assert not torch.allclose(stacked[0], stacked[2])  # rows differ: not one vector broadcast
+
+
+def test_a_batch_above_the_stacked_rows_runs_the_members_one_by_one(monkeypatch):
+    from kgrec.models import ensemble as ensemble_module
+
+    members, product_vectors, index, weight, _ = members_and_events()
+    ensemble = EncoderEnsemble(members).eval()
+    with torch.no_grad():
+        stacked = ensemble.user_vectors(product_vectors, index, weight)  # 6 rows: stacked
+        monkeypatch.setattr(ensemble_module, "STACKED_MAX_ROWS", 4)
+        monkeypatch.setattr(ensemble, "stacked", lambda: pytest.fail("a 6-row batch ran stacked"))
+        one_by_one = ensemble.user_vectors(product_vectors, index, weight)
+    assert torch.allclose(stacked, one_by_one, atol=1e-5)
