@@ -46,3 +46,21 @@ def test_scan_threads_are_capped_at_the_machines_cores(monkeypatch):
     with torch_threads(1), scan_threads(8):
         scan(torch.randn(1, 4), torch.randn(4, 6))
     assert 8 not in counts and counts[1] == 1
+
+
+def test_numpy_blas_runs_on_the_threads_asked_for_then_restores():
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from kgrec.threads import blas_threads
+
+    np.ones((4, 4)) @ np.ones((4, 4))  # numpy's BLAS is loaded
+
+    def blas_thread_counts() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_thread_counts()
+    assert before, "numpy's BLAS was not found"
+    with blas_threads(1):
+        assert blas_thread_counts() == [1] * len(before)
+    assert blas_thread_counts() == before

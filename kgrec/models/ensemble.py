@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgrec.models.sequence import attention_mask, event_tokens, gap_tokens, trim_padding
+from kgrec.threads import blas_threads
 
 
 def unit_members(vectors: Tensor, members: int) -> Tensor:
@@ -156,10 +157,11 @@ class StackedEncoders:
         """``[b, n·dim]`` (CPU): as :meth:`EncoderEnsemble.user_vectors`, with every member at once,
         in chunks of rows."""
         table = product_vectors.detach().cpu().float().numpy()
-        out = [
-            self._rows(table, index[rows].cpu(), weight[rows].cpu(), None if timestamp is None else timestamp[rows].cpu())
-            for rows in torch.arange(index.shape[0]).split(chunk)
-        ]
+        with blas_threads(1):
+            out = [
+                self._rows(table, index[rows].cpu(), weight[rows].cpu(), None if timestamp is None else timestamp[rows].cpu())
+                for rows in torch.arange(index.shape[0]).split(chunk)
+            ]
         return torch.from_numpy(np.concatenate(out)) if out else torch.zeros(0, product_vectors.shape[1])
 
     def _rows(self, table: np.ndarray, index: Tensor, weight: Tensor, timestamp: Tensor | None) -> np.ndarray:
