@@ -64,14 +64,15 @@ class Histories:
         event with its heaviest weight, ordered by ``(timestamp, product_index)``.
 
         Args:
-            row, product_index, timestamp, weight: ``[n]`` events (any order, repeats allowed).
+            row, product_index, timestamp, weight: ``[n]`` events (any order, repeats allowed;
+                on any device, the histories are on the CPU).
             num_rows: ``b``; rows without events are empty.
             user_index: ``[b]`` (default ``arange(b)``).
         """
         # numpy inside: for one served user's few dozen events, torch's per-call cost was most
         # of the work (~0.4 ms a request); for millions of events both sort at the same speed.
-        row, product_index = row.long().reshape(-1).numpy(), product_index.long().reshape(-1).numpy()
-        timestamp, weight = timestamp.long().reshape(-1).numpy(), weight.float().reshape(-1).numpy()
+        row, product_index = (t.long().reshape(-1).cpu().numpy() for t in (row, product_index))
+        timestamp, weight = timestamp.long().reshape(-1).cpu().numpy(), weight.float().reshape(-1).cpu().numpy()
         if row.size:
             # Distinct (row, product) pairs; per pair the latest timestamp and heaviest weight.
             width = int(product_index.max()) + 1
@@ -85,7 +86,7 @@ class Histories:
             order = np.lexsort((pair_product, latest, pair_row))
             row, product_index, weight, timestamp = pair_row[order], pair_product[order], heaviest[order], latest[order]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=num_rows))]).astype(np.int64)
-        users = torch.arange(num_rows) if user_index is None else user_index.long().reshape(-1)
+        users = torch.arange(num_rows) if user_index is None else user_index.long().reshape(-1).cpu()
         return cls(
             torch.from_numpy(indptr),
             torch.from_numpy(product_index.astype(np.int64, copy=False)),
