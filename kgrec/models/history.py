@@ -48,7 +48,8 @@ class Histories:
     @property
     def row_of_entry(self) -> Tensor:
         """``[nnz]`` the row each entry belongs to."""
-        return torch.repeat_interleave(torch.arange(len(self)), self.lengths)
+        counts = np.diff(self.indptr.numpy())
+        return torch.from_numpy(np.repeat(np.arange(counts.size), counts))
 
     @classmethod
     def from_events(
@@ -132,9 +133,8 @@ class Histories:
         """Where each user's latest ``length`` entries go in a right-aligned ``[b, length]`` window:
         ``(row, column, steps before the latest)`` of the kept entries, and the ``[nnz]`` mask of
         them. numpy, like :meth:`from_events`: a served user's window is a few dozen entries."""
-        indptr = self.indptr.numpy()
-        rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
-        from_end = indptr[1:][rows] - 1 - np.arange(rows.size)  # 0 for a user's latest
+        rows = self.row_of_entry.numpy()
+        from_end = self.indptr.numpy()[1:][rows] - 1 - np.arange(rows.size)  # 0 for a user's latest
         keep = from_end < length
         return rows[keep], length - 1 - from_end[keep], from_end[keep], keep
 
