@@ -23,6 +23,7 @@ from kgrec.errors import ConfigError
 
 _scan_threads: ContextVar[int | None] = ContextVar("scan_threads", default=None)
 _blas: Any = None  # numpy's BLAS libraries (threadpoolctl), found at the first blas_threads
+_CORES = os.cpu_count() or 1  # once: asking costs system calls on every served request
 
 
 @contextmanager
@@ -46,7 +47,7 @@ def scan_threads(num_threads: int | None) -> Iterator[None]:
     """Within the block, :func:`scan` runs on ``num_threads`` torch threads (at most the
     machine's cores; ``None``: on the surrounding setting)."""
     if num_threads is not None:
-        num_threads = min(num_threads, os.cpu_count() or 1)
+        num_threads = min(num_threads, _CORES)
     token = _scan_threads.set(num_threads)
     try:
         yield

@@ -41,7 +41,7 @@ def test_scan_outside_scan_threads_keeps_the_surrounding_setting(monkeypatch):
 
 
 def test_scan_threads_are_capped_at_the_machines_cores(monkeypatch):
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(threads, "_CORES", 1)
     counts = recorded_thread_counts(monkeypatch)
     with torch_threads(1), scan_threads(8):
         scan(torch.randn(1, 4), torch.randn(4, 6))

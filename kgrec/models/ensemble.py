@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kgrec.models.sequence import attention_mask, event_tokens, gap_tokens, trim_padding
+from kgrec.models.sequence import EVENT_TOKEN_TOLERANCE, gap_tokens
 from kgrec.threads import blas_threads
 
 
@@ -102,7 +102,9 @@ class StackedEncoders:
     eval mode (no dropout), with batched matrix products over the members, in numpy: a served
     request is one user's few dozen events, where each torch call's fixed cost (~8 µs here)
     outweighs its arithmetic and numpy's is a fraction of it (one 64-d member: 0.9 → 0.3 ms).
-    The event tokens, the mask and the trimmed padding come from the module's own functions.
+    The event tokens, the trimmed padding and the mask are computed as the module's functions
+    compute them (:func:`~kgrec.models.sequence.event_tokens`, ``trim_padding``,
+    ``attention_mask``), in numpy too.
     """
 
     def __init__(self, members: list[nn.Module]) -> None:
@@ -111,7 +113,7 @@ class StackedEncoders:
         self.dim = first.encoder.dim
         self.max_length = first.max_length
         self.scale = np.float32(first.scale)
-        self.event_weight = first.event_weight
+        self.event_weight = first.event_weight.detach().cpu().numpy()
 
         def stack(modules: list[nn.Module], name: str, transpose: bool = False) -> np.ndarray:
             tensors = [getattr(m, name).detach().cpu().float() for m in modules]
@@ -166,20 +168,21 @@ class StackedEncoders:
 
     def _rows(self, table: np.ndarray, index: Tensor, weight: Tensor, timestamp: Tensor | None) -> np.ndarray:
         n, dim = self.members, self.dim
-        columns = [index, weight] + ([] if timestamp is None else [timestamp])
-        present, index, weight, *times = trim_padding(weight > 0, *columns)
+        index, weight = index.numpy(), weight.numpy()
+        present = weight > 0
+        start = _first_event_column(present)
+        present, index, weight = present[:, start:], index[:, start:], weight[:, start:]
         b, width = index.shape
-        x = table[index.numpy()].reshape(b, width, n, dim).transpose(2, 0, 1, 3)  # [n, b, W, dim]
+        x = table[index].reshape(b, width, n, dim).transpose(2, 0, 1, 3)  # [n, b, W, dim]
         length = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
-        tokens = event_tokens(weight, self.event_weight).numpy()
-        x = x / np.maximum(length, np.float32(1e-12)) * self.scale + self.event[:, tokens]
+        x = x / np.maximum(length, np.float32(1e-12)) * self.scale + self.event[:, _event_tokens(weight, self.event_weight)]
         if self.gap is not None:
-            if not times:
+            if timestamp is None:
                 raise ValueError("this encoder reads time gaps: pass the events' timestamps")
-            x = x + self.gap[:, gap_tokens(times[0], present).numpy()]
-        keep = present.numpy()
-        x = (x + self.position[:, None, self.max_length - width :]) * keep[..., None]
-        allowed = ~attention_mask(present, 1).numpy()  # [b, W, W], True where attention is allowed
+            x = x + self.gap[:, gap_tokens(timestamp[:, start:], torch.from_numpy(present)).numpy()]
+        x = (x + self.position[:, None, self.max_length - width :]) * present[..., None]
+        # As attention_mask: causal, to events only, and each position to itself.
+        allowed = (np.tri(width, dtype=bool)[None] & present[:, None, :]) | np.eye(width, dtype=bool)[None]
 
         def linear(h: np.ndarray, weights: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
             # One matrix product per member over all of its rows.
@@ -191,9 +194,13 @@ class StackedEncoders:
             return centred / np.sqrt(variance + np.float32(eps)) * weight[:, None, None] + bias[:, None, None]
 
         inverse_sqrt_dim = np.float32(1.0 / np.sqrt(dim))
-        for block in self.blocks:
+        for number, block in enumerate(self.blocks, start=1):
             h = norm(x, *block["norm1"])
             q, k, v = np.split(linear(h, block["in"]), 3, axis=-1)
+            if number == len(self.blocks):
+                # Only the latest event's state is read: the last block needs every position's keys
+                # and values, but only the latest query (with its row of the mask and its residual).
+                q, allowed, x = q[:, :, -1:], allowed[:, -1:], x[:, :, -1:]
             attention = np.where(allowed, (q @ k.swapaxes(-1, -2)) * inverse_sqrt_dim, np.float32(-np.inf))
             attention = np.exp(attention - attention.max(-1, keepdims=True))  # each row allows itself
             attention /= attention.sum(-1, keepdims=True)
@@ -202,3 +209,16 @@ class StackedEncoders:
             x = x + linear(np.maximum(linear(h, block["linear1"]), np.float32(0.0)), block["linear2"])
         x = norm(x[:, :, -1:], *self.norm)[:, :, 0]  # [n, b, dim]
         return np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(b, n * dim)
+
+
+def _first_event_column(present: np.ndarray) -> int:
+    """The first column holding an event in any row (the last column when none does): as
+    :func:`~kgrec.models.sequence.trim_padding`."""
+    any_present = present.any(0)
+    return int(any_present.argmax()) if any_present.any() else present.shape[1] - 1
+
+
+def _event_tokens(weight: np.ndarray, event_weight: np.ndarray) -> np.ndarray:
+    """:func:`~kgrec.models.sequence.event_tokens` in numpy."""
+    close = np.isclose(weight[..., None], event_weight.astype(weight.dtype), **EVENT_TOKEN_TOLERANCE)
+    return np.where(close.any(-1) & (weight > 0), close.argmax(-1) + 1, 0)

@@ -128,6 +128,10 @@ def trim_padding(present: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
     return (present[:, start:],) + tuple(t[:, start:] for t in tensors)
 
 
+EVENT_TOKEN_TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
+"""How close an event weight must be to an event type's weight to name it (:func:`event_tokens`)."""
+
+
 def event_tokens(weight: Tensor, event_weight: Tensor) -> Tensor:
     """``[b, L]`` long event-type tokens from event weights.
 
@@ -141,7 +145,7 @@ def event_tokens(weight: Tensor, event_weight: Tensor) -> Tensor:
         weight: ``[b, L]`` raw event weights (0 = padding).
         event_weight: ``[E]`` the weight of each event type, in ``EVENT_TYPES`` order.
     """
-    close = torch.isclose(weight.unsqueeze(-1), event_weight.to(weight), rtol=1e-4, atol=1e-6)  # [b, L, E]
+    close = torch.isclose(weight.unsqueeze(-1), event_weight.to(weight), **EVENT_TOKEN_TOLERANCE)  # [b, L, E]
     found = close.any(-1)
     first = close.float().argmax(-1)  # the first matching type
     return torch.where(found & (weight > 0), first + 1, torch.zeros_like(first))

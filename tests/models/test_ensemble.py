@@ -32,13 +32,14 @@ def test_no_rows_stay_no_rows():
 
 def members_and_events(block: str = "pre_ln", time_gaps: bool = False, dim: int = 16, seed: int = 0):
     """Two trained-looking members (random weights) and a batch of right-aligned windows:
-    a row with padding, a row with a single event, and full rows."""
+    a row with padding, a row with a single event, and full rows; the events of three types, and
+    some of a weight no type has (event token 0)."""
     torch.manual_seed(seed)
     event_weight = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     members = [SequenceUserEncoder(dim, 8, event_weight, time_gaps=time_gaps, block=block) for _ in range(2)]
     product_vectors = torch.randn(60, 2 * dim)
     index = torch.randint(0, 60, (6, 8))
-    weight = torch.tensor([1.0, 2.0, 4.0])[torch.randint(0, 3, (6, 8))]
+    weight = torch.tensor([1.0, 2.0, 4.0, 2.5])[torch.randint(0, 4, (6, 8))]
     weight[0, :5] = 0
     weight[1, :-1] = 0
     timestamp = torch.cumsum(torch.randint(0, 400_000, (6, 8)), dim=1)
