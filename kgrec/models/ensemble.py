@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kgrec.models.sequence import EVENT_TOKEN_TOLERANCE, gap_tokens
+from kgrec.models.sequence import EVENT_TOKEN_TOLERANCE, first_event_column, gap_tokens
 from kgrec.threads import blas_threads
 
 
@@ -102,9 +102,9 @@ class StackedEncoders:
     eval mode (no dropout), with batched matrix products over the members, in numpy: a served
     request is one user's few dozen events, where each torch call's fixed cost (~8 µs here)
     outweighs its arithmetic and numpy's is a fraction of it (one 64-d member: 0.9 → 0.3 ms).
-    The event tokens, the trimmed padding and the mask are computed as the module's functions
-    compute them (:func:`~kgrec.models.sequence.event_tokens`, ``trim_padding``,
-    ``attention_mask``), in numpy too.
+    The event tokens and the mask are computed as the module's functions compute them
+    (:func:`~kgrec.models.sequence.event_tokens`, ``attention_mask``), in numpy too; the padding
+    is trimmed by the same rule (:func:`~kgrec.models.sequence.first_event_column`).
     """
 
     def __init__(self, members: list[nn.Module]) -> None:
@@ -160,17 +160,15 @@ class StackedEncoders:
         in chunks of rows."""
         table = product_vectors.detach().cpu().float().numpy()
         with blas_threads(1):
-            out = [
-                self._rows(table, index[rows].cpu(), weight[rows].cpu(), None if timestamp is None else timestamp[rows].cpu())
-                for rows in torch.arange(index.shape[0]).split(chunk)
-            ]
+            columns = [index, weight] + ([] if timestamp is None else [timestamp])
+            out = [self._rows(table, *(c.cpu() for c in part)) for part in zip(*(c.split(chunk) for c in columns))]
         return torch.from_numpy(np.concatenate(out)) if out else torch.zeros(0, product_vectors.shape[1])
 
-    def _rows(self, table: np.ndarray, index: Tensor, weight: Tensor, timestamp: Tensor | None) -> np.ndarray:
+    def _rows(self, table: np.ndarray, index: Tensor, weight: Tensor, timestamp: Tensor | None = None) -> np.ndarray:
         n, dim = self.members, self.dim
         index, weight = index.numpy(), weight.numpy()
         present = weight > 0
-        start = _first_event_column(present)
+        start = first_event_column(present.any(0))
         present, index, weight = present[:, start:], index[:, start:], weight[:, start:]
         b, width = index.shape
         x = table[index].reshape(b, width, n, dim).transpose(2, 0, 1, 3)  # [n, b, W, dim]
@@ -209,13 +207,6 @@ class StackedEncoders:
             x = x + linear(np.maximum(linear(h, block["linear1"]), np.float32(0.0)), block["linear2"])
         x = norm(x[:, :, -1:], *self.norm)[:, :, 0]  # [n, b, dim]
         return np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(b, n * dim)
-
-
-def _first_event_column(present: np.ndarray) -> int:
-    """The first column holding an event in any row (the last column when none does): as
-    :func:`~kgrec.models.sequence.trim_padding`."""
-    any_present = present.any(0)
-    return int(any_present.argmax()) if any_present.any() else present.shape[1] - 1
 
 
 def _event_tokens(weight: np.ndarray, event_weight: np.ndarray) -> np.ndarray:

@@ -6,12 +6,13 @@ event with its heaviest weight, oldest first. :func:`history_embedding` is the o
 rule that turns the latest ``history_length`` of them into a vector: the mean of their
 embeddings, the product ``k`` steps back weighted ``decay ** k`` times its event weight.
 
-Pure tensor code: it needs only torch, so ranking does not import PyTorch Geometric.
+torch and numpy only: ranking does not import PyTorch Geometric.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -45,10 +46,11 @@ class Histories:
         """``[b]`` products per user."""
         return self.indptr[1:] - self.indptr[:-1]
 
-    @property
+    @cached_property
     def row_of_entry(self) -> Tensor:
-        """``[nnz]`` the row each entry belongs to."""
-        counts = np.diff(self.indptr.numpy())
+        """``[nnz]`` the row each entry belongs to (derived once: a served request reads it in its
+        window, its co-interactions and its ranking)."""
+        counts = self.lengths.numpy()
         return torch.from_numpy(np.repeat(np.arange(counts.size), counts))
 
     @classmethod

@@ -12,6 +12,7 @@ Pure torch: ranking and model loading import this without PyTorch Geometric.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -123,9 +124,14 @@ def trim_padding(present: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
         ``(present[:, s:], *[t[:, s:] for t in tensors])`` with ``s`` the first column holding an event
         (at least one column is kept).
     """
-    any_present = present.any(0)
-    start = int(any_present.float().argmax()) if bool(any_present.any()) else present.shape[1] - 1
+    start = first_event_column(present.any(0).cpu().numpy())
     return (present[:, start:],) + tuple(t[:, start:] for t in tensors)
+
+
+def first_event_column(any_present: np.ndarray) -> int:
+    """The first column where ``any_present`` (``[L]`` bool: a column holds an event in some row)
+    is True; the last column when none is, so a window keeps at least one column."""
+    return int(any_present.argmax()) if any_present.any() else any_present.size - 1
 
 
 EVENT_TOKEN_TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
